@@ -1,0 +1,23 @@
+"""The exceptions rtsr raises for problems a user can act on.
+
+Each carries a one-line message meant to be shown as is: the CLI prints it on stderr and
+exits non-zero, the app shows it in the page. Programming errors stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class RTSRError(Exception):
+    """Base class of every error that carries a message for the user."""
+
+
+class InputError(RTSRError, ValueError):
+    """An input file, folder or value that cannot be used (unreadable, mismatched, empty)."""
+
+
+class ModelError(RTSRError):
+    """A model that cannot be built, loaded or run as asked."""
+
+
+class DeviceError(RTSRError):
+    """A device or precision that this host cannot provide (e.g. CUDA without a GPU)."""

@@ -1,0 +1,117 @@
+"""Evaluate a model on a set: upscale, metrics, the bicubic reference, runtime, score.
+
+The result is one JSON document, the file the leaderboard reads. Its schema is versioned
+(``schema_version``); README.md documents every field. Version 1:
+
+``schema`` ("rtsr.evaluate"), ``schema_version`` (1), ``created`` (UTC, ISO 8601),
+``rtsr_version``, ``torch_version``, ``model`` (the descriptor: id, name, scale, track,
+params, flops, source, ...), ``dataset`` (name, lr_dir, gt_dir, images, crop_border),
+``device``, ``device_type``, ``precision``, ``metrics`` and ``bicubic`` (each ``mean`` and
+``images``: name, psnr_rgb, ssim_rgb, psnr_y, ssim_y), ``runtime`` (the runtime report),
+``psnr_gain`` (dB over bicubic, RGB) and ``score``. PSNR of identical images is written as
+``Infinity``, which Python's json and pandas read back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+import rtsr
+from rtsr.constants import TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
+from rtsr.devices import Precision
+from rtsr.errors import InputError, ModelError
+from rtsr.images import read_rgb
+from rtsr.inference import prepare, upscale
+from rtsr.metrics import ImageMetrics, mean_metrics, measure, pair_by_stem
+from rtsr.models import Bicubic, LoadedModel
+from rtsr.runtime import measure_runtime
+from rtsr.scoring import score
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "rtsr.evaluate"
+SCHEMA_VERSION = 1
+
+
+def _summary(per_image: dict[str, ImageMetrics]) -> dict[str, Any]:
+    return {
+        "mean": mean_metrics(list(per_image.values())).as_dict(),
+        "images": [{"name": name, **m.as_dict()} for name, m in per_image.items()],
+    }
+
+
+def evaluate(
+    loaded: LoadedModel,
+    lr_dir: str | Path,
+    gt_dir: str | Path,
+    device: torch.device,
+    precision: Precision,
+    crop_border: int = 0,
+    target_size: tuple[int, int] = TARGET_SIZE,
+    warmup: int = WARMUP_PASSES,
+    repeat: int = TIMED_PASSES,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a model on the LR/GT pairs of two folders; return the results document.
+
+    The model and bicubic upscale every LR image in ``precision`` on ``device``; both are
+    measured against the GT of the same stem; then the runtime protocol runs at
+    ``target_size``, and the score follows from the mean PSNRs and the mean runtime.
+
+    Raises:
+        InputError: unpaired or unreadable images, or a GT that is not ``scale`` times its LR.
+        ModelError: the model's output has the wrong size or is not finite.
+    """
+    scale = loaded.descriptor.scale
+    pairs = pair_by_stem(lr_dir, gt_dir, sr_label="LR")
+    module = prepare(loaded.module, device, precision)
+    bicubic = prepare(Bicubic(scale), device, precision)
+    model_metrics: dict[str, ImageMetrics] = {}
+    bicubic_metrics: dict[str, ImageMetrics] = {}
+    for lr_path, gt_path in tqdm(pairs, desc=f"evaluate {loaded.descriptor.id}", unit="img", disable=not progress):
+        lr, gt = read_rgb(lr_path), read_rgb(gt_path)
+        if gt.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
+            raise InputError(
+                f"{gt_path}: GT is {gt.shape[0]}x{gt.shape[1]}, expected x{scale} of its LR"
+                f" ({lr.shape[0]}x{lr.shape[1]})"
+            )
+        try:
+            sr = upscale(module, lr, scale, device, precision)
+        except ModelError as e:
+            raise ModelError(f"{lr_path}: {e}") from None
+        model_metrics[gt_path.stem] = measure(sr, gt, crop_border, device)
+        bicubic_metrics[gt_path.stem] = measure(upscale(bicubic, lr, scale, device, precision), gt, crop_border, device)
+    report = measure_runtime(loaded, device, precision, target_size, warmup, repeat, progress)
+    metrics, reference = _summary(model_metrics), _summary(bicubic_metrics)
+    psnr, bicubic_psnr = metrics["mean"]["psnr_rgb"], reference["mean"]["psnr_rgb"]
+    runtime = report.as_dict()
+    del runtime["model"]
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "rtsr_version": rtsr.__version__,
+        "torch_version": torch.__version__,
+        "model": {**loaded.descriptor.as_dict(), "flops": report.flops},
+        "dataset": {
+            "name": Path(gt_dir).name,
+            "lr_dir": str(lr_dir),
+            "gt_dir": str(gt_dir),
+            "images": len(pairs),
+            "crop_border": crop_border,
+        },
+        "device": report.device,
+        "device_type": report.device_type,
+        "precision": precision,
+        "metrics": metrics,
+        "bicubic": reference,
+        "runtime": runtime,
+        "psnr_gain": psnr - bicubic_psnr,
+        "score": score(psnr, report.runtime.mean_ms, bicubic_psnr),
+    }

@@ -1,0 +1,86 @@
+"""Running a model on images: tensor conversion, one image, a folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from rtsr.devices import DTYPES, Precision, resolve_device, resolve_precision
+from rtsr.errors import ModelError
+from rtsr.images import list_images, read_rgb, write_image
+from rtsr.outputs import staged_output_dir
+
+logger = logging.getLogger(__name__)
+
+def prepare(module: nn.Module, device: torch.device, precision: Precision) -> nn.Module:
+    """Move a model to ``device`` and cast its weights to ``precision``, in eval mode."""
+    return module.to(device=device, dtype=DTYPES[precision]).eval()
+
+
+def to_tensor(image: np.ndarray, device: torch.device, precision: Precision) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` on [0, 1] in the given precision."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]
+    return x.float().div_(255.0).to(DTYPES[precision])
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """``(1, 3, H, W)`` on [0, 1] -> ``(H, W, 3)`` uint8, clamped and rounded."""
+    out = tensor[0].float().clamp_(0.0, 1.0).mul_(255.0).round_().byte()
+    return out.permute(1, 2, 0).cpu().numpy()
+
+
+def upscale(
+    module: nn.Module,
+    image: np.ndarray,
+    scale: int,
+    device: torch.device,
+    precision: Precision,
+) -> np.ndarray:
+    """Upscale one ``(H, W, 3)`` uint8 image with a prepared model.
+
+    Raises:
+        ModelError: the model's output is not ``(scale * H, scale * W)`` or not finite.
+    """
+    h, w = image.shape[:2]
+    expected = (1, 3, scale * h, scale * w)
+    with torch.inference_mode():
+        out = module(to_tensor(image, device, precision))
+        if tuple(out.shape) != expected:
+            raise ModelError(f"model returned {tuple(out.shape)} for a {h}x{w} input, expected {expected}")
+        if not torch.isfinite(out).all():
+            raise ModelError(f"model returned non-finite values for a {h}x{w} input")
+        return to_image(out)
+
+
+def upscale_folder(
+    module: nn.Module,
+    scale: int,
+    lr_dir: str | Path,
+    out_dir: str | Path,
+    device: str | torch.device = "cpu",
+    precision: Precision | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Upscale every image of ``lr_dir`` into PNGs named as the inputs in ``out_dir``.
+
+    The output folder appears only when every image succeeded.
+    """
+    dev = resolve_device(device)
+    prec = resolve_precision(dev, precision)
+    module = prepare(module, dev, prec)
+    paths = list_images(lr_dir)
+    written = []
+    with staged_output_dir(out_dir) as stage:
+        for path in tqdm(paths, desc=f"sr x{scale} {prec}", unit="img", disable=not progress):
+            try:
+                sr = upscale(module, read_rgb(path), scale, dev, prec)
+            except ModelError as e:
+                raise ModelError(f"{path}: {e}") from None
+            write_image(stage / f"{path.stem}.png", sr)
+            written.append(Path(out_dir) / f"{path.stem}.png")
+    return written

@@ -1,0 +1,185 @@
+"""The challenge's runtime protocol, FLOPs and parameters, with bicubic as a yardstick.
+
+``runtime_demo.py`` of NTIRE 2023 RTSR feeds a random input of the LR size of a 4K target,
+runs 50 untimed warm-up passes, then times 244 passes one by one between CUDA events and
+reports their mean in milliseconds. We report the mean (the official figure) and its
+spread, and time bicubic upscaling the same way in the same run: the ratio of the two can be
+compared across GPUs, which absolute milliseconds cannot. On the CPU passes are timed with a
+wall clock (``time.perf_counter``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from rtsr.constants import TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
+from rtsr.devices import DTYPES, Precision, device_name
+from rtsr.errors import InputError
+from rtsr.inference import prepare
+from rtsr.models import Bicubic, LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeStats:
+    """Per-pass times in milliseconds over ``passes`` timed passes."""
+
+    mean_ms: float
+    median_ms: float
+    p95_ms: float
+    std_ms: float
+    min_ms: float
+    passes: int
+
+    @classmethod
+    def from_times(cls, times_ms: list[float]) -> RuntimeStats:
+        arr = np.asarray(times_ms, dtype=np.float64)
+        return cls(
+            mean_ms=float(arr.mean()),
+            median_ms=float(np.median(arr)),
+            p95_ms=float(np.percentile(arr, 95)),
+            std_ms=float(statistics.pstdev(times_ms)) if len(times_ms) > 1 else 0.0,
+            min_ms=float(arr.min()),
+            passes=len(times_ms),
+        )
+
+
+def time_forward(
+    module: nn.Module,
+    x: torch.Tensor,
+    warmup: int = WARMUP_PASSES,
+    repeat: int = TIMED_PASSES,
+    progress: bool = True,
+    desc: str = "timing",
+) -> RuntimeStats:
+    """Time ``module(x)``: ``warmup`` untimed passes, then ``repeat`` passes timed one by one.
+
+    On CUDA each pass is timed between CUDA events and the device is synchronised after each;
+    on the CPU with ``time.perf_counter``.
+    """
+    if repeat < 1 or warmup < 0:
+        raise InputError(f"need repeat >= 1 and warmup >= 0, got {repeat} and {warmup}")
+    cuda = x.device.type == "cuda"
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in tqdm(range(warmup), desc=f"{desc} warm-up", leave=False, disable=not progress):
+            module(x)
+        if cuda:
+            torch.cuda.synchronize(x.device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        for _ in tqdm(range(repeat), desc=desc, leave=False, disable=not progress):
+            if cuda:
+                start.record()
+                module(x)
+                end.record()
+                torch.cuda.synchronize(x.device)
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                module(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+    return RuntimeStats.from_times(times)
+
+
+def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass as ``torch.utils.flop_counter`` counts them.
+
+    It counts 2 FLOPs per multiply-add of convolutions and matrix products and nothing for
+    element-wise ops or interpolation (bicubic counts 0). The pass runs on the meta device,
+    so no memory is allocated and nothing is computed.
+    """
+    meta_module = copy.deepcopy(module).to(device="meta", dtype=torch.float32)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta_module(torch.empty(input_shape, device="meta"))
+    return int(counter.get_total_flops())
+
+
+def lr_size(scale: int, target_size: tuple[int, int] = TARGET_SIZE) -> tuple[int, int]:
+    """The LR input size ``(H, W)`` whose x``scale`` output is ``target_size``.
+
+    Raises:
+        InputError: a side of ``target_size`` does not divide by ``scale``.
+    """
+    h, w = target_size
+    if h <= 0 or w <= 0 or h % scale or w % scale:
+        raise InputError(f"crop size {h}x{w} must be positive and divisible by the scale {scale}")
+    return h // scale, w // scale
+
+
+@dataclass(frozen=True)
+class RuntimeReport:
+    """One run of the protocol: a model and bicubic, timed the same way on one device."""
+
+    model: dict[str, Any]
+    device: str
+    device_type: str
+    precision: Precision
+    timer: str
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    warmup: int
+    runtime: RuntimeStats
+    bicubic: RuntimeStats
+    flops: int
+    params: int
+
+    @property
+    def relative_to_bicubic(self) -> float:
+        """The model's mean runtime over bicubic's, measured side by side."""
+        return self.runtime.mean_ms / self.bicubic.mean_ms
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "relative_to_bicubic": self.relative_to_bicubic}
+
+
+def measure_runtime(
+    loaded: LoadedModel,
+    device: torch.device,
+    precision: Precision,
+    target_size: tuple[int, int] = TARGET_SIZE,
+    warmup: int = WARMUP_PASSES,
+    repeat: int = TIMED_PASSES,
+    progress: bool = True,
+) -> RuntimeReport:
+    """Run the challenge's runtime protocol on a model and, the same way, on bicubic.
+
+    The input is uniform noise on [0, 1] of the LR size of ``target_size`` (4K by default),
+    batch 1, in ``precision`` (weights and input both), on ``device``.
+    """
+    scale = loaded.descriptor.scale
+    h, w = lr_size(scale, target_size)
+    shape = (1, 3, h, w)
+    flops = count_flops(loaded.module, shape)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=generator).to(device=device, dtype=DTYPES[precision])
+    module = prepare(loaded.module, device, precision)
+    name = loaded.descriptor.id
+    logger.info("timing %s on %s in %s, input %dx%d", name, device, precision, h, w)
+    stats = time_forward(module, x, warmup, repeat, progress, desc=name)
+    bicubic = time_forward(prepare(Bicubic(scale), device, precision), x, warmup, repeat, progress, "bicubic")
+    return RuntimeReport(
+        model=loaded.descriptor.as_dict(),
+        device=device_name(device),
+        device_type=device.type,
+        precision=precision,
+        timer="cuda-event" if device.type == "cuda" else "wall-clock",
+        input_size=(h, w),
+        output_size=(h * scale, w * scale),
+        warmup=warmup,
+        runtime=stats,
+        bicubic=bicubic,
+        flops=flops,
+        params=loaded.descriptor.params,
+    )
