@@ -57,24 +57,56 @@ def _fmt(value: float, digits: int = 4) -> str:
     return "inf" if math.isinf(value) else f"{value:.{digits}f}"
 
 
+def _print_metrics_table(rows: list[tuple[str, dict[str, float]]], first: str = "image") -> None:
+    """Print rows of PSNR/SSIM (RGB and Y) under a header, names padded to one width."""
+    width = max(len(first), *(len(name) for name, _ in rows))
+    print(f"{first:<{width}}  {'PSNR-RGB':>9}  {'SSIM-RGB':>8}  {'PSNR-Y':>9}  {'SSIM-Y':>8}")
+    for name, m in rows:
+        cells = (f"{_fmt(m[k]):>{w}}" for k, w in (("psnr_rgb", 9), ("ssim_rgb", 8), ("psnr_y", 9), ("ssim_y", 8)))
+        print(f"{name:<{width}}  " + "  ".join(cells))
+
+
 def _add_model_args(p: argparse.ArgumentParser, scale_required: bool) -> None:
-    p.add_argument("--model", required=True, metavar="ID|PATH",
-                   help="built-in model (bicubic, rtsrn) or an RTSRN checkpoint (.pth, .pt, .safetensors)")
-    p.add_argument("--scale", type=_scale, required=scale_required, metavar="{2,3}",
-                   help="upscaling factor: 2 (Track 1) or 3 (Track 2)" + ("" if scale_required else "; a checkpoint knows its own"))
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="ID|PATH",
+        help="built-in model (bicubic, rtsrn) or an RTSRN checkpoint (.pth, .pt, .safetensors)",
+    )
+    p.add_argument(
+        "--scale",
+        type=_scale,
+        required=scale_required,
+        metavar="{2,3}",
+        help="upscaling factor: 2 (Track 1) or 3 (Track 2)"
+        + ("" if scale_required else "; a checkpoint knows its own"),
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--precision", choices=PRECISIONS, default=None,
-                           help="default: fp16 on CUDA, fp32 on CPU")
-    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
-                           help="same as --precision fp16 (weights and input in half)")
+    precision.add_argument("--precision", choices=PRECISIONS, default=None, help="default: fp16 on CUDA, fp32 on CPU")
+    precision.add_argument(
+        "--fp16",
+        dest="precision",
+        action="store_const",
+        const="fp16",
+        help="same as --precision fp16 (weights and input in half)",
+    )
 
 
 def _add_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=_positive, default=TIMED_PASSES, help=f"timed passes (default {TIMED_PASSES})")
-    p.add_argument("--warmup", type=_non_negative, default=WARMUP_PASSES, help=f"untimed passes first (default {WARMUP_PASSES})")
-    p.add_argument("--crop-size", type=_positive, nargs=2, default=list(TARGET_SIZE), metavar=("H", "W"),
-                   help=f"output (HR) size timed; the input is this over the scale (default {TARGET_SIZE[0]} {TARGET_SIZE[1]}, 4K)")
+    p.add_argument(
+        "--warmup", type=_non_negative, default=WARMUP_PASSES, help=f"untimed passes first (default {WARMUP_PASSES})"
+    )
+    p.add_argument(
+        "--crop-size",
+        type=_positive,
+        nargs=2,
+        default=list(TARGET_SIZE),
+        metavar=("H", "W"),
+        help=f"output (HR) size timed; the input is this over the scale"
+        f" (default {TARGET_SIZE[0]} {TARGET_SIZE[1]}, 4K)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,51 +116,96 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("prepare-data", help="degrade HR images as the challenge does (bicubic + JPEG)",
-                       description="Crop each image so its sides divide by the scale, downsample it with bicubic, save the LR as JPEG and the GT as PNG.")
+    p = sub.add_parser(
+        "prepare-data",
+        help="degrade HR images as the challenge does (bicubic + JPEG)",
+        description="Crop each image so its sides divide by the scale, downsample it with bicubic,"
+        " save the LR as JPEG and the GT as PNG.",
+    )
     p.add_argument("--image-dir", required=True, help="folder of HR images")
     p.add_argument("--lr-out-dir", required=True, help="where LR images go (stem.jpg, or stem.png at --jpeg-level 0)")
     p.add_argument("--gt-out-dir", required=True, help="where the cropped GT images go (stem.png)")
-    p.add_argument("--downsample-factor", type=_scale, required=True, metavar="{2,3}", help="2 (Track 1) or 3 (Track 2)")
-    p.add_argument("--jpeg-level", type=_non_negative, default=JPEG_QUALITY, help=f"JPEG quality 1-100; 0 saves lossless PNG (default {JPEG_QUALITY})")
-    p.add_argument("--crop-size", type=_positive, nargs=2, metavar=("H", "W"), help="centre-crop the GT to H x W (both divisible by the scale)")
-    p.add_argument("--resize", choices=("pil", "matlab"), default="pil",
-                   help="pil: Pillow's BICUBIC, the challenge's (default); matlab: MATLAB imresize bicubic with antialiasing")
+    p.add_argument(
+        "--downsample-factor", type=_scale, required=True, metavar="{2,3}", help="2 (Track 1) or 3 (Track 2)"
+    )
+    p.add_argument(
+        "--jpeg-level",
+        type=_non_negative,
+        default=JPEG_QUALITY,
+        help=f"JPEG quality 1-100; 0 saves lossless PNG (default {JPEG_QUALITY})",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=_positive,
+        nargs=2,
+        metavar=("H", "W"),
+        help="centre-crop the GT to H x W (both divisible by the scale)",
+    )
+    p.add_argument(
+        "--resize",
+        choices=("pil", "matlab"),
+        default="pil",
+        help="pil: Pillow's BICUBIC, the challenge's (default); matlab: MATLAB imresize bicubic with antialiasing",
+    )
 
-    p = sub.add_parser("metrics", help="PSNR/SSIM on RGB and Y of an SR folder against a GT folder",
-                       description="Pair images by file stem and print PSNR and SSIM on RGB and on BT.601 Y, per image and averaged.")
+    p = sub.add_parser(
+        "metrics",
+        help="PSNR/SSIM on RGB and Y of an SR folder against a GT folder",
+        description="Pair images by file stem and print PSNR and SSIM on RGB and on BT.601 Y, per image and averaged.",
+    )
     p.add_argument("--sr-dir", required=True)
     p.add_argument("--gt-dir", required=True)
-    p.add_argument("--crop-border", type=_non_negative, default=0, help="pixels removed from each side first (default 0, the challenge's)")
+    p.add_argument(
+        "--crop-border",
+        type=_non_negative,
+        default=0,
+        help="pixels removed from each side first (default 0, the challenge's)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
-    p = sub.add_parser("score", help="the challenge score from PSNR and runtime",
-                       description="score = 2^(PSNR - PSNR_bicubic) * 2 / (0.1 * sqrt(runtime_ms)); 0 when not above bicubic.")
+    p = sub.add_parser(
+        "score",
+        help="the challenge score from PSNR and runtime",
+        description="score = 2^(PSNR - PSNR_bicubic) * 2 / (0.1 * sqrt(runtime_ms)); 0 when not above bicubic.",
+    )
     p.add_argument("--psnr", type=float, required=True, help="mean PSNR (RGB) of the method, dB")
     p.add_argument("--runtime", type=float, required=True, metavar="MS", help="mean runtime per image, ms")
     p.add_argument("--bicubic-psnr", type=float, required=True, help="mean PSNR (RGB) of bicubic on the same set, dB")
     p.add_argument("--json", action="store_true", help="print JSON instead of the bare score")
 
-    p = sub.add_parser("runtime", help="time a model with the challenge's protocol, beside bicubic",
-                       description="Random input of the LR size of a 4K output; warm-up passes, then timed passes (CUDA events on GPU, wall clock on CPU); bicubic timed the same way.")
+    p = sub.add_parser(
+        "runtime",
+        help="time a model with the challenge's protocol, beside bicubic",
+        description="Random input of the LR size of a 4K output; warm-up passes, then timed passes"
+        " (CUDA events on GPU, wall clock on CPU); bicubic timed the same way.",
+    )
     _add_model_args(p, scale_required=False)
     _add_protocol_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
-    p = sub.add_parser("sr", help="upscale a folder of LR images to PNG",
-                       description="Upscale every image of --lr-dir; outputs are PNGs named as the inputs.")
+    p = sub.add_parser(
+        "sr",
+        help="upscale a folder of LR images to PNG",
+        description="Upscale every image of --lr-dir; outputs are PNGs named as the inputs.",
+    )
     _add_model_args(p, scale_required=False)
     p.add_argument("--lr-dir", required=True)
     p.add_argument("--out-dir", required=True)
 
-    p = sub.add_parser("evaluate", help="metrics, bicubic reference, runtime and score as one JSON document",
-                       description="Upscale --lr-dir, measure against --gt-dir beside bicubic, run the runtime protocol, and write the results document the leaderboard reads.")
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics, bicubic reference, runtime and score as one JSON document",
+        description="Upscale --lr-dir, measure against --gt-dir beside bicubic, run the runtime protocol,"
+        " and write the results document the leaderboard reads.",
+    )
     _add_model_args(p, scale_required=False)
     p.add_argument("--lr-dir", required=True)
     p.add_argument("--gt-dir", required=True)
     p.add_argument("--out", required=True, metavar="FILE.json")
-    p.add_argument("--crop-border", type=_non_negative, default=0, help="pixels removed from each side before metrics (default 0)")
+    p.add_argument(
+        "--crop-border", type=_non_negative, default=0, help="pixels removed from each side before metrics (default 0)"
+    )
     _add_protocol_args(p)
     return parser
 
@@ -136,9 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_prepare_data(args: argparse.Namespace) -> None:
     from rtsr.degradation import prepare_data
 
-    pairs = prepare_data(args.image_dir, args.lr_out_dir, args.gt_out_dir, args.downsample_factor,
-                         args.jpeg_level, tuple(args.crop_size) if args.crop_size else None, args.resize,
-                         progress=not args.quiet)
+    pairs = prepare_data(
+        args.image_dir,
+        args.lr_out_dir,
+        args.gt_out_dir,
+        args.downsample_factor,
+        args.jpeg_level,
+        tuple(args.crop_size) if args.crop_size else None,
+        args.resize,
+        progress=not args.quiet,
+    )
     kind = f"JPEG q={args.jpeg_level}" if args.jpeg_level else "PNG"
     print(f"prepared {len(pairs)} images at x{args.downsample_factor} ({args.resize} bicubic, {kind})")
     print(f"  LR -> {args.lr_out_dir}")
@@ -151,12 +235,11 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
 
     results = measure_folders(args.sr_dir, args.gt_dir, args.crop_border, args.device, progress=not args.quiet)
     mean = mean_metrics(list(results.values()))
-    width = max(len("mean"), *(len(n) for n in results))
-    print(f"{'image':<{width}}  {'PSNR-RGB':>9}  {'SSIM-RGB':>8}  {'PSNR-Y':>9}  {'SSIM-Y':>8}")
-    for name, m in [*results.items(), ("mean", mean)]:
-        print(f"{name:<{width}}  {_fmt(m.psnr_rgb):>9}  {_fmt(m.ssim_rgb):>8}  {_fmt(m.psnr_y):>9}  {_fmt(m.ssim_y):>8}")
+    _print_metrics_table([*((n, m.as_dict()) for n, m in results.items()), ("mean", mean.as_dict())])
     if args.json:
-        write_json({"images": [{"name": n, **m.as_dict()} for n, m in results.items()], "mean": mean.as_dict()}, args.json)
+        write_json(
+            {"images": [{"name": n, **m.as_dict()} for n, m in results.items()], "mean": mean.as_dict()}, args.json
+        )
         print(f"wrote {args.json}")
 
 
@@ -168,8 +251,17 @@ def _cmd_score(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise RTSRError(str(e)) from None
     if args.json:
-        print(json.dumps({"psnr": args.psnr, "runtime_ms": args.runtime, "bicubic_psnr": args.bicubic_psnr,
-                          "psnr_gain": args.psnr - args.bicubic_psnr, "score": value}))
+        print(
+            json.dumps(
+                {
+                    "psnr": args.psnr,
+                    "runtime_ms": args.runtime,
+                    "bicubic_psnr": args.bicubic_psnr,
+                    "psnr_gain": args.psnr - args.bicubic_psnr,
+                    "score": value,
+                }
+            )
+        )
     else:
         print(f"{value:.4f}")
 
@@ -190,7 +282,10 @@ def _print_runtime(report: Any) -> None:
     print(f"model     {model['id']}: {model['name']}, x{model['scale']} (Track {model['track']})")
     print(f"size      {report.params:,} params, {report.flops / 1e9:.2f} GFLOPs (torch.utils.flop_counter, 2 per MAC)")
     print(f"device    {report.device}, {report.precision.upper()}, {report.timer} timer")
-    print(f"input     1x3x{h}x{w} -> {report.output_size[0]}x{report.output_size[1]}, {report.warmup} warm-up + {r.passes} timed passes")
+    print(
+        f"input     1x3x{h}x{w} -> {report.output_size[0]}x{report.output_size[1]},"
+        f" {report.warmup} warm-up + {r.passes} timed passes"
+    )
     for name, s in (("runtime", r), ("bicubic", b)):
         print(f"{name:<9} mean {s.mean_ms:.3f} ms  median {s.median_ms:.3f}  p95 {s.p95_ms:.3f}  std {s.std_ms:.3f}")
     print(f"relative  {report.relative_to_bicubic:.2f}x bicubic on the same device")
@@ -203,8 +298,9 @@ def _cmd_runtime(args: argparse.Namespace) -> None:
     from rtsr.runtime import measure_runtime
 
     loaded, device, precision = _load(args)
-    report = measure_runtime(loaded, device, precision, tuple(args.crop_size), args.warmup, args.repeat,
-                             progress=not args.quiet)
+    report = measure_runtime(
+        loaded, device, precision, tuple(args.crop_size), args.warmup, args.repeat, progress=not args.quiet
+    )
     _print_runtime(report)
     if args.json:
         write_json(report.as_dict(), args.json)
@@ -216,9 +312,13 @@ def _cmd_sr(args: argparse.Namespace) -> None:
 
     loaded, device, precision = _load(args)
     scale = loaded.descriptor.scale
-    written = upscale_folder(loaded.module, scale, args.lr_dir, args.out_dir, device, precision,
-                             progress=not args.quiet)
-    print(f"upscaled {len(written)} images x{scale} with {loaded.descriptor.id} ({precision.upper()} on {device.type}) -> {args.out_dir}")
+    written = upscale_folder(
+        loaded.module, scale, args.lr_dir, args.out_dir, device, precision, progress=not args.quiet
+    )
+    print(
+        f"upscaled {len(written)} images x{scale} with {loaded.descriptor.id}"
+        f" ({precision.upper()} on {device.type}) -> {args.out_dir}"
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -226,18 +326,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from rtsr.outputs import write_json
 
     loaded, device, precision = _load(args)
-    doc = evaluate(loaded, args.lr_dir, args.gt_dir, device, precision, args.crop_border,
-                   tuple(args.crop_size), args.warmup, args.repeat, progress=not args.quiet)
+    doc = evaluate(
+        loaded,
+        args.lr_dir,
+        args.gt_dir,
+        device,
+        precision,
+        args.crop_border,
+        tuple(args.crop_size),
+        args.warmup,
+        args.repeat,
+        progress=not args.quiet,
+    )
     write_json(doc, args.out)
-    m, b = doc["metrics"]["mean"], doc["bicubic"]["mean"]
-    print(f"{doc['model']['id']} on {doc['dataset']['name']} ({doc['dataset']['images']} images), {precision.upper()} on {doc['device']}")
-    print(f"{'':8} {'PSNR-RGB':>9}  {'SSIM-RGB':>8}  {'PSNR-Y':>9}  {'SSIM-Y':>8}")
-    for name, x in (("model", m), ("bicubic", b)):
-        print(f"{name:<8} {_fmt(x['psnr_rgb']):>9}  {_fmt(x['ssim_rgb']):>8}  {_fmt(x['psnr_y']):>9}  {_fmt(x['ssim_y']):>8}")
+    print(
+        f"{doc['model']['id']} on {doc['dataset']['name']} ({doc['dataset']['images']} images),"
+        f" {precision.upper()} on {doc['device']}"
+    )
+    _print_metrics_table([("model", doc["metrics"]["mean"]), ("bicubic", doc["bicubic"]["mean"])], first="mean of")
     rt = doc["runtime"]
     print(f"gain     {doc['psnr_gain']:+.3f} dB PSNR-RGB over bicubic")
-    print(f"runtime  {rt['runtime']['mean_ms']:.3f} ms mean ({rt['relative_to_bicubic']:.2f}x bicubic), "
-          f"{doc['model']['params']:,} params, {doc['model']['flops'] / 1e9:.2f} GFLOPs")
+    print(
+        f"runtime  {rt['runtime']['mean_ms']:.3f} ms mean ({rt['relative_to_bicubic']:.2f}x bicubic), "
+        f"{doc['model']['params']:,} params, {doc['model']['flops'] / 1e9:.2f} GFLOPs"
+    )
     print(f"score    {doc['score']:.4f}")
     print(f"wrote {args.out}")
 
@@ -255,8 +367,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 ok, 1 an error, 2 bad arguments, 130 interrupted)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         COMMANDS[args.command](args)
     except RTSRError as e:
@@ -268,7 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: still one line unless asked for more
         if args.verbose:
             raise
-        print(f"rtsr {args.command}: internal error: {e.__class__.__name__}: {e} (rerun with -v for the traceback)",
-              file=sys.stderr)
+        print(
+            f"rtsr {args.command}: internal error: {e.__class__.__name__}: {e} (rerun with -v for the traceback)",
+            file=sys.stderr,
+        )
         return 3
     return 0

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from rtsr.constants import JPEG_QUALITY, SCALES
 from rtsr.errors import InputError
 from rtsr.images import list_images, read_rgb, write_image
-from rtsr.outputs import staged_output_dir
 from rtsr.imresize import imresize
+from rtsr.outputs import staged_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ def check_jpeg_quality(quality: int) -> int:
     return quality
 
 
-def crop_for_scale(
-    image: np.ndarray, scale: int, crop_size: tuple[int, int] | None = None
-) -> np.ndarray:
+def crop_for_scale(image: np.ndarray, scale: int, crop_size: tuple[int, int] | None = None) -> np.ndarray:
     """Crop an HWC image so that both sides divide by ``scale``.
 
     With ``crop_size = (H, W)`` take the centred ``H x W`` window (both must divide by
@@ -75,8 +73,8 @@ def downsample(image: np.ndarray, scale: int, resize: ResizeMethod = "pil") -> n
         raise InputError(f"image size {h}x{w} does not divide by the scale {scale}")
     if resize == "pil":
         # Pillow's BICUBIC antialiases when downscaling, with its own edge handling.
-        small = Image.fromarray(image).resize((w // scale, h // scale), resample=Image.BICUBIC)
-        return np.asarray(small)
+        small = Image.fromarray(image).resize((w // scale, h // scale), resample=Image.Resampling.BICUBIC)
+        return np.array(small)  # a writable copy: Pillow's buffer is read-only
     if resize == "matlab":
         chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).double()
         small_t = imresize(chw, 1.0 / scale, out_size=(h // scale, w // scale))

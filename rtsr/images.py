@@ -13,9 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from rtsr.errors import InputError
 
 #: File endings read as images (case-insensitive).
-IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-)
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -31,9 +29,7 @@ def list_images(folder: str | Path) -> list[Path]:
         raise InputError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    paths = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         endings = ", ".join(sorted(IMAGE_SUFFIXES))
         raise InputError(f"{folder}: no images found (looked for {endings})")

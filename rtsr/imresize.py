@@ -27,9 +27,7 @@ def _cubic(x: torch.Tensor) -> torch.Tensor:
     return near + far
 
 
-def _contributions(
-    in_len: int, out_len: int, scale: float, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _contributions(in_len: int, out_len: int, scale: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Input indices ``(out_len, taps)`` and their float64 weights, as MATLAB computes them."""
     antialias = scale < 1
     width = 4.0 / scale if antialias else 4.0
@@ -43,9 +41,7 @@ def _contributions(
     weights = scale * _cubic(distance * scale) if antialias else _cubic(distance)
     weights = weights / weights.sum(dim=1, keepdim=True)
     # Symmetric extension: index -1 reads 0, index n reads n - 1 (the edge pixel repeats).
-    mirror = torch.cat(
-        [torch.arange(in_len, device=device), torch.arange(in_len - 1, -1, -1, device=device)]
-    )
+    mirror = torch.cat([torch.arange(in_len, device=device), torch.arange(in_len - 1, -1, -1, device=device)])
     indices = mirror[(indices.long() - 1) % (2 * in_len)]
     return indices, weights
 

@@ -17,6 +17,7 @@ from rtsr.outputs import staged_output_dir
 
 logger = logging.getLogger(__name__)
 
+
 def prepare(module: nn.Module, device: torch.device, precision: Precision) -> nn.Module:
     """Move a model to ``device`` and cast its weights to ``precision``, in eval mode."""
     return module.to(device=device, dtype=DTYPES[precision]).eval()

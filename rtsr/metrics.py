@@ -133,9 +133,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, peak: float = PEAK) -> float:
     for top, bottom in _strips(height):
         x = a[:, top:bottom].double()
         y = b[:, top:bottom].double()
-        mu_x, mu_y, xx, yy, xy = _filter_valid(
-            torch.cat([x, y, x * x, y * y, x * y])
-        ).split(channels)
+        mu_x, mu_y, xx, yy, xy = _filter_valid(torch.cat([x, y, x * x, y * y, x * y])).split(channels)
         var_x = xx - mu_x * mu_x
         var_y = yy - mu_y * mu_y
         cov = xy - mu_x * mu_y
@@ -172,9 +170,7 @@ def measure(
     dev = resolve_device(device)
     sr_t, gt_t = _to_chw(sr, dev), _to_chw(gt, dev)
     if sr_t.shape != gt_t.shape:
-        raise InputError(
-            f"size mismatch: SR is {sr_t.shape[1]}x{sr_t.shape[2]}, GT is {gt_t.shape[1]}x{gt_t.shape[2]}"
-        )
+        raise InputError(f"size mismatch: SR is {sr_t.shape[1]}x{sr_t.shape[2]}, GT is {gt_t.shape[1]}x{gt_t.shape[2]}")
     if crop_border < 0:
         raise InputError(f"crop border must be >= 0, got {crop_border}")
     if crop_border:
@@ -203,9 +199,7 @@ def mean_metrics(metrics: list[ImageMetrics]) -> ImageMetrics:
     )
 
 
-def pair_by_stem(
-    sr_dir: str | Path, gt_dir: str | Path, sr_label: str = "SR"
-) -> list[tuple[Path, Path]]:
+def pair_by_stem(sr_dir: str | Path, gt_dir: str | Path, sr_label: str = "SR") -> list[tuple[Path, Path]]:
     """Pair the images of two folders by file stem (``0001.png`` with ``0001.jpg``).
 
     Raises:
@@ -236,9 +230,7 @@ def measure_folders(
             naming the file.
     """
     results = {}
-    for sr_path, gt_path in tqdm(
-        pair_by_stem(sr_dir, gt_dir), desc="metrics", unit="img", disable=not progress
-    ):
+    for sr_path, gt_path in tqdm(pair_by_stem(sr_dir, gt_dir), desc="metrics", unit="img", disable=not progress):
         try:
             results[gt_path.stem] = measure(read_rgb(sr_path), read_rgb(gt_path), crop_border, device)
         except InputError as e:

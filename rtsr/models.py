@@ -29,9 +29,7 @@ class RTSRN(nn.Module):
     load as they are.
     """
 
-    def __init__(
-        self, num_channels: int = 3, num_feats: int = 64, num_blocks: int = 5, upscale: int = 2
-    ) -> None:
+    def __init__(self, num_channels: int = 3, num_feats: int = 64, num_blocks: int = 5, upscale: int = 2) -> None:
         super().__init__()
         self.scale = upscale
         self.head = nn.Sequential(nn.Conv2d(num_channels, num_feats, 3, padding=1))
@@ -187,7 +185,5 @@ def load_model(spec: str | Path, scale: int | None = None) -> LoadedModel:
     else:
         raise _unknown_model(str(spec))
     module.eval().requires_grad_(False)
-    descriptor = ModelDescriptor(
-        id=model_id, name=name, scale=scale, params=count_params(module), source=source
-    )
+    descriptor = ModelDescriptor(id=model_id, name=name, scale=scale, params=count_params(module), source=source)
     return LoadedModel(module, descriptor)

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from rtsr.devices import resolve_device, resolve_precision
+from rtsr.errors import DeviceError, InputError, ModelError
+from rtsr.inference import prepare, to_image, to_tensor, upscale, upscale_folder
+from rtsr.models import srmodel
+from tests.conftest import photo
+
+
+def test_tensor_round_trip_is_exact():
+    image = photo("rocket")
+    cpu = torch.device("cpu")
+    assert np.array_equal(to_image(to_tensor(image, cpu, "fp32")), image)
+
+
+def test_precision_defaults_and_refusals():
+    cpu = torch.device("cpu")
+    assert resolve_precision(cpu, None) == "fp32"
+    assert resolve_precision(cpu, "bf16") == "bf16"
+    with pytest.raises(DeviceError, match="FP16 needs a CUDA device"):
+        resolve_precision(cpu, "fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device("gpu0")
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_bicubic_upscale_size(scale):
+    image = photo("coffee")[:50, :70]
+    module = prepare(srmodel("bicubic", scale), torch.device("cpu"), "fp32")
+    out = upscale(module, image, scale, torch.device("cpu"), "fp32")
+    assert out.shape == (50 * scale, 70 * scale, 3) and out.dtype == np.uint8
+
+
+def test_bf16_stays_close_to_fp32():
+    image = photo("chelsea")[:64, :64]
+    cpu = torch.device("cpu")
+    model = srmodel("rtsrn", 2)
+    fp32 = upscale(prepare(model, cpu, "fp32"), image, 2, cpu, "fp32")
+    bf16 = upscale(prepare(model, cpu, "bf16"), image, 2, cpu, "bf16")
+    assert np.abs(fp32.astype(int) - bf16.astype(int)).mean() < 3
+
+
+class _Wrong(torch.nn.Module):
+    def forward(self, x):
+        return x  # the input size: not upscaled
+
+
+class _NaN(torch.nn.Module):
+    def forward(self, x):
+        return torch.full_like(torch.nn.functional.interpolate(x, scale_factor=2), float("nan"))
+
+
+@pytest.mark.parametrize(("model", "message"), [(_Wrong(), "expected"), (_NaN(), "non-finite")])
+def test_bad_outputs_are_refused_and_nothing_is_written(tmp_path, hr_dir, model, message):
+    out = tmp_path / "out"
+    with pytest.raises(ModelError, match=message):
+        upscale_folder(model, 2, hr_dir, out, progress=False)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_folder_outputs_are_pngs_named_as_inputs(tmp_path, hr_dir):
+    written = upscale_folder(srmodel("bicubic", 2), 2, hr_dir, tmp_path / "sr", progress=False)
+    assert sorted(p.name for p in written) == sorted(p.name for p in hr_dir.iterdir())
+    assert sorted(p.name for p in (tmp_path / "sr").iterdir()) == sorted(p.name for p in written)
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images found"):
+        upscale_folder(srmodel("bicubic", 2), 2, tmp_path / "empty", tmp_path / "sr", progress=False)
+    assert not (tmp_path / "sr").exists()

@@ -1,0 +1,132 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from rtsr.degradation import jpeg_roundtrip
+from rtsr.errors import InputError
+from rtsr.metrics import measure, measure_folders, mean_metrics, psnr, rgb_to_y, ssim
+from tests.conftest import PHOTOS, photo
+
+SSIM_ARGS = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 255}
+
+
+def _reference(sr: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """The four metrics by scikit-image, with Y from its own BT.601 rgb2ycbcr."""
+    sr_y, gt_y = rgb2ycbcr(sr)[..., 0], rgb2ycbcr(gt)[..., 0]
+    return {
+        "psnr_rgb": peak_signal_noise_ratio(gt, sr, data_range=255),
+        "ssim_rgb": structural_similarity(sr, gt, channel_axis=-1, **SSIM_ARGS),
+        "psnr_y": peak_signal_noise_ratio(gt_y, sr_y, data_range=255),
+        "ssim_y": structural_similarity(sr_y, gt_y, **SSIM_ARGS),
+    }
+
+
+def _pairs():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (67, 91, 3), dtype=np.uint8)
+    yield "random", noise, rng.integers(0, 256, noise.shape, dtype=np.uint8)
+    yield "random-close", noise, np.clip(noise + rng.normal(0, 3, noise.shape), 0, 255).astype(np.uint8)
+    for name in PHOTOS:
+        gt = photo(name)
+        yield f"{name}-jpeg", jpeg_roundtrip(gt, 30), gt
+        yield f"{name}-noise", np.clip(gt + rng.normal(0, 8, gt.shape), 0, 255).astype(np.uint8), gt
+
+
+@pytest.mark.parametrize(("name", "sr", "gt"), list(_pairs()), ids=lambda v: v if isinstance(v, str) else "")
+def test_agrees_with_scikit_image(name, sr, gt):
+    ours = measure(sr, gt).as_dict()
+    ref = _reference(sr, gt)
+    for key in ref:
+        assert ours[key] == pytest.approx(ref[key], abs=1e-6), key
+
+
+def test_y_is_bt601_from_rgb_order():
+    red = torch.tensor([255.0, 0.0, 0.0], dtype=torch.float64).view(3, 1, 1)
+    blue = torch.tensor([0.0, 0.0, 255.0], dtype=torch.float64).view(3, 1, 1)
+    assert rgb_to_y(red).item() == pytest.approx(16 + 65.481)
+    assert rgb_to_y(blue).item() == pytest.approx(16 + 24.966)
+    white = torch.full((3, 1, 1), 255.0, dtype=torch.float64)
+    assert rgb_to_y(white).item() == pytest.approx(235.0)
+
+
+def test_identical_images_give_inf_psnr_and_unit_ssim():
+    gt = photo("chelsea")
+    m = measure(gt, gt.copy())
+    assert math.isinf(m.psnr_rgb) and math.isinf(m.psnr_y)
+    assert m.ssim_rgb == pytest.approx(1.0) and m.ssim_y == pytest.approx(1.0)
+
+
+def test_psnr_by_hand():
+    a = torch.zeros(4, 4)
+    assert psnr(a, torch.full((4, 4), 255.0)) == pytest.approx(0.0)
+    one_off = a.clone()
+    one_off[0, 0] = 255.0  # MSE = 255^2 / 16, so PSNR = 10 log10(16)
+    assert psnr(a, one_off) == pytest.approx(10 * math.log10(16))
+
+
+def test_ssim_window_edges_are_exact_for_every_height():
+    # Strips of rows must tile the valid region whatever the height; compare odd sizes.
+    rng = np.random.default_rng(1)
+    for h in (11, 12, 42, 43, 75):
+        a = rng.integers(0, 256, (h, 23), dtype=np.uint8)
+        b = rng.integers(0, 256, (h, 23), dtype=np.uint8)
+        ours = ssim(torch.from_numpy(a)[None], torch.from_numpy(b)[None])
+        assert ours == pytest.approx(structural_similarity(a, b, **SSIM_ARGS), abs=1e-9), h
+
+
+def test_crop_border_equals_measuring_the_cropped_images():
+    gt = photo("coffee")
+    sr = jpeg_roundtrip(gt, 20)
+    cropped = measure(sr[4:-4, 4:-4], gt[4:-4, 4:-4])
+    assert measure(sr, gt, crop_border=4) == cropped
+
+
+def test_size_mismatch_is_an_input_error():
+    gt = photo("coffee")
+    with pytest.raises(InputError, match="size mismatch"):
+        measure(gt[:-2], gt)
+
+
+def test_too_small_after_crop_is_an_input_error():
+    gt = photo("coffee")[:20, :20]
+    with pytest.raises(InputError, match="SSIM window"):
+        measure(gt, gt, crop_border=5)
+
+
+def test_mean_is_the_plain_average():
+    gt = photo("astronaut")
+    a, b = measure(jpeg_roundtrip(gt, 10), gt), measure(jpeg_roundtrip(gt, 50), gt)
+    mean = mean_metrics([a, b])
+    assert mean.psnr_rgb == pytest.approx((a.psnr_rgb + b.psnr_rgb) / 2)
+    assert mean.ssim_y == pytest.approx((a.ssim_y + b.ssim_y) / 2)
+
+
+def test_folders_pair_by_stem_and_name_the_missing_partner(tmp_path):
+    from PIL import Image
+
+    sr_dir, gt_dir = tmp_path / "sr", tmp_path / "gt"
+    sr_dir.mkdir()
+    gt_dir.mkdir()
+    for name in ("chelsea", "coffee"):
+        gt = photo(name)
+        Image.fromarray(gt).save(gt_dir / f"{name}.png")
+        Image.fromarray(gt).save(sr_dir / f"{name}.jpg", quality=80)
+    results = measure_folders(sr_dir, gt_dir, progress=False)
+    assert list(results) == ["chelsea", "coffee"]
+    assert 25 < results["coffee"].psnr_rgb < 60
+    (gt_dir / "chelsea.png").rename(gt_dir / "cat.png")
+    with pytest.raises(InputError, match=r"cat\.png: no SR image named cat"):
+        measure_folders(sr_dir, gt_dir, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_agrees_with_cpu():
+    gt = photo("astronaut")
+    sr = jpeg_roundtrip(gt, 40)
+    cpu, cuda = measure(sr, gt, device="cpu").as_dict(), measure(sr, gt, device="cuda").as_dict()
+    for key, value in cpu.items():
+        assert cuda[key] == pytest.approx(value, abs=1e-9), key
