@@ -207,13 +207,17 @@ def pair_by_stem(sr_dir: str | Path, gt_dir: str | Path, sr_label: str = "SR") -
     """
     sr_paths = {p.stem: p for p in list_images(sr_dir)}
     gt_paths = {p.stem: p for p in list_images(gt_dir)}
-    for stem, path in gt_paths.items():
-        if stem not in sr_paths:
-            raise InputError(f"{path}: no {sr_label} image named {stem}.* in {sr_dir}")
-    for stem, path in sr_paths.items():
-        if stem not in gt_paths:
-            raise InputError(f"{path}: no GT image named {stem}.* in {gt_dir}")
+    _require_partners(gt_paths, sr_paths, sr_label, sr_dir)
+    _require_partners(sr_paths, gt_paths, "GT", gt_dir)
     return [(sr_paths[s], gt_paths[s]) for s in sorted(gt_paths)]
+
+
+def _require_partners(paths: dict[str, Path], partners: dict[str, Path], label: str, folder: str | Path) -> None:
+    """Raise an InputError naming the first of ``paths`` with no partner of the same stem."""
+    missing = sorted(stem for stem in paths if stem not in partners)
+    if missing:
+        more = f" (and {len(missing) - 1} more: {', '.join(missing[1:6])})" if len(missing) > 1 else ""
+        raise InputError(f"{paths[missing[0]]}: no {label} image named {missing[0]}.* in {folder}{more}")
 
 
 def measure_folders(
@@ -231,10 +235,9 @@ def measure_folders(
     """
     results = {}
     for sr_path, gt_path in tqdm(pair_by_stem(sr_dir, gt_dir), desc="metrics", unit="img", disable=not progress):
+        sr, gt = read_rgb(sr_path), read_rgb(gt_path)  # their errors name the file already
         try:
-            results[gt_path.stem] = measure(read_rgb(sr_path), read_rgb(gt_path), crop_border, device)
+            results[gt_path.stem] = measure(sr, gt, crop_border, device)
         except InputError as e:
-            if str(sr_path) in str(e) or str(gt_path) in str(e):
-                raise
-            raise InputError(f"{sr_path.name} vs {gt_path}: {e}") from None
+            raise InputError(f"{sr_path} vs {gt_path}: {e}") from None
     return results

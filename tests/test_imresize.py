@@ -11,7 +11,9 @@ from tests.conftest import photo
 def test_matches_resize_right_with_symmetric_padding(scale):
     rng = np.random.default_rng(0)
     image = rng.random((60, 42)) * 255
-    ref = resize(image, scale_factors=scale, interp_method=interp_methods.cubic, antialiasing=True, pad_mode="symmetric")
+    ref = resize(
+        image, scale_factors=scale, interp_method=interp_methods.cubic, antialiasing=True, pad_mode="symmetric"
+    )
     ours = imresize(torch.from_numpy(image), scale).numpy()
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, atol=1e-9)

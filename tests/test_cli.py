@@ -1,0 +1,177 @@
+"""The real CLI, end to end, in child processes: prepare-data -> sr -> metrics -> score,
+runtime and evaluate, and every kind of bad input giving one line and a non-zero exit."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from rtsr.images import read_rgb
+from tests.conftest import assert_one_line_error, run_cli
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_prepare_sr_metrics_score(tmp_path, hr_dir, scale):
+    lr, gt, sr = tmp_path / "lr", tmp_path / "gt", tmp_path / "sr"
+    out = run_cli("prepare-data", "--image-dir", hr_dir, "--lr-out-dir", lr, "--gt-out-dir", gt,
+                  "--downsample-factor", scale, "--jpeg-level", 90, check=True)  # fmt: skip
+    assert f"prepared 4 images at x{scale}" in out.stdout
+    assert sorted(p.name for p in lr.iterdir()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+
+    out = run_cli("sr", "--model", "bicubic", "--scale", scale, "--lr-dir", lr, "--out-dir", sr, check=True)
+    assert "upscaled 4 images" in out.stdout and "FP32 on cpu" in out.stdout
+
+    report = tmp_path / "metrics.json"
+    out = run_cli("metrics", "--sr-dir", sr, "--gt-dir", gt, "--json", report, check=True)
+    doc = json.loads(report.read_text())
+    assert [r["name"] for r in doc["images"]] == ["astronaut", "chelsea", "coffee", "rocket"]
+    # Recompute each number from the files on disk with scikit-image.
+    for row in doc["images"]:
+        s, g = read_rgb(sr / f"{row['name']}.png"), read_rgb(gt / f"{row['name']}.png")
+        assert row["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(g, s, data_range=255), abs=1e-6)
+        ssim = structural_similarity(s, g, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False, data_range=255)  # fmt: skip
+        assert row["ssim_rgb"] == pytest.approx(ssim, abs=1e-6)
+        y_psnr = peak_signal_noise_ratio(rgb2ycbcr(g)[..., 0], rgb2ycbcr(s)[..., 0], data_range=255)
+        assert row["psnr_y"] == pytest.approx(y_psnr, abs=1e-6)
+        assert 20 < row["psnr_rgb"] < 45
+    mean_psnr = np.mean([r["psnr_rgb"] for r in doc["images"]])
+    assert doc["mean"]["psnr_rgb"] == pytest.approx(mean_psnr)
+    assert f"{mean_psnr:.4f}" in out.stdout.splitlines()[-2]  # the "mean" row, before "wrote"
+
+    out = run_cli("score", "--psnr", mean_psnr + 1, "--runtime", 4, "--bicubic-psnr", mean_psnr, check=True)
+    assert out.stdout.strip() == "20.0000"
+
+
+def test_identical_folders_print_inf(tmp_path, hr_dir):
+    out = run_cli("metrics", "--sr-dir", hr_dir, "--gt-dir", hr_dir, "--json", tmp_path / "m.json", check=True)
+    mean_row = out.stdout.splitlines()[-2].split()
+    assert mean_row == ["mean", "inf", "1.0000", "inf", "1.0000"]
+    assert math.isinf(json.loads((tmp_path / "m.json").read_text())["mean"]["psnr_rgb"])
+
+
+def test_score_json():
+    out = run_cli("score", "--psnr", "35.02", "--runtime", "3.19", "--bicubic-psnr", "33.92", "--json", check=True)
+    doc = json.loads(out.stdout)
+    assert doc["score"] == pytest.approx(24.0, abs=0.01) and doc["psnr_gain"] == pytest.approx(1.1)
+
+
+def test_runtime_report(tmp_path):
+    report = tmp_path / "rt.json"
+    out = run_cli("runtime", "--model", "rtsrn", "--scale", 3, "--repeat", 3, "--warmup", 1,
+                  "--crop-size", 90, 120, "--json", report, check=True)  # fmt: skip
+    assert "1x3x30x40 -> 90x120" in out.stdout and "wall-clock" in out.stdout
+    doc = json.loads(report.read_text())
+    assert doc["runtime"]["passes"] == 3 and doc["bicubic"]["passes"] == 3 and doc["warmup"] == 1
+    assert doc["model"]["id"] == "rtsrn-x3" and doc["device_type"] == "cpu" and doc["precision"] == "fp32"
+    assert doc["relative_to_bicubic"] == pytest.approx(doc["runtime"]["mean_ms"] / doc["bicubic"]["mean_ms"])
+    assert doc["flops"] == 2 * 9 * (3 * 64 + 5 * 64 * 64 + 64 * 27) * 30 * 40
+
+
+def test_evaluate_on_set5(tmp_path, set5):
+    lr, gt = tmp_path / "lr", tmp_path / "gt"
+    run_cli("prepare-data", "--image-dir", set5, "--lr-out-dir", lr, "--gt-out-dir", gt,
+            "--downsample-factor", 2, check=True)  # fmt: skip
+    result = tmp_path / "bicubic.json"
+    out = run_cli("evaluate", "--model", "bicubic", "--scale", 2, "--lr-dir", lr, "--gt-dir", gt, "--out", result,
+                  "--repeat", 2, "--warmup", 0, "--crop-size", 64, 64, check=True)  # fmt: skip
+    doc = json.loads(result.read_text())
+    assert doc["schema"] == "rtsr.evaluate" and doc["schema_version"] == 1
+    assert doc["dataset"]["images"] == 5 and doc["model"]["track"] == 1
+    # bicubic measured as the model and as the reference: the same numbers, no gain, score 0
+    assert doc["metrics"]["mean"] == doc["bicubic"]["mean"]
+    assert doc["psnr_gain"] == 0 and doc["score"] == 0
+    assert 25 < doc["metrics"]["mean"]["psnr_rgb"] < 40
+    assert "score    0.0000" in out.stdout
+    # The evaluate numbers equal those of the metrics command on the sr command's output.
+    run_cli("sr", "--model", "bicubic", "--scale", 2, "--lr-dir", lr, "--out-dir", tmp_path / "sr", check=True)
+    metrics = tmp_path / "m.json"
+    run_cli("metrics", "--sr-dir", tmp_path / "sr", "--gt-dir", gt, "--json", metrics, check=True)
+    assert json.loads(metrics.read_text())["mean"] == doc["metrics"]["mean"]
+
+
+# --- bad input: one line, non-zero exit, nothing half-written ------------------------------
+
+
+def _prepare(hr, tmp_path, *extra):
+    return run_cli("prepare-data", "--image-dir", hr, "--lr-out-dir", tmp_path / "lr",
+                   "--gt-out-dir", tmp_path / "gt", *extra)  # fmt: skip
+
+
+def _outputs(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir() if p.name != "hr")
+
+
+def test_scale_other_than_2_or_3(tmp_path, hr_dir):
+    result = _prepare(hr_dir, tmp_path, "--downsample-factor", 4)
+    assert result.returncode == 2
+    assert_one_line_error(result, "scale must be 2 or 3, got 4")
+    assert _outputs(tmp_path) == []
+
+
+def test_crop_size_that_does_not_divide(tmp_path, hr_dir):
+    result = _prepare(hr_dir, tmp_path, "--downsample-factor", 3, "--crop-size", 100, 99)
+    assert_one_line_error(result, "crop size 100x99", "divisible by the scale 3")
+    assert _outputs(tmp_path) == []
+
+
+def test_crop_larger_than_an_image(tmp_path, hr_dir):
+    result = _prepare(hr_dir, tmp_path, "--downsample-factor", 2, "--crop-size", 500, 700)
+    assert_one_line_error(result, "larger than the image")
+    assert _outputs(tmp_path) == []
+
+
+def test_non_image_file_among_images(tmp_path, hr_dir):
+    (hr_dir / "readme.png").write_text("this is text")
+    result = _prepare(hr_dir, tmp_path, "--downsample-factor", 2)
+    assert_one_line_error(result, "readme.png: not a readable image")
+    assert _outputs(tmp_path) == []
+
+
+def test_empty_and_missing_folders(tmp_path):
+    (tmp_path / "hr").mkdir()
+    assert_one_line_error(_prepare(tmp_path / "hr", tmp_path, "--downsample-factor", 2), "no images found")
+    assert_one_line_error(_prepare(tmp_path / "nope", tmp_path, "--downsample-factor", 2), "no such folder")
+    assert _outputs(tmp_path) == []
+
+
+def test_metrics_missing_partner_and_size_mismatch(tmp_path, hr_dir):
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(hr_dir / "coffee.png").save(other / "coffee.png")
+    result = run_cli("metrics", "--sr-dir", other, "--gt-dir", hr_dir)
+    assert_one_line_error(result, "astronaut.png: no SR image named astronaut.*", "2 more: chelsea, rocket")
+    Image.open(hr_dir / "coffee.png").crop((0, 0, 100, 100)).save(other / "coffee.png")
+    result = run_cli("metrics", "--sr-dir", other, "--gt-dir", other.parent / "gt-only")
+    assert_one_line_error(result, "no such folder")
+    gt_one = tmp_path / "gt-one"
+    gt_one.mkdir()
+    Image.open(hr_dir / "coffee.png").save(gt_one / "coffee.png")
+    assert_one_line_error(run_cli("metrics", "--sr-dir", other, "--gt-dir", gt_one), "coffee", "size mismatch")
+
+
+def test_metrics_json_not_written_on_error(tmp_path, hr_dir):
+    result = run_cli("metrics", "--sr-dir", tmp_path / "absent", "--gt-dir", hr_dir, "--json", tmp_path / "m.json")
+    assert_one_line_error(result, "no such folder")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_unknown_model_and_cuda_without_gpu(tmp_path, hr_dir):
+    result = run_cli("sr", "--model", "edsr", "--scale", 2, "--lr-dir", hr_dir, "--out-dir", tmp_path / "o")
+    assert_one_line_error(result, "unknown model 'edsr'")
+    result = run_cli("sr", "--model", "bicubic", "--scale", 2, "--fp16", "--device", "cpu",
+                     "--lr-dir", hr_dir, "--out-dir", tmp_path / "o")  # fmt: skip
+    assert_one_line_error(result, "FP16 needs a CUDA device")
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_with_mismatched_pairs(tmp_path, hr_dir):
+    # GT at the LR's own size: not x2 of it.
+    result = run_cli("evaluate", "--model", "bicubic", "--scale", 2, "--lr-dir", hr_dir, "--gt-dir", hr_dir,
+                     "--out", tmp_path / "e.json", "--repeat", 1)  # fmt: skip
+    assert_one_line_error(result, "expected x2 of its LR")
+    assert not (tmp_path / "e.json").exists()
