@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-dir", required=True)
     p.add_argument("--gt-dir", required=True)
     p.add_argument("--out", required=True, metavar="FILE.json")
+    p.add_argument("--dataset", metavar="NAME", help="name of the set in the results (default: the GT folder's name)")
     p.add_argument(
         "--crop-border", type=_non_negative, default=0, help="pixels removed from each side before metrics (default 0)"
     )
@@ -332,10 +333,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         args.gt_dir,
         device,
         precision,
-        args.crop_border,
-        tuple(args.crop_size),
-        args.warmup,
-        args.repeat,
+        crop_border=args.crop_border,
+        dataset=args.dataset,
+        target_size=tuple(args.crop_size),
+        warmup=args.warmup,
+        repeat=args.repeat,
         progress=not args.quiet,
     )
     write_json(doc, args.out)

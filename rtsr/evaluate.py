@@ -7,7 +7,8 @@ The result is one JSON document, the file the leaderboard reads. Its schema is v
 ``rtsr_version``, ``torch_version``, ``model`` (the descriptor: id, name, scale, track,
 params, flops, source, ...), ``dataset`` (name, lr_dir, gt_dir, images, crop_border),
 ``device``, ``device_type``, ``precision``, ``metrics`` and ``bicubic`` (each ``mean`` and
-``images``: name, psnr_rgb, ssim_rgb, psnr_y, ssim_y), ``runtime`` (the runtime report),
+``images``: name, psnr_rgb, ssim_rgb, psnr_y, ssim_y), ``runtime`` (timer, input_size,
+output_size, warmup, runtime and bicubic statistics in ms, relative_to_bicubic),
 ``psnr_gain`` (dB over bicubic, RGB) and ``score``. PSNR of identical images is written as
 ``Infinity``, which Python's json and pandas read back.
 """
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = "rtsr.evaluate"
 SCHEMA_VERSION = 1
+_RUNTIME_KEYS = ("timer", "input_size", "output_size", "warmup", "runtime", "bicubic", "relative_to_bicubic")
 
 
 def _summary(per_image: dict[str, ImageMetrics]) -> dict[str, Any]:
@@ -53,6 +55,7 @@ def evaluate(
     device: torch.device,
     precision: Precision,
     crop_border: int = 0,
+    dataset: str | None = None,
     target_size: tuple[int, int] = TARGET_SIZE,
     warmup: int = WARMUP_PASSES,
     repeat: int = TIMED_PASSES,
@@ -63,6 +66,7 @@ def evaluate(
     The model and bicubic upscale every LR image in ``precision`` on ``device``; both are
     measured against the GT of the same stem; then the runtime protocol runs at
     ``target_size``, and the score follows from the mean PSNRs and the mean runtime.
+    ``dataset`` names the set in the document (default: the GT folder's name).
 
     Raises:
         InputError: unpaired or unreadable images, or a GT that is not ``scale`` times its LR.
@@ -90,8 +94,8 @@ def evaluate(
     report = measure_runtime(loaded, device, precision, target_size, warmup, repeat, progress)
     metrics, reference = _summary(model_metrics), _summary(bicubic_metrics)
     psnr, bicubic_psnr = metrics["mean"]["psnr_rgb"], reference["mean"]["psnr_rgb"]
-    runtime = report.as_dict()
-    del runtime["model"]
+    # The report's device, precision, FLOPs and params sit at the top level and in "model".
+    runtime = {k: v for k, v in report.as_dict().items() if k in _RUNTIME_KEYS}
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -100,7 +104,7 @@ def evaluate(
         "torch_version": torch.__version__,
         "model": {**loaded.descriptor.as_dict(), "flops": report.flops},
         "dataset": {
-            "name": Path(gt_dir).name,
+            "name": dataset or Path(gt_dir).name,
             "lr_dir": str(lr_dir),
             "gt_dir": str(gt_dir),
             "images": len(pairs),

@@ -145,6 +145,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, peak: float = PEAK) -> float:
 
 
 def _to_chw(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = image.copy()  # torch refuses to wrap read-only memory (Pillow's buffers) silently
     tensor = torch.as_tensor(image)
     if tensor.dtype != torch.uint8 or tensor.ndim != 3 or tensor.shape[-1] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {tuple(tensor.shape)} {tensor.dtype}")

@@ -7,6 +7,7 @@ as the challenge's ``test.py`` feeds them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from torch import nn
 
 from rtsr.constants import SCALES, TRACK_SCALES
 from rtsr.errors import ModelError
+
+logger = logging.getLogger(__name__)
 
 
 class RTSRN(nn.Module):
@@ -96,7 +99,7 @@ BUILTIN_MODELS: dict[str, Callable[[int], nn.Module]] = {
     "bicubic": lambda scale: Bicubic(upscale=scale),
     "rtsrn": lambda scale: RTSRN(num_channels=3, num_feats=64, num_blocks=5, upscale=scale),
 }
-_NAMES = {"bicubic": "Bicubic", "rtsrn": "RTSRN (challenge baseline)"}
+_NAMES = {"bicubic": "Bicubic", "rtsrn": "RTSRN, random weights"}
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
@@ -161,6 +164,8 @@ def load_model(spec: str | Path, scale: int | None = None) -> LoadedModel:
             raise ModelError(f"model {spec!r} needs a scale (--scale 2 or 3)")
         module = srmodel(str(spec), scale)
         model_id, name, source = f"{spec}-x{scale}", _NAMES[str(spec)], "builtin"
+        if spec == "rtsrn":
+            logger.warning("rtsrn has random weights; pass an RTSRN checkpoint for a trained model")
     elif path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         if not path.is_file():
             raise ModelError(f"{path}: no such checkpoint file")

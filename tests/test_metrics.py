@@ -8,7 +8,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from rtsr.degradation import jpeg_roundtrip
 from rtsr.errors import InputError
-from rtsr.metrics import measure, measure_folders, mean_metrics, psnr, rgb_to_y, ssim
+from rtsr.metrics import mean_metrics, measure, measure_folders, psnr, rgb_to_y, ssim
 from tests.conftest import PHOTOS, photo
 
 SSIM_ARGS = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 255}
