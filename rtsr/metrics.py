@@ -12,8 +12,8 @@ Conventions (those of the challenge and of BasicSR's ``psnr_ssim.py``, with the 
   sigma=1.5, use_sample_covariance=False, data_range=255)``.
 * Y is ITU-R BT.601 luma computed from **RGB** as MATLAB's ``rgb2ycbcr`` does on [0, 1]
   input: ``16 + 65.481 R + 128.553 G + 24.966 B``, kept in float64 on [16, 235], not
-  rounded. (The challenge's ``util_metrics.py`` applies these weights to BGR arrays after
-  reading with Pillow in RGB order, so its Y swaps the red and blue weights.)
+  rounded. (The challenge's script converts OpenCV's BGR to RGB, then applies BasicSR's
+  BGR-order ``bgr2ycbcr``, so its Y swaps the red and blue weights.)
 
 SSIM filters row strips with float64 matrix products, which keeps the working set in cache;
 ``bench/bench_metrics.py`` compares it with scikit-image.
