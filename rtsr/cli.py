@@ -66,7 +66,7 @@ def _print_metrics_table(rows: list[tuple[str, dict[str, float]]], first: str = 
         print(f"{name:<{width}}  " + "  ".join(cells))
 
 
-def _add_model_args(p: argparse.ArgumentParser, scale_required: bool) -> None:
+def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
@@ -76,10 +76,8 @@ def _add_model_args(p: argparse.ArgumentParser, scale_required: bool) -> None:
     p.add_argument(
         "--scale",
         type=_scale,
-        required=scale_required,
         metavar="{2,3}",
-        help="upscaling factor: 2 (Track 1) or 3 (Track 2)"
-        + ("" if scale_required else "; a checkpoint knows its own"),
+        help="upscaling factor: 2 (Track 1) or 3 (Track 2); needed for built-in models, a checkpoint knows its own",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     precision = p.add_mutually_exclusive_group()
@@ -180,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Random input of the LR size of a 4K output; warm-up passes, then timed passes"
         " (CUDA events on GPU, wall clock on CPU); bicubic timed the same way.",
     )
-    _add_model_args(p, scale_required=False)
+    _add_model_args(p)
     _add_protocol_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
@@ -189,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="upscale a folder of LR images to PNG",
         description="Upscale every image of --lr-dir; outputs are PNGs named as the inputs.",
     )
-    _add_model_args(p, scale_required=False)
+    _add_model_args(p)
     p.add_argument("--lr-dir", required=True)
     p.add_argument("--out-dir", required=True)
 
@@ -199,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Upscale --lr-dir, measure against --gt-dir beside bicubic, run the runtime protocol,"
         " and write the results document the leaderboard reads.",
     )
-    _add_model_args(p, scale_required=False)
+    _add_model_args(p)
     p.add_argument("--lr-dir", required=True)
     p.add_argument("--gt-dir", required=True)
     p.add_argument("--out", required=True, metavar="FILE.json")

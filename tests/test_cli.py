@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
-from skimage.color import rgb2ycbcr
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from bench.bench_metrics import skimage_metrics
 from rtsr.images import read_rgb
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -31,13 +30,9 @@ def test_prepare_sr_metrics_score(tmp_path, hr_dir, scale):
     assert [r["name"] for r in doc["images"]] == ["astronaut", "chelsea", "coffee", "rocket"]
     # Recompute each number from the files on disk with scikit-image.
     for row in doc["images"]:
-        s, g = read_rgb(sr / f"{row['name']}.png"), read_rgb(gt / f"{row['name']}.png")
-        assert row["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(g, s, data_range=255), abs=1e-6)
-        ssim = structural_similarity(s, g, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                     use_sample_covariance=False, data_range=255)  # fmt: skip
-        assert row["ssim_rgb"] == pytest.approx(ssim, abs=1e-6)
-        y_psnr = peak_signal_noise_ratio(rgb2ycbcr(g)[..., 0], rgb2ycbcr(s)[..., 0], data_range=255)
-        assert row["psnr_y"] == pytest.approx(y_psnr, abs=1e-6)
+        ref = skimage_metrics(read_rgb(sr / f"{row['name']}.png"), read_rgb(gt / f"{row['name']}.png"))
+        for key, value in ref.items():
+            assert row[key] == pytest.approx(value, abs=1e-6), (row["name"], key)
         assert 20 < row["psnr_rgb"] < 45
     mean_psnr = np.mean([r["psnr_rgb"] for r in doc["images"]])
     assert doc["mean"]["psnr_rgb"] == pytest.approx(mean_psnr)

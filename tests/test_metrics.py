@@ -3,26 +3,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from skimage.color import rgb2ycbcr
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
 
+from bench.bench_metrics import SSIM_ARGS, skimage_metrics
 from rtsr.degradation import jpeg_roundtrip
 from rtsr.errors import InputError
 from rtsr.metrics import mean_metrics, measure, measure_folders, psnr, rgb_to_y, ssim
 from tests.conftest import PHOTOS, photo
-
-SSIM_ARGS = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 255}
-
-
-def _reference(sr: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """The four metrics by scikit-image, with Y from its own BT.601 rgb2ycbcr."""
-    sr_y, gt_y = rgb2ycbcr(sr)[..., 0], rgb2ycbcr(gt)[..., 0]
-    return {
-        "psnr_rgb": peak_signal_noise_ratio(gt, sr, data_range=255),
-        "ssim_rgb": structural_similarity(sr, gt, channel_axis=-1, **SSIM_ARGS),
-        "psnr_y": peak_signal_noise_ratio(gt_y, sr_y, data_range=255),
-        "ssim_y": structural_similarity(sr_y, gt_y, **SSIM_ARGS),
-    }
 
 
 def _pairs():
@@ -39,7 +26,7 @@ def _pairs():
 @pytest.mark.parametrize(("name", "sr", "gt"), list(_pairs()), ids=lambda v: v if isinstance(v, str) else "")
 def test_agrees_with_scikit_image(name, sr, gt):
     ours = measure(sr, gt).as_dict()
-    ref = _reference(sr, gt)
+    ref = skimage_metrics(sr, gt)
     for key in ref:
         assert ours[key] == pytest.approx(ref[key], abs=1e-6), key
 
