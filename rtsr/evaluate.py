@@ -63,8 +63,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a model on the LR/GT pairs of two folders; return the results document.
 
-    The model and bicubic upscale every LR image in ``precision`` on ``device``; both are
-    measured against the GT of the same stem; then the runtime protocol runs at
+    The model upscales every LR image in ``precision`` on ``device``, bicubic in FP32 (the
+    reference PSNR must not depend on the model's precision); both are measured against the
+    GT of the same stem; then the runtime protocol runs at
     ``target_size``, and the score follows from the mean PSNRs and the mean runtime.
     ``dataset`` names the set in the document (default: the GT folder's name).
 
@@ -75,7 +76,8 @@ def evaluate(
     scale = loaded.descriptor.scale
     pairs = pair_by_stem(lr_dir, gt_dir, sr_label="LR")
     module = prepare(loaded.module, device, precision)
-    bicubic = prepare(Bicubic(scale), device, precision)
+    # The reference is a property of the set, not of the model's precision: always FP32.
+    bicubic = prepare(Bicubic(scale), device, "fp32")
     model_metrics: dict[str, ImageMetrics] = {}
     bicubic_metrics: dict[str, ImageMetrics] = {}
     for lr_path, gt_path in tqdm(pairs, desc=f"evaluate {loaded.descriptor.id}", unit="img", disable=not progress):
@@ -90,7 +92,8 @@ def evaluate(
         except ModelError as e:
             raise ModelError(f"{lr_path}: {e}") from None
         model_metrics[gt_path.stem] = measure(sr, gt, crop_border, device)
-        bicubic_metrics[gt_path.stem] = measure(upscale(bicubic, lr, scale, device, precision), gt, crop_border, device)
+        bicubic_sr = upscale(bicubic, lr, scale, device, "fp32")
+        bicubic_metrics[gt_path.stem] = measure(bicubic_sr, gt, crop_border, device)
     report = measure_runtime(loaded, device, precision, target_size, warmup, repeat, progress)
     metrics, reference = _summary(model_metrics), _summary(bicubic_metrics)
     psnr, bicubic_psnr = metrics["mean"]["psnr_rgb"], reference["mean"]["psnr_rgb"]
