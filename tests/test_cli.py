@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bench.bench_metrics import skimage_metrics
@@ -170,3 +171,21 @@ def test_evaluate_with_mismatched_pairs(tmp_path, hr_dir):
                      "--out", tmp_path / "e.json", "--repeat", 1)  # fmt: skip
     assert_one_line_error(result, "expected x2 of its LR")
     assert not (tmp_path / "e.json").exists()
+
+
+def test_prepare_data_matlab_lossless_crop(tmp_path, hr_dir):
+    from rtsr.degradation import downsample
+
+    result = _prepare(hr_dir, tmp_path, "--downsample-factor", 3, "--resize", "matlab", "--jpeg-level", 0,
+                      "--crop-size", 300, 360)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "matlab bicubic, PNG" in result.stdout
+    gt = read_rgb(tmp_path / "gt" / "rocket.png")
+    assert gt.shape == (300, 360, 3)
+    assert np.array_equal(read_rgb(tmp_path / "lr" / "rocket.png"), downsample(gt, 3, "matlab"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA")
+def test_cuda_asked_for_on_a_cpu_host(hr_dir):
+    result = run_cli("metrics", "--sr-dir", hr_dir, "--gt-dir", hr_dir, "--device", "cuda")
+    assert_one_line_error(result, "no CUDA device")

@@ -59,3 +59,11 @@ def test_scale_must_match_the_pairs(prepared):
     lr, gt = prepared
     with pytest.raises(InputError, match="expected x2 of its LR"):
         evaluate(load_model("bicubic", 2), lr, gt, CPU, "fp32", **FAST)
+
+
+def test_bicubic_reference_does_not_move_with_the_models_precision(prepared):
+    lr, gt = prepared
+    fp32 = evaluate(load_model("bicubic", 3), lr, gt, CPU, "fp32", **FAST)
+    bf16 = evaluate(load_model("bicubic", 3), lr, gt, CPU, "bf16", **FAST)
+    assert bf16["bicubic"] == fp32["bicubic"]
+    assert bf16["precision"] == "bf16" and bf16["metrics"] != fp32["metrics"]  # the model did run in bf16
