@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rtsr import __version__
@@ -71,7 +72,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="ID|PATH",
-        help="built-in model (bicubic, rtsrn) or an RTSRN checkpoint (.pth, .pt, .safetensors)",
+        help="built-in (bicubic, rtsrn) or registered id, RTSRN checkpoint, submission folder or zip,"
+        " or org/name@<commit> on the Hub",
     )
     p.add_argument(
         "--scale",
@@ -206,7 +208,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-border", type=_non_negative, default=0, help="pixels removed from each side before metrics (default 0)"
     )
     _add_protocol_args(p)
+
+    p = sub.add_parser(
+        "validate",
+        help="check a submission: files, srmodel(), forward passes, FP16 fidelity, results/",
+        description="Run the checklist on a submission folder, zip or org/name@<commit>. The submission's"
+        " code runs in a child process with a time limit; any failed check exits non-zero.",
+    )
+    p.add_argument("submission", metavar="PATH|ZIP|org/name@rev")
+    p.add_argument("--lr-dir", help="LR images whose results/ PNGs to check and reproduce")
+    _add_timeout_arg(p)
+
+    p = sub.add_parser("pack", help="write submission_<id>.zip in the challenge's layout")
+    p.add_argument("submission", metavar="PATH")
+    p.add_argument("--out-dir", default=".", help="where the zip goes (default: here)")
+
+    p = sub.add_parser(
+        "publish",
+        help="validate, write a model card, and upload a submission to the Hugging Face Hub",
+        description="Validate first; then stage the folder to upload (the submission and a README.md model card)"
+        " and upload it as one commit with huggingface_hub. --dry-run stops after staging.",
+    )
+    p.add_argument("submission", metavar="PATH")
+    p.add_argument("--repo-id", required=True, metavar="user/name")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--dry-run", action="store_true", help="stage exactly what would be uploaded, upload nothing")
+    p.add_argument("--out", help="staging folder (default: publish-<name> here)")
+    p.add_argument("--eval", metavar="FILE.json", help="an rtsr evaluate document whose numbers go on the card")
+    p.add_argument("--lr-dir", help="also check results/ against these LR images")
+    _add_timeout_arg(p)
+
+    p = sub.add_parser("registry", help="list or add the submissions the app may run")
+    p.add_argument("--registry", help="registry file (default: $RTSR_REGISTRY or submissions/registry.json)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
+    actions.add_parser("list", help="print the registered entries")
+    a = actions.add_parser("add", help="validate a submission and register it, pinned and hashed")
+    a.add_argument("submission", metavar="org/name@rev|PATH", help="a Hub commit, or a folder below the registry's")
+    a.add_argument("--id", help="registry id (default: the repo's or folder's name)")
+    a.add_argument("--lr-dir", help="also check results/ against these LR images")
+    _add_timeout_arg(a)
     return parser
+
+
+def _add_timeout_arg(p: argparse.ArgumentParser) -> None:
+    from rtsr.validation import DEFAULT_TIMEOUT_S
+
+    p.add_argument(
+        "--timeout",
+        type=_positive,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds the code checks may take (default {DEFAULT_TIMEOUT_S})",
+    )
 
 
 def _cmd_prepare_data(args: argparse.Namespace) -> None:
@@ -267,11 +319,11 @@ def _cmd_score(args: argparse.Namespace) -> None:
 
 def _load(args: argparse.Namespace) -> Any:
     from rtsr.devices import resolve_device, resolve_precision
-    from rtsr.models import load_model
+    from rtsr.sources import load
 
     device = resolve_device(args.device)
     precision = resolve_precision(device, args.precision)
-    return load_model(args.model, args.scale), device, precision
+    return load(args.model, args.scale), device, precision
 
 
 def _print_runtime(report: Any) -> None:
@@ -354,6 +406,89 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+_MARKS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
+
+
+def _print_checks(title: str, checks: list[Any]) -> bool:
+    """Print a checklist; return whether nothing failed."""
+    print(title)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"  {_MARKS[c.status]}  {c.name:<{width}}  {c.detail}")
+    counts = {status: sum(c.status == status for c in checks) for status in _MARKS}
+    words = {"pass": "passed", "fail": "failed", "warn": "warnings", "skip": "skipped"}
+    summary = ", ".join(f"{n} {words[status]}" for status, n in counts.items() if n)
+    ok = counts["fail"] == 0
+    print(f"{'ok' if ok else 'FAILED'}: {summary}")
+    return ok
+
+
+def _cmd_validate(args: argparse.Namespace) -> None:
+    from rtsr.validation import validate
+
+    submission, checks = validate(args.submission, args.lr_dir and Path(args.lr_dir), args.timeout)
+    meta = submission.meta
+    if not _print_checks(f"validate {submission.source} (x{meta.scale}, Track {meta.track})", checks):
+        raise SystemExit(1)
+
+
+def _cmd_pack(args: argparse.Namespace) -> None:
+    from rtsr.submission import open_submission, pack
+
+    submission = open_submission(args.submission)
+    target = pack(submission, Path(args.out_dir))
+    print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB)")
+
+
+def _cmd_publish(args: argparse.Namespace) -> None:
+    from rtsr.publishing import publish
+    from rtsr.submission import open_submission
+
+    submission = open_submission(args.submission)
+    out = Path(args.out or f"publish-{submission.name}")
+    result = publish(
+        submission,
+        args.repo_id,
+        out,
+        private=args.private,
+        dry_run=args.dry_run,
+        evaluation=args.eval and Path(args.eval),
+        lr_dir=args.lr_dir and Path(args.lr_dir),
+        timeout_s=args.timeout,
+    )
+    _print_checks(f"validate {submission.source}", result.checks)
+    files = sorted(p.relative_to(result.stage).as_posix() for p in result.stage.rglob("*") if p.is_file())
+    print(f"staged {len(files)} files in {result.stage}: {', '.join(files[:8])}{' ...' if len(files) > 8 else ''}")
+    if result.commit is None:
+        print(f"dry run: nothing uploaded to {args.repo_id}")
+    else:
+        print(f"uploaded to https://huggingface.co/{args.repo_id} as commit {result.commit}")
+        print(f"register it with: {result.registry_command(args.repo_id)}")
+
+
+def _cmd_registry(args: argparse.Namespace) -> None:
+    from rtsr.registry import Registry, entry_for
+    from rtsr.submission import open_submission
+    from rtsr.validation import run_checks
+
+    registry = Registry.read(args.registry)
+    if args.action == "list":
+        if not registry.entries:
+            print(f"{registry.path}: no entries")
+        for e in registry.entries:
+            where = f"{e.source}@{e.revision[:12]}" if e.revision else e.source
+            print(f"{e.id:<20} x{e.scale} Track {e.track}  {e.name} ({e.team or '?'})  {where}")
+        return
+    submission = open_submission(args.submission)
+    entry = entry_for(submission, registry.path.parent, args.id)
+    registry.add(entry)  # refuses a taken id before the slow checks
+    checks = run_checks(submission, args.lr_dir and Path(args.lr_dir), args.timeout)
+    if not _print_checks(f"validate {submission.source}", checks):
+        raise RTSRError(f"{args.submission} failed validation; not registered")
+    registry.write()
+    print(f"registered {entry.id} (x{entry.scale}, {len(entry.sha256)} files hashed) in {registry.path}")
+
+
 COMMANDS = {
     "prepare-data": _cmd_prepare_data,
     "metrics": _cmd_metrics,
@@ -361,6 +496,10 @@ COMMANDS = {
     "runtime": _cmd_runtime,
     "sr": _cmd_sr,
     "evaluate": _cmd_evaluate,
+    "validate": _cmd_validate,
+    "pack": _cmd_pack,
+    "publish": _cmd_publish,
+    "registry": _cmd_registry,
 }
 
 

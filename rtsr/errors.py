@@ -21,3 +21,7 @@ class ModelError(RTSRError):
 
 class DeviceError(RTSRError):
     """A device or precision that this host cannot provide (e.g. CUDA without a GPU)."""
+
+
+class SubmissionError(RTSRError):
+    """A submission that is malformed, broken, or refused (missing files, bad code, hostile)."""

@@ -1,0 +1,173 @@
+"""The registry of submissions the app may run, each pinned and hashed.
+
+``submissions/registry.json`` lists every entry: id, display name, team, scale and track,
+source (a folder relative to the registry file, or a Hub repo pinned to a full commit) and the
+sha256 of every code and weight file. Loading an entry re-hashes its files and refuses any
+that differ, so only registered code, at its pinned revision, ever runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from rtsr.errors import RTSRError, SubmissionError
+from rtsr.loader import load_submission
+from rtsr.models import LoadedModel
+from rtsr.outputs import write_json
+from rtsr.submission import HUB_SPEC, Submission, open_submission
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_SCHEMA_VERSION = 1
+#: The registry the app serves, next to the bundled submissions.
+BUNDLED_REGISTRY = Path(__file__).resolve().parents[1] / "submissions" / "registry.json"
+
+
+def default_registry_path() -> Path:
+    """``$RTSR_REGISTRY`` if set, else the bundled ``submissions/registry.json``."""
+    return Path(os.environ.get("RTSR_REGISTRY") or BUNDLED_REGISTRY)
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One registered submission."""
+
+    id: str
+    name: str
+    team: str
+    scale: int
+    track: int
+    #: A folder relative to the registry file, or ``org/name`` on the Hub.
+    source: str
+    #: The full Hub commit for Hub sources; None for local folders.
+    revision: str | None
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_hub(self) -> bool:
+        return self.revision is not None
+
+    def spec(self, registry_dir: Path) -> str:
+        """What :func:`rtsr.submission.open_submission` takes for this entry."""
+        return f"{self.source}@{self.revision}" if self.is_hub else str(registry_dir / self.source)
+
+
+@dataclass
+class Registry:
+    """The entries of one registry file, in order."""
+
+    path: Path
+    entries: list[RegistryEntry]
+
+    @classmethod
+    def read(cls, path: str | Path | None = None) -> Registry:
+        """Read a registry file; a missing file is an empty registry.
+
+        Raises:
+            SubmissionError: the file is not a registry (bad JSON, bad or duplicate entries).
+        """
+        path = Path(path) if path is not None else default_registry_path()
+        if not path.exists():
+            return cls(path, [])
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = [RegistryEntry(**e) for e in data["entries"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SubmissionError(f"{path}: not a valid registry ({e.__class__.__name__}: {e})") from None
+        registry = cls(path, [])
+        for entry in entries:
+            registry.add(entry)
+        return registry
+
+    def write(self) -> None:
+        write_json(
+            {"schema_version": REGISTRY_SCHEMA_VERSION, "entries": [asdict(e) for e in self.entries]},
+            self.path,
+        )
+
+    def get(self, entry_id: str) -> RegistryEntry:
+        for entry in self.entries:
+            if entry.id == entry_id:
+                return entry
+        known = ", ".join(e.id for e in self.entries) or "none"
+        raise SubmissionError(f"{entry_id!r} is not registered in {self.path} (registered: {known})")
+
+    def add(self, entry: RegistryEntry) -> None:
+        """Append an entry; an id already taken is refused, never overwritten."""
+        if any(e.id == entry.id for e in self.entries):
+            raise SubmissionError(f"{self.path}: id {entry.id!r} is already registered")
+        if entry.is_hub and not HUB_SPEC.match(f"{entry.source}@{entry.revision}"):
+            raise SubmissionError(f"{entry.id}: a Hub source must be pinned to a full 40-character commit")
+        self.entries.append(entry)
+
+    def open(self, entry: RegistryEntry) -> Submission:
+        """The entry's files, after checking every hash.
+
+        Raises:
+            SubmissionError: the source cannot be had, or a file is missing, extra or changed.
+        """
+        submission = open_submission(entry.spec(self.path.parent))
+        actual = submission.hashes()
+        for name, digest in entry.sha256.items():
+            if name not in actual:
+                raise SubmissionError(f"{entry.id}: registered file {name} is missing")
+            if actual[name] != digest:
+                raise SubmissionError(f"{entry.id}: {name} does not match its registered sha256")
+        extra = sorted(set(actual) - set(entry.sha256))
+        if extra:
+            raise SubmissionError(f"{entry.id}: unregistered code or weights: {', '.join(extra)}")
+        if submission.meta.scale != entry.scale:
+            raise SubmissionError(
+                f"{entry.id}: registered as x{entry.scale} but submission.json says x{submission.meta.scale}"
+            )
+        return submission
+
+    def load(self, entry_id: str) -> LoadedModel:
+        """Load one registered model (hashes checked first)."""
+        entry = self.get(entry_id)
+        loaded = load_submission(self.open(entry))
+        descriptor = loaded.descriptor
+        # The registry's id and name are the public ones; the source says where it came from.
+        source = f"{entry.source}@{entry.revision}" if entry.is_hub else entry.source
+        return LoadedModel(loaded.module, replace(descriptor, id=entry.id, name=entry.name, source=source))
+
+    def load_all(self) -> tuple[dict[str, LoadedModel], dict[str, str]]:
+        """Load every entry; return the models by id and, by id, why any failed."""
+        models: dict[str, LoadedModel] = {}
+        failures: dict[str, str] = {}
+        for entry in self.entries:
+            try:
+                models[entry.id] = self.load(entry.id)
+            except RTSRError as e:
+                logger.warning("registry entry %s failed to load: %s", entry.id, e)
+                failures[entry.id] = str(e)
+        return models, failures
+
+
+def entry_for(submission: Submission, registry_dir: Path, entry_id: str | None = None) -> RegistryEntry:
+    """A registry entry describing ``submission`` as it is now (hashes computed here)."""
+    meta = submission.meta
+    if submission.revision is not None:
+        source = submission.source.split("@")[0]
+    else:
+        try:
+            source = submission.root.resolve().relative_to(registry_dir.resolve()).as_posix()
+        except ValueError:
+            raise SubmissionError(
+                f"{submission.root}: a local submission must sit below {registry_dir} to be registered;"
+                " publish it to the Hub and register org/name@<commit> instead"
+            ) from None
+    return RegistryEntry(
+        id=entry_id or submission.name,
+        name=meta.method or submission.name,
+        team=meta.team,
+        scale=meta.scale,
+        track=meta.track,
+        source=source,
+        revision=submission.revision,
+        sha256=submission.hashes(),
+    )

@@ -1,0 +1,256 @@
+"""The challenge's submission format: finding a submission's files in a folder, a zip or a
+Hub repository, and reading its metadata.
+
+A submission is a folder (or ``submission_<id>.zip``) holding ``arch.py`` with a
+``srmodel()`` that takes no arguments and returns the model with its weights loaded, an
+optional ``utils/`` package, a checkpoint (``.pth``, ``.pt`` or ``.safetensors``), ``results/``
+with the SR outputs as PNG, ``requirements.txt`` for anything extra, and ``submission.json``,
+our one addition: what the app and the leaderboard need to know without guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtsr.constants import SCALES, TRACK_SCALES
+from rtsr.errors import SubmissionError
+
+ARCH_FILE = "arch.py"
+METADATA_FILE = "submission.json"
+RESULTS_DIR = "results"
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+#: Files and folders a zip may carry that are not part of the submission.
+_JUNK = {"__MACOSX", ".DS_Store", "__pycache__", ".git"}
+#: A zip that expands beyond this is refused (a zip bomb, or not a real-time model).
+MAX_UNZIPPED_BYTES = 2 * 1024**3
+#: ``org/name@<40-hex commit>``: a Hub model repository pinned to one commit.
+HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)@(?P<revision>[0-9a-f]{40})$")
+
+
+@dataclass(frozen=True)
+class SubmissionMeta:
+    """The contents of ``submission.json``. ``scale`` is required; the rest is for people."""
+
+    scale: int
+    team: str = ""
+    method: str = ""
+    license: str = ""
+    training_data: str = ""
+    links: dict[str, str] = field(default_factory=dict)
+    #: LR sides the model accepts must be multiples of this; 0 means "find out by trying".
+    pad_multiple: int = 0
+
+    @property
+    def track(self) -> int:
+        return next(t for t, s in TRACK_SCALES.items() if s == self.scale)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> SubmissionMeta:
+        """Validate a parsed ``submission.json``; ``where`` names it in errors."""
+        if not isinstance(data, dict):
+            raise SubmissionError(f"{where}: must hold a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SubmissionError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        if data.get("scale") not in SCALES:
+            raise SubmissionError(f"{where}: 'scale' must be 2 or 3, got {data.get('scale')!r}")
+        for key in ("team", "method", "license", "training_data"):
+            if not isinstance(data.get(key, ""), str):
+                raise SubmissionError(f"{where}: {key!r} must be a string")
+        links = data.get("links", {})
+        if not isinstance(links, dict) or not all(isinstance(v, str) for v in links.values()):
+            raise SubmissionError(f"{where}: 'links' must map names to URLs")
+        pad = data.get("pad_multiple", 0)
+        if not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad <= 256:
+            raise SubmissionError(f"{where}: 'pad_multiple' must be a whole number from 0 to 256")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submission's files on local disk, and where they came from."""
+
+    root: Path
+    meta: SubmissionMeta
+    #: What the user named: a folder, a zip, or ``org/name@revision``.
+    source: str
+    #: A short name: the folder's, the zip's ``<id>``, or the Hub repo's.
+    name: str
+    #: The Hub commit for Hub sources, else None.
+    revision: str | None = None
+
+    @property
+    def arch(self) -> Path:
+        return self.root / ARCH_FILE
+
+    @property
+    def checkpoints(self) -> list[Path]:
+        """Weight files anywhere in the submission but ``results/``, sorted."""
+        return sorted(p for p in _files(self.root) if p.suffix in CHECKPOINT_SUFFIXES)
+
+    @property
+    def code_files(self) -> list[Path]:
+        """Python files that ``srmodel()`` may execute, sorted."""
+        return sorted(p for p in _files(self.root) if p.suffix == ".py")
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / RESULTS_DIR
+
+    def hashes(self) -> dict[str, str]:
+        """sha256 of every code and weight file, by path relative to the root (POSIX)."""
+        return {p.relative_to(self.root).as_posix(): sha256_file(p) for p in self.code_files + self.checkpoints}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    """Every file below ``root`` except ``results/`` and junk."""
+    out = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).parts
+        if rel[0] == RESULTS_DIR or any(part in _JUNK for part in rel) or not path.is_file():
+            continue
+        out.append(path)
+    return out
+
+
+def find_root(folder: Path) -> Path:
+    """The folder holding ``arch.py``: ``folder`` itself, or its single top-level folder.
+
+    Raises:
+        SubmissionError: no ``arch.py`` in either place.
+    """
+    if (folder / ARCH_FILE).is_file():
+        return folder
+    entries = [p for p in folder.iterdir() if p.name not in _JUNK]
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / ARCH_FILE).is_file():
+        return entries[0]
+    raise SubmissionError(f"{folder}: no {ARCH_FILE} (a submission needs {ARCH_FILE} with srmodel())")
+
+
+def read_meta(root: Path) -> SubmissionMeta:
+    path = root / METADATA_FILE
+    if not path.is_file():
+        raise SubmissionError(
+            f"{root}: no {METADATA_FILE}; add one with at least the scale, e.g. "
+            '{"scale": 2, "team": "...", "method": "..."}'
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SubmissionError(f"{path}: not valid JSON ({e})") from None
+    return SubmissionMeta.from_dict(data, str(path))
+
+
+def _extract_zip(path: Path, cache: Path) -> Path:
+    """Extract a zip once into ``cache/<sha256>``, refusing unsafe or oversized members."""
+    digest = sha256_file(path)
+    target = cache / digest
+    if target.is_dir():
+        return target
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(m.file_size for m in members)
+            if total > MAX_UNZIPPED_BYTES:
+                raise SubmissionError(f"{path}: expands to {total / 1e9:.1f} GB, over the 2 GB limit")
+            for m in members:
+                name = Path(m.filename)
+                if name.is_absolute() or ".." in name.parts:
+                    raise SubmissionError(f"{path}: member {m.filename!r} would land outside the submission")
+            cache.mkdir(parents=True, exist_ok=True)
+            stage = Path(tempfile.mkdtemp(prefix=".unzip-", dir=cache))
+            try:
+                archive.extractall(stage)
+                stage.rename(target)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+    except zipfile.BadZipFile:
+        raise SubmissionError(f"{path}: not a valid zip file") from None
+    return target
+
+
+def default_cache() -> Path:
+    """Where extracted zips are kept: ``$RTSR_CACHE`` or ``~/.cache/rtsr``."""
+    return Path(os.environ.get("RTSR_CACHE", Path.home() / ".cache" / "rtsr"))
+
+
+def open_submission(spec: str | Path, cache: Path | None = None) -> Submission:
+    """Find a submission from a folder, a ``.zip``, or a Hub repo pinned as ``org/name@<commit>``.
+
+    Hub repositories come through ``huggingface_hub.snapshot_download`` and its cache (set
+    ``HF_HUB_OFFLINE=1`` to use only the cache).
+
+    Raises:
+        SubmissionError: nothing there, no ``arch.py``, bad ``submission.json``, a bad zip,
+            or a Hub revision that cannot be had.
+    """
+    text = str(spec)
+    path = Path(spec)
+    revision = None
+    if path.is_dir():
+        folder, name = path, path.resolve().name
+    elif path.is_file() and path.suffix == ".zip":
+        folder, name = _extract_zip(path, (cache or default_cache()) / "zips"), path.stem.removeprefix("submission_")
+    elif (match := HUB_SPEC.match(text)) and not path.exists():
+        from rtsr.hub import download
+
+        revision = match["revision"]
+        folder, name = download(match["repo"], revision), match["repo"].split("/")[-1]
+    elif path.exists():
+        raise SubmissionError(f"{path}: not a submission folder or .zip")
+    elif "/" in text and "@" in text and not HUB_SPEC.match(text):
+        raise SubmissionError(f"{text}: a Hub submission is org/name@<full 40-character commit hash>")
+    else:
+        raise SubmissionError(f"{path}: no such folder or zip (or Hub repo as org/name@<commit>)")
+    root = find_root(folder).resolve()
+    return Submission(root=root, meta=read_meta(root), source=text, name=name, revision=revision)
+
+
+def submission_files(submission: Submission) -> list[Path]:
+    """What a packed or published submission holds: code, weights, results, requirements,
+    metadata, and any other file in the folder; no caches or version-control junk."""
+    files = _files(submission.root)
+    if submission.results_dir.is_dir():
+        files += [p for p in submission.results_dir.rglob("*") if p.is_file() and not (set(p.parts) & _JUNK)]
+    return sorted(files)
+
+
+def pack(submission: Submission, out_dir: Path) -> Path:
+    """Write ``submission_<id>.zip`` in the challenge's layout (files at the zip's top level).
+
+    The zip appears only when complete.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"submission_{submission.name}.zip"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=out_dir)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in submission_files(submission):
+                archive.write(path, path.relative_to(submission.root).as_posix())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target

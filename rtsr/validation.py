@@ -1,0 +1,304 @@
+"""``rtsr validate``: a submission's checklist, with its code run in a child process.
+
+The parent only reads files. Everything that executes the submission's code (importing
+``arch.py``, ``srmodel()``, forward passes) runs in ``python -m rtsr.validation``, a child
+process with a time limit, which reports each check as a JSON line in a file. A submission
+that hangs, crashes the interpreter or exhausts memory fails a check; the validator goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from rtsr.errors import RTSRError, SubmissionError
+from rtsr.images import list_images, read_rgb
+from rtsr.submission import ARCH_FILE, METADATA_FILE, Submission, open_submission
+
+Status = Literal["pass", "fail", "warn", "skip"]
+#: Below this PSNR between FP16 and FP32 outputs, FP16 is flagged (the challenge saw a
+#: transformer lose 4 dB in FP16).
+FP16_WARN_DB = 40.0
+#: Below this PSNR between the submitted ``results/`` and our rerun, the results fail.
+REPRODUCE_MIN_DB = 40.0
+#: Seconds the child may take for all its checks.
+DEFAULT_TIMEOUT_S = 300
+#: LR sizes of the forward check: one even, one with odd prime-ish sides (padding).
+FORWARD_SIZES = ((32, 48), (27, 41))
+#: Side of the centre crop used for FP16 fidelity on an LR image (CPU FP16 is slow).
+FIDELITY_CROP = 128
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the checklist."""
+
+    name: str
+    status: Status
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    from rtsr.metrics import psnr
+
+    return psnr(torch.from_numpy(a), torch.from_numpy(b))
+
+
+# --- the parent: file checks, then the child ---------------------------------------------------
+
+
+def file_checks(submission: Submission, lr_dir: Path | None) -> list[Check]:
+    """Checks that only read files: the layout, the metadata, and ``results/`` against LR."""
+    meta = submission.meta
+    found = [ARCH_FILE, METADATA_FILE] + [p.relative_to(submission.root).as_posix() for p in submission.checkpoints]
+    if (submission.root / "requirements.txt").is_file():
+        found.append("requirements.txt")
+    checks = [
+        Check("files", "pass", ", ".join(found)),
+        Check("metadata", "pass", f"x{meta.scale} (Track {meta.track}), team {meta.team or '?'}, {meta.method or '?'}"),
+    ]
+    if not submission.checkpoints:
+        checks.append(
+            Check("checkpoint", "warn", "no .pth, .pt or .safetensors file: fine only for a model without weights")
+        )
+    if lr_dir is None:
+        return checks
+    lr_paths = list_images(lr_dir)
+    results = submission.results_dir
+    if not results.is_dir():
+        return [*checks, Check("results/", "fail", f"no {results.name}/ folder with the SR outputs")]
+    pngs = {p.stem: p for p in results.iterdir() if p.suffix.lower() == ".png"}
+    missing = [p.stem for p in lr_paths if p.stem not in pngs]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return [*checks, Check("results/", "fail", f"no {missing[0]}.png{more} for the LR images of {lr_dir}")]
+    for lr_path in lr_paths:
+        lr_h, lr_w = read_rgb(lr_path).shape[:2]
+        sr_h, sr_w = read_rgb(pngs[lr_path.stem]).shape[:2]
+        if (sr_h, sr_w) != (lr_h * meta.scale, lr_w * meta.scale):
+            detail = f"{lr_path.stem}.png is {sr_h}x{sr_w}, expected x{meta.scale} of {lr_h}x{lr_w}"
+            return [*checks, Check("results/", "fail", detail)]
+    return [*checks, Check("results/", "pass", f"{len(lr_paths)} PNGs, one per LR image, all x{meta.scale}")]
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+def run_checks(submission: Submission, lr_dir: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Check]:
+    """The whole checklist: file checks here, code checks in a child process."""
+    checks = file_checks(submission, lr_dir)
+    with tempfile.TemporaryDirectory(prefix="rtsr-validate-") as tmp:
+        report = Path(tmp) / "report.jsonl"
+        job = {
+            "root": str(submission.root),
+            "source": submission.source,
+            "name": submission.name,
+            "lr_dir": str(lr_dir) if lr_dir else None,
+        }
+        started = time.monotonic()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "rtsr.validation", json.dumps(job), str(report)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # so a timeout kills whatever the submission started too
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            text=True,
+        )
+        try:
+            _, stderr = child.communicate(timeout=timeout_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            _, stderr = child.communicate()
+            timed_out = True
+        lines = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
+    step = None
+    for line in lines:
+        if "check" in line:
+            checks.append(Check(**line["check"]))
+            step = None
+        else:
+            step = line["step"]
+    if timed_out:
+        checks.append(Check(step or "child", "fail", f"did not finish within {timeout_s:g} s"))
+    elif child.returncode != 0 or step is not None:
+        last = (stderr or "").strip().splitlines()[-1:] or ["no message"]
+        checks.append(
+            Check(
+                step or "child",
+                "fail",
+                f"the submission's process died ({_describe_exit(child.returncode)}): {last[0][:200]}",
+            )
+        )
+    elapsed = time.monotonic() - started
+    checks.append(Check("time", "pass", f"code checks took {elapsed:.1f} s of the {timeout_s:g} s limit"))
+    return checks
+
+
+def validate(
+    spec: str | Path, lr_dir: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[Submission, list[Check]]:
+    """Open a submission (folder, zip or ``org/name@commit``) and run its checklist.
+
+    Raises:
+        SubmissionError: the submission cannot even be opened (no ``arch.py``, bad metadata).
+    """
+    submission = open_submission(spec)
+    return submission, run_checks(submission, lr_dir, timeout_s)
+
+
+# --- the child: everything that runs the submission's code ------------------------------------
+
+
+class _Report:
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("a", encoding="utf-8")
+
+    def step(self, name: str) -> None:
+        self._write({"step": name})
+
+    def check(self, name: str, status: Status, detail: str) -> None:
+        self._write({"check": Check(name, status, detail).as_dict()})
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self.file.write(json.dumps(obj) + "\n")
+        self.file.flush()
+
+
+def _test_image(lr_dir: Path | None) -> np.ndarray:
+    """A natural LR crop to measure FP16 fidelity on: the first LR image, or a test chart."""
+    if lr_dir is not None:
+        image = read_rgb(list_images(lr_dir)[0])
+        h, w = image.shape[:2]
+        top, left = max(0, (h - FIDELITY_CROP) // 2), max(0, (w - FIDELITY_CROP) // 2)
+        return image[top : top + FIDELITY_CROP, left : left + FIDELITY_CROP]
+    y, x = np.mgrid[0:FIDELITY_CROP, 0:FIDELITY_CROP] / FIDELITY_CROP
+    chart = np.stack([x, y, 0.5 + 0.5 * np.sin(20 * x * y)], axis=-1)
+    chart[FIDELITY_CROP // 3 : FIDELITY_CROP // 2, :] = 1.0  # a hard edge
+    return (chart * 255).round().astype(np.uint8)
+
+
+def _forward_check(
+    report: _Report, model: torch.nn.Module, scale: int, device: torch.device, dtype: torch.dtype
+) -> bool:
+    label = f"forward {'fp16' if dtype == torch.float16 else 'fp32'}"
+    generator = torch.Generator().manual_seed(0)
+    details = []
+    for h, w in FORWARD_SIZES:
+        x = torch.rand(1, 3, h, w, generator=generator).to(device=device, dtype=dtype)
+        with torch.inference_mode():
+            out = model(x)
+        expected = (1, 3, h * scale, w * scale)
+        if tuple(out.shape) != expected:
+            report.check(label, "fail", f"input {tuple(x.shape)} gave {tuple(out.shape)}, expected {expected}")
+            return False
+        if not torch.isfinite(out).all():
+            report.check(label, "fail", f"input {tuple(x.shape)} gave NaN or infinite values")
+            return False
+        low, high = out.float().min().item(), out.float().max().item()
+        if low < -0.5 or high > 1.5:
+            report.check(label, "fail", f"output range [{low:.2f}, {high:.2f}] is far outside [0, 1]")
+            return False
+        details.append(f"{h}x{w} -> {h * scale}x{w * scale}")
+    report.check(label, "pass", f"{', '.join(details)}, finite, in range")
+    return True
+
+
+def _child(job: dict[str, Any], report_path: Path) -> None:
+    from rtsr.inference import prepare, upscale
+    from rtsr.loader import load_submission
+    from rtsr.submission import find_root, read_meta
+
+    report = _Report(report_path)
+    root = find_root(Path(job["root"]))
+    submission = Submission(root=root, meta=read_meta(root), source=job["source"], name=job["name"])
+    scale = submission.meta.scale
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    report.step("srmodel()")
+    started = time.monotonic()
+    try:
+        loaded = load_submission(submission)
+    except RTSRError as e:
+        report.check("srmodel()", "fail", str(e))
+        return
+    d = loaded.descriptor
+    pad = f", pads LR sides to multiples of {d.pad_multiple}" if d.pad_multiple > 1 else ""
+    report.check("srmodel()", "pass", f"built in {time.monotonic() - started:.1f} s, {d.params:,} parameters{pad}")
+
+    report.step("forward fp32")
+    model = prepare(loaded.module, device, "fp32")
+    try:
+        ok = _forward_check(report, model, scale, device, torch.float32)
+    except Exception as e:
+        report.check("forward fp32", "fail", f"{e.__class__.__name__}: {str(e).strip()[:200]}")
+        return
+    if not ok:
+        return
+
+    image = _test_image(Path(job["lr_dir"]) if job["lr_dir"] else None)
+    reference = upscale(model, image, scale, device, "fp32")
+    report.step("forward fp16")
+    if device.type == "cuda":
+        half = prepare(loaded.module, device, "fp16")
+        try:
+            _forward_check(report, half, scale, device, torch.float16)
+        except Exception as e:
+            report.check("forward fp16", "fail", f"{e.__class__.__name__}: {str(e).strip()[:200]}")
+    else:
+        report.check("forward fp16", "skip", "no CUDA device here (FP16 timing needs one)")
+
+    report.step("fp16 fidelity")
+    try:
+        half = prepare(loaded.module, device, "fp16")
+        fp16 = upscale(half, image, scale, device, "fp16")
+    except Exception as e:
+        report.check("fp16 fidelity", "skip", f"FP16 does not run on {device.type} ({e.__class__.__name__})")
+    else:
+        db = _psnr_uint8(fp16, reference)
+        where = f"on {device.type}, {image.shape[0]}x{image.shape[1]} LR crop"
+        status: Status = "warn" if db < FP16_WARN_DB else "pass"
+        note = f" (below {FP16_WARN_DB:g} dB: FP16 loses quality)" if status == "warn" else ""
+        report.check("fp16 fidelity", status, f"PSNR(FP16, FP32) = {db:.1f} dB {where}{note}")
+
+    if job["lr_dir"]:
+        report.step("reproduce results/")
+        model = prepare(loaded.module, device, "fp32")
+        worst = math.inf
+        for lr_path in list_images(job["lr_dir"]):
+            ours = upscale(model, read_rgb(lr_path), scale, device, "fp32")
+            theirs = read_rgb(submission.results_dir / f"{lr_path.stem}.png")
+            if ours.shape != theirs.shape:
+                report.check("reproduce results/", "fail", f"{lr_path.stem}.png has the wrong size")
+                return
+            worst = min(worst, _psnr_uint8(ours, theirs))
+        status = "pass" if worst >= REPRODUCE_MIN_DB else "fail"
+        report.check(
+            "reproduce results/", status, f"rerun vs results/: PSNR {worst:.1f} dB at worst (need {REPRODUCE_MIN_DB:g})"
+        )
+
+
+if __name__ == "__main__":
+    try:
+        _child(json.loads(sys.argv[1]), Path(sys.argv[2]))
+    except SubmissionError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(1) from None
