@@ -182,18 +182,10 @@ def _accepts(model: nn.Module, scale: int, multiple: int) -> bool:
     return tuple(out.shape) == (1, 3, h * scale, w * scale)
 
 
-def find_pad_multiple(model: nn.Module, scale: int) -> int:
-    """The smallest of :data:`PAD_CANDIDATES` whose multiples the model upscales correctly.
-
-    Raises:
-        SubmissionError: none of them works (the model is broken at every size tried).
-    """
-    for multiple in PAD_CANDIDATES:
-        if _accepts(model, scale, multiple):
-            return multiple
-    raise SubmissionError(
-        f"the model returns no x{scale} output for LR sizes padded to any multiple of {PAD_CANDIDATES}"
-    )
+def find_pad_multiple(model: nn.Module, scale: int) -> int | None:
+    """The smallest of :data:`PAD_CANDIDATES` whose multiples the model upscales correctly,
+    or None when none does (the model is broken at every size; its first use will say how)."""
+    return next((m for m in PAD_CANDIDATES if _accepts(model, scale, m)), None)
 
 
 def load_submission(submission: Submission) -> LoadedModel:
@@ -203,7 +195,7 @@ def load_submission(submission: Submission) -> LoadedModel:
     """
     scale = submission.meta.scale
     model = call_srmodel(submission)
-    multiple = submission.meta.pad_multiple or find_pad_multiple(model, scale)
+    multiple = submission.meta.pad_multiple or find_pad_multiple(model, scale) or 1
     wrapped: nn.Module = PaddedModel(model, scale, multiple) if multiple > 1 else model
     meta = submission.meta
     descriptor = ModelDescriptor(

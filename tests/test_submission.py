@@ -1,0 +1,95 @@
+import json
+import zipfile
+
+import pytest
+
+from rtsr.errors import SubmissionError
+from rtsr.submission import open_submission, pack
+from tests.conftest import make_submission
+
+
+def test_folder(tmp_path):
+    root = make_submission(tmp_path / "team", files={"utils/__init__.py": "", "results/0001.png": b"x"})
+    sub = open_submission(root)
+    assert sub.root == root.resolve() and sub.name == "team" and sub.revision is None
+    assert sub.meta.scale == 2 and sub.meta.track == 1 and sub.meta.team == "Test Team"
+    assert [p.name for p in sub.checkpoints] == ["checkpoint.pth"]
+    assert sorted(sub.hashes()) == ["arch.py", "checkpoint.pth", "utils/__init__.py"]  # results/ not hashed
+
+
+def _zip(folder, target, prefix=""):
+    with zipfile.ZipFile(target, "w") as z:
+        for p in folder.rglob("*"):
+            if p.is_file():
+                z.write(p, prefix + p.relative_to(folder).as_posix())
+    return target
+
+
+@pytest.mark.parametrize("prefix", ["", "my_team/"])
+def test_zip_flat_or_under_one_folder(tmp_path, monkeypatch, prefix):
+    monkeypatch.setenv("RTSR_CACHE", str(tmp_path / "cache"))
+    folder = make_submission(tmp_path / "src")
+    sub = open_submission(_zip(folder, tmp_path / "submission_42.zip", prefix))
+    assert sub.name == "42"
+    assert sub.hashes() == open_submission(folder).hashes()
+
+
+def test_zip_that_escapes_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTSR_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "submission_evil.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("arch.py", "def srmodel(): pass")
+        z.writestr("../../outside.py", "print('escaped')")
+    with pytest.raises(SubmissionError, match="would land outside"):
+        open_submission(bad)
+    assert not (tmp_path / "outside.py").exists()
+
+
+def test_not_a_zip(tmp_path):
+    (tmp_path / "submission_x.zip").write_text("nope")
+    with pytest.raises(SubmissionError, match="not a valid zip"):
+        open_submission(tmp_path / "submission_x.zip")
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        ({"scale": 4}, "'scale' must be 2 or 3"),
+        ({"pad_multiple": -1}, "pad_multiple"),
+        ({"colour": "red"}, "unknown field"),
+        ({"links": ["x"]}, "'links' must map"),
+    ],
+)
+def test_bad_metadata(tmp_path, meta, message):
+    root = make_submission(tmp_path / "s", meta=meta)
+    with pytest.raises(SubmissionError, match=message):
+        open_submission(root)
+
+
+def test_missing_pieces(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SubmissionError, match=r"no arch\.py"):
+        open_submission(tmp_path / "empty")
+    root = make_submission(tmp_path / "s")
+    (root / "submission.json").unlink()
+    with pytest.raises(SubmissionError, match=r"no submission\.json"):
+        open_submission(root)
+    (root / "submission.json").write_text("{not json")
+    with pytest.raises(SubmissionError, match="not valid JSON"):
+        open_submission(root)
+    with pytest.raises(SubmissionError, match="no such folder"):
+        open_submission(tmp_path / "absent")
+    with pytest.raises(SubmissionError, match="40-character commit"):
+        open_submission("org/name@main")
+
+
+def test_pack_writes_the_challenge_layout(tmp_path):
+    root = make_submission(tmp_path / "team", files={"utils/modules.py": "X = 1", "results/a.png": b"png"})
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "arch.cpython-311.pyc").write_bytes(b"junk")
+    target = pack(open_submission(root), tmp_path / "out")
+    assert target.name == "submission_team.zip"
+    with zipfile.ZipFile(target) as z:
+        names = sorted(z.namelist())
+    assert names == ["arch.py", "checkpoint.pth", "results/a.png", "submission.json", "utils/modules.py"]
+    assert json.loads(zipfile.ZipFile(target).read("submission.json"))["scale"] == 2
