@@ -96,6 +96,12 @@ def file_checks(submission: Submission, lr_dir: Path | None) -> list[Check]:
     return [*checks, Check("results/", "pass", f"{len(lr_paths)} PNGs, one per LR image, all x{meta.scale}")]
 
 
+def _pythonpath() -> str:
+    """PYTHONPATH for the child: where this rtsr lives, then whatever the parent had."""
+    here = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
@@ -119,7 +125,7 @@ def run_checks(submission: Submission, lr_dir: Path | None = None, timeout_s: fl
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # so a timeout kills whatever the submission started too
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()},
             text=True,
         )
         try:

@@ -54,7 +54,9 @@ def set5() -> Path:
     return folder
 
 
-def run_cli(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m rtsr ARGS`` in a child process, as a user would, and capture its output."""
     result = subprocess.run(
         [sys.executable, "-m", "rtsr", "--quiet", *map(str, args)],
@@ -62,6 +64,7 @@ def run_cli(*args: str | Path, check: bool = False) -> subprocess.CompletedProce
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"rtsr {args} exited {result.returncode}:\n{result.stderr}")
