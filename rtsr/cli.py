@@ -53,6 +53,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _shown(path: Path) -> str:
+    """A path as a user would type it: relative to the working directory when below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _fmt(value: float, digits: int = 4) -> str:
     """A metric for a table: ``inf`` for identical images, fixed decimals otherwise."""
     return "inf" if math.isinf(value) else f"{value:.{digits}f}"
@@ -474,7 +482,7 @@ def _cmd_registry(args: argparse.Namespace) -> None:
     registry = Registry.read(args.registry)
     if args.action == "list":
         if not registry.entries:
-            print(f"{registry.path}: no entries")
+            print(f"{_shown(registry.path)}: no entries")
         for e in registry.entries:
             where = f"{e.source}@{e.revision[:12]}" if e.revision else e.source
             print(f"{e.id:<20} x{e.scale} Track {e.track}  {e.name} ({e.team or '?'})  {where}")
@@ -486,7 +494,7 @@ def _cmd_registry(args: argparse.Namespace) -> None:
     if not _print_checks(f"validate {submission.source}", checks):
         raise RTSRError(f"{args.submission} failed validation; not registered")
     registry.write()
-    print(f"registered {entry.id} (x{entry.scale}, {len(entry.sha256)} files hashed) in {registry.path}")
+    print(f"registered {entry.id} (x{entry.scale}, {len(entry.sha256)} files hashed) in {_shown(registry.path)}")
 
 
 COMMANDS = {
