@@ -66,12 +66,13 @@ def file_checks(submission: Submission, lr_dir: Path | None) -> list[Check]:
     """Checks that only read files: the layout, the metadata, and ``results/`` against LR."""
     meta = submission.meta
     found = [ARCH_FILE, METADATA_FILE] + [p.relative_to(submission.root).as_posix() for p in submission.checkpoints]
-    if (submission.root / "requirements.txt").is_file():
-        found.append("requirements.txt")
     checks = [
         Check("files", "pass", ", ".join(found)),
         Check("metadata", "pass", f"x{meta.scale} (Track {meta.track}), team {meta.team or '?'}, {meta.method or '?'}"),
     ]
+    requirements = submission.root / "requirements.txt"
+    if requirements.is_file():
+        checks.append(_requirements_check(requirements))
     if not submission.checkpoints:
         checks.append(
             Check("checkpoint", "warn", "no .pth, .pt or .safetensors file: fine only for a model without weights")
@@ -100,6 +101,33 @@ def _pythonpath() -> str:
     """PYTHONPATH for the child: where this rtsr lives, then whatever the parent had."""
     here = str(Path(__file__).resolve().parents[1])
     return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def _requirements_check(path: Path) -> Check:
+    """Whether the packages a submission asks for are installed here (we never install them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    missing = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.split("#")[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            return Check("requirements", "warn", f"cannot parse {line!r} in requirements.txt")
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            missing.append(requirement.name)
+            continue
+        if requirement.specifier and installed not in requirement.specifier:
+            missing.append(f"{requirement.name}{requirement.specifier} (have {installed})")
+    if missing:
+        return Check("requirements", "warn", f"not installed here: {', '.join(missing)}")
+    return Check("requirements", "pass", "everything in requirements.txt is installed")
 
 
 def _describe_exit(code: int) -> str:

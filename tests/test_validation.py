@@ -123,3 +123,12 @@ def test_missing_and_misfit_results(tmp_path):
     assert "no coffee.png" in _detail(run_checks(open_submission(root), lr_dir, timeout_s=120), "results/")
     Image.fromarray(photo("coffee")[:10, :10]).save(root / "results" / "coffee.png")
     assert "expected x2 of 48x64" in _detail(run_checks(open_submission(root), lr_dir, timeout_s=120), "results/")
+
+
+def test_requirements_are_checked_not_installed(tmp_path):
+    root = make_submission(
+        tmp_path / "s", files={"requirements.txt": "torch>=2.0\nnot-a-real-package-xyz==1.0\n# comment\n"}
+    )
+    checks = run_checks(open_submission(root), timeout_s=120)
+    assert _detail(checks, "requirements") == "not installed here: not-a-real-package-xyz"
+    assert _status(checks)["requirements"] == "warn"
