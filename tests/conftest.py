@@ -163,3 +163,14 @@ def populate_hub_cache(cache: Path, repo_id: str, revision: str, folder: Path) -
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
     (repo / "refs" / "main").write_text(revision)
+
+
+class PickleExploit:
+    """Unpickling this runs a shell command that creates ``marker``: a full ``torch.load``
+    of a checkpoint holding it would execute code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))

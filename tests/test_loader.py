@@ -4,7 +4,7 @@ import torch
 from rtsr.errors import SubmissionError
 from rtsr.loader import PaddedModel, call_srmodel, load_submission
 from rtsr.submission import open_submission
-from tests.conftest import make_submission, tiny_state_dict
+from tests.conftest import PickleExploit, make_submission, tiny_state_dict
 
 
 def test_relative_checkpoint_on_a_gpu_map_location_loads_on_cpu(tmp_path, monkeypatch):
@@ -48,21 +48,11 @@ def test_two_submissions_with_the_same_module_names_stay_apart(tmp_path):
     assert "utils.modules" not in sys.modules and str(a.resolve()) not in sys.path
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_full_unpickle_in_srmodel_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     arch = "import torch\n\ndef srmodel():\n    return torch.load('checkpoint.pth', weights_only=False)\n"
     root = make_submission(tmp_path / "s", arch, checkpoint=False)
-    torch.save({"x": _Exploit(marker)}, root / "checkpoint.pth")
+    torch.save({"x": PickleExploit(marker)}, root / "checkpoint.pth")
     with pytest.raises(SubmissionError, match=r"srmodel\(\) failed at arch.py, line 4: UnpicklingError"):
         call_srmodel(open_submission(root))
     assert not marker.exists()

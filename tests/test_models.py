@@ -1,5 +1,3 @@
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +5,7 @@ from safetensors.torch import save_file
 
 from rtsr.errors import ModelError
 from rtsr.models import RTSRN, Bicubic, count_params, load_model, srmodel
+from tests.conftest import PickleExploit
 
 # Parameters of RTSRN(3, 64 feats, 5 blocks) counted by hand from its layers:
 # head 3*64*9 + 64; body 5 * (64*64*9 + 64); tail 64*(3*s*s)*9 + 3*s*s.
@@ -74,20 +73,10 @@ def test_checkpoint_round_trip_and_scale_from_weights(tmp_path, suffix):
         load_model(path, 2)
 
 
-class _Exploit:
-    """Unpickling this runs a shell command: a full torch.load would create the marker file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_checkpoint_that_runs_code_is_refused_unexecuted(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
-    torch.save({"upsample.0.weight": _Exploit(marker)}, path)
+    torch.save({"upsample.0.weight": PickleExploit(marker)}, path)
     with pytest.raises(ModelError, match=r"evil\.pth: cannot read checkpoint"):
         load_model(path)
     assert not marker.exists()
