@@ -61,18 +61,19 @@ class PaddedModel(nn.Module):
 
 
 def _where(error: BaseException, root: Path) -> str:
-    """``arch.py, line 12`` for the innermost frame of the submission's own code, if any."""
+    """``arch.py, line 12``: the innermost frame in the submission's own code, or ''."""
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(str(root))]
     if not frames:
         return ""
-    frame = frames[-1]
-    return f"{Path(frame.filename).relative_to(root)}, line {frame.lineno}: "
+    return f"{Path(frames[-1].filename).relative_to(root)}, line {frames[-1].lineno}"
 
 
 def _describe(error: BaseException, root: Path, doing: str) -> SubmissionError:
+    """One line: what failed, where in the submission, and the error's first line."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     detail = f"{error.__class__.__name__}: {message}" if message else error.__class__.__name__
-    return SubmissionError(f"{root}: {doing} failed at {_where(error, root)}{detail}")
+    where = _where(error, root)
+    return SubmissionError(f"{root}: {doing} failed{' at ' + where if where else ''}: {detail}")
 
 
 @contextlib.contextmanager
