@@ -1,4 +1,5 @@
-"""``python -m rtsr``: prepare-data, metrics, score, runtime, sr and evaluate.
+"""``python -m rtsr``: prepare-data, metrics, score, runtime, sr, evaluate (the challenge's
+toolkit) and validate, pack, publish, registry (the participant's path).
 
 Errors a user can act on (:class:`rtsr.errors.RTSRError`) are caught here, once, and printed
 as one line on stderr with exit status 1; bad arguments exit with status 2.
@@ -13,14 +14,18 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rtsr import __version__
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
 from rtsr.errors import RTSRError
 
-logger = logging.getLogger("rtsr")
+if TYPE_CHECKING:
+    import torch
+
+    from rtsr.devices import Precision
+    from rtsr.models import LoadedModel
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,7 +123,7 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rtsr", description="NTIRE 2023 Real-Time Super-Resolution: data, metrics, score, runtime.")
+    parser = _Parser(prog="rtsr", description="NTIRE 2023 Real-Time Super-Resolution: data, metrics, score, runtime, submissions.")
     parser.add_argument("--version", action="version", version=f"rtsr {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -325,7 +330,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
         print(f"{value:.4f}")
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace) -> tuple[LoadedModel, torch.device, Precision]:
     from rtsr.devices import resolve_device, resolve_precision
     from rtsr.sources import load
 
