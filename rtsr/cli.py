@@ -123,7 +123,9 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rtsr", description="NTIRE 2023 Real-Time Super-Resolution: data, metrics, score, runtime, submissions.")
+    parser = _Parser(
+        prog="rtsr", description="NTIRE 2023 Real-Time Super-Resolution: data, metrics, score, runtime, submissions."
+    )
     parser.add_argument("--version", action="version", version=f"rtsr {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
