@@ -29,10 +29,12 @@ def read_evaluation(path: Path | None, submission: Submission) -> dict | None:
     """An ``rtsr evaluate`` document for the card, checked to be about this scale."""
     if path is None:
         return None
+    if not path.is_file():
+        raise SubmissionError(f"{path}: no such file (make it with python -m rtsr evaluate)")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         scale = doc["model"]["scale"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise SubmissionError(f"{path}: not an rtsr evaluate document ({e.__class__.__name__})") from None
     if doc.get("schema") != "rtsr.evaluate":
         raise SubmissionError(f"{path}: not an rtsr evaluate document")
@@ -73,10 +75,11 @@ def publish(
     """
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise SubmissionError(f"--repo-id must be user/name or org/name, got {repo_id!r}")
+    measured = read_evaluation(evaluation, submission)  # before the slow checks: fail fast
     checks = run_checks(submission, lr_dir, timeout_s)
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise SubmissionError(f"validation failed ({failed[0].name}: {failed[0].detail}); nothing was published")
-    staged = stage(submission, repo_id, read_evaluation(evaluation, submission), out)
+    staged = stage(submission, repo_id, measured, out)
     commit = None if dry_run else publish_folder(staged, repo_id, private)
     return Publication(checks, staged, commit)

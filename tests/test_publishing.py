@@ -78,3 +78,9 @@ def test_real_upload_path_says_the_hub_is_unreachable_offline(tmp_path):
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(SubmissionError, match="HF_HUB_OFFLINE"):
         publish_folder(tmp_path, "me/team", private=True, token="hf_test")
+
+
+def test_missing_evaluation_file_is_named_before_validating(tmp_path):
+    root = make_submission(tmp_path / "team", "import time\ntime.sleep(60)\n", checkpoint=False)  # would be slow
+    with pytest.raises(SubmissionError, match=r"nope\.json: no such file"):
+        publish(open_submission(root), "me/team", tmp_path / "stage", dry_run=True, evaluation=tmp_path / "nope.json")
