@@ -225,6 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_args(p)
 
     p = sub.add_parser(
+        "train",
+        help="train RTSRN on the challenge's degradation and write a submission folder",
+        description="Random HR crops degraded on the fly (bicubic + JPEG, as prepare-data), L1 loss, Adam with a"
+        " cosine-decaying learning rate, mixed precision; checkpoints for --resume; validation PSNR in the log.",
+    )
+    p.add_argument("--scale", type=_scale, required=True, metavar="{2,3}")
+    p.add_argument("--train-dir", required=True, help="HR images, directly or one folder down")
+    p.add_argument("--val-dir", help="held-out HR images (default: every 20th training image, held out)")
+    p.add_argument("--out", required=True, help="run folder: state.pt, train.log, and submission/ at the end")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--steps", type=_positive, default=8000)
+    p.add_argument("--batch-size", type=_positive, default=16)
+    p.add_argument("--patch", type=_positive, default=48, help="LR patch side (default 48)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the start (default 1e-3)")
+    p.add_argument("--val-every", type=_positive, default=500, help="steps between validations (default 500)")
+    p.add_argument("--checkpoint-every", type=_positive, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--seed", type=_non_negative, default=0)
+
+    p = sub.add_parser(
         "validate",
         help="check a submission: files, srmodel(), forward passes, FP16 fidelity, results/",
         description="Run the checklist on a submission folder, zip or org/name@<commit>. The submission's"
@@ -421,6 +440,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from rtsr.training import TrainConfig, train
+
+    config = TrainConfig(
+        scale=args.scale,
+        train_dir=args.train_dir,
+        val_dir=args.val_dir,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        patch=args.patch,
+        lr=args.lr,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+    )
+    folder = train(config, Path(args.out), resume=args.resume, progress=not args.quiet)
+    print(f"trained RTSRN x{args.scale} for {args.steps} steps -> {folder}")
+    print(f"check it with: python -m rtsr validate {folder}")
+
+
 _MARKS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
 
 
@@ -511,6 +550,7 @@ COMMANDS = {
     "runtime": _cmd_runtime,
     "sr": _cmd_sr,
     "evaluate": _cmd_evaluate,
+    "train": _cmd_train,
     "validate": _cmd_validate,
     "pack": _cmd_pack,
     "publish": _cmd_publish,

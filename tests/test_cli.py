@@ -189,3 +189,14 @@ def test_prepare_data_matlab_lossless_crop(tmp_path, hr_dir):
 def test_cuda_asked_for_on_a_cpu_host(hr_dir):
     result = run_cli("metrics", "--sr-dir", hr_dir, "--gt-dir", hr_dir, "--device", "cuda")
     assert_one_line_error(result, "no CUDA device")
+
+
+def test_train_through_the_cli(tmp_path, hr_dir):
+    out = run_cli("train", "--scale", 2, "--train-dir", hr_dir, "--out", tmp_path / "run", "--steps", 4,
+                  "--batch-size", 2, "--patch", 16, "--val-every", 2, "--checkpoint-every", 2, check=True)  # fmt: skip
+    assert "trained RTSRN x2 for 4 steps" in out.stdout
+    assert (tmp_path / "run" / "submission" / "model.safetensors").is_file()
+    again = run_cli("train", "--scale", 2, "--train-dir", hr_dir, "--out", tmp_path / "run")
+    assert_one_line_error(again, "a run is already there")
+    assert_one_line_error(run_cli("train", "--scale", 2, "--train-dir", tmp_path / "no", "--out", tmp_path / "r2"),
+                          "no such folder")  # fmt: skip
