@@ -164,9 +164,11 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     """FP16 on CUDA; bfloat16 on a CPU with native support (AVX512-BF16 or AMX); else none."""
     if device.type == "cuda":
         return torch.float16
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return None
+    try:  # a private probe of torch's oneDNN build; absent or failing means no native bf16
+        native_bf16 = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native_bf16 = False
+    return torch.bfloat16 if native_bf16 else None
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
