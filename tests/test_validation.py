@@ -27,7 +27,8 @@ def test_a_good_submission_passes(tmp_path):
     status = _status(checks)
     assert status["srmodel()"] == status["forward fp32"] == status["fp16 fidelity"] == "pass"
     assert "fail" not in status.values()
-    assert _detail(checks, "forward fp32").startswith("32x48 -> 64x96, 27x41 -> 54x82")
+    assert _detail(checks, "forward fp32") == "random input 32x48 -> 64x96, 27x41 -> 54x82, finite"
+    assert status["output range"] == "pass"
 
 
 HANGS = "import time\n\ndef srmodel():\n    while True:\n        time.sleep(0.1)\n"
@@ -132,3 +133,10 @@ def test_requirements_are_checked_not_installed(tmp_path):
     checks = run_checks(open_submission(root), timeout_s=120)
     assert _detail(checks, "requirements") == "not installed here: not-a-real-package-xyz"
     assert _status(checks)["requirements"] == "warn"
+
+
+def test_a_model_on_the_wrong_value_range_fails_with_a_hint(tmp_path):
+    arch = "import torch\n\nclass X255(torch.nn.Module):\n    def forward(self, x):\n        return torch.nn.functional.interpolate(x, scale_factor=2) * 255\n\ndef srmodel():\n    return X255()\n"  # noqa: E501
+    checks = run_checks(open_submission(make_submission(tmp_path / "s", arch, checkpoint=False)), timeout_s=120)
+    assert _status(checks)["output range"] == "fail"
+    assert "is it on [0, 255]?" in _detail(checks, "output range")
