@@ -7,6 +7,13 @@ exits non-zero, the app shows it in the page. Programming errors stay ordinary e
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to its first line (at most ``limit`` characters), or its
+    class name when it has none: enough to act on, never a dump."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else error.__class__.__name__
+
+
 class RTSRError(Exception):
     """Base class of every error that carries a message for the user."""
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rtsr.errors import SubmissionError
+from rtsr.errors import SubmissionError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,7 @@ def download(repo_id: str, revision: str) -> Path:
             f"{repo_id}@{revision}: not in the local Hub cache and the Hub cannot be reached"
         ) from None
     except HfHubHTTPError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise SubmissionError(f"{repo_id}@{revision}: {first}") from None
+        raise SubmissionError(f"{repo_id}@{revision}: {first_line(e)}") from None
 
 
 def publish_folder(folder: Path, repo_id: str, private: bool, token: str | None = None) -> str:
@@ -59,8 +58,7 @@ def publish_folder(folder: Path, repo_id: str, private: bool, token: str | None 
     except LocalTokenNotFoundError:
         raise SubmissionError("cannot publish: no Hugging Face token (run `hf auth login` or set HF_TOKEN)") from None
     except (HfHubHTTPError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise SubmissionError(f"cannot publish to {repo_id}: {first}") from None
+        raise SubmissionError(f"cannot publish to {repo_id}: {first_line(e)}") from None
     return str(commit.oid)
 
 

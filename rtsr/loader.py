@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtsr.errors import SubmissionError
+from rtsr.errors import SubmissionError, first_line
 from rtsr.models import LoadedModel, ModelDescriptor, count_params
 from rtsr.submission import Submission
 
@@ -70,8 +70,7 @@ def _where(error: BaseException, root: Path) -> str:
 
 def _describe(error: BaseException, root: Path, doing: str) -> SubmissionError:
     """One line: what failed, where in the submission, and the error's first line."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    detail = f"{error.__class__.__name__}: {message}" if message else error.__class__.__name__
+    detail = f"{error.__class__.__name__}: {first_line(error)}" if str(error).strip() else error.__class__.__name__
     where = _where(error, root)
     return SubmissionError(f"{root}: {doing} failed{' at ' + where if where else ''}: {detail}")
 

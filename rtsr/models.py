@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rtsr.constants import SCALES, TRACK_SCALES
-from rtsr.errors import ModelError
+from rtsr.errors import ModelError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +135,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path, device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any decoder failure means the same thing to the user
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise ModelError(f"{path}: cannot read checkpoint ({reason[:200]})") from None
+        raise ModelError(f"{path}: cannot read checkpoint ({first_line(e)})") from None
     # BasicSR wraps weights in "params" or "params_ema"; others in "state_dict".
     for key in ("params_ema", "params", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -185,7 +184,7 @@ def load_model(spec: str | Path, scale: int | None = None) -> LoadedModel:
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise ModelError(f"{path}: weights do not fit RTSRN ({str(e).splitlines()[0]})") from None
+            raise ModelError(f"{path}: weights do not fit RTSRN ({first_line(e)})") from None
         model_id, name, source = path.stem, f"RTSRN ({path.name})", str(path)
     else:
         raise _unknown_model(str(spec))

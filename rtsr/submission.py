@@ -23,11 +23,11 @@ from typing import Any
 
 from rtsr.constants import SCALES, TRACK_SCALES
 from rtsr.errors import SubmissionError
+from rtsr.models import CHECKPOINT_SUFFIXES
 
 ARCH_FILE = "arch.py"
 METADATA_FILE = "submission.json"
 RESULTS_DIR = "results"
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 #: Files and folders a zip may carry that are not part of the submission.
 _JUNK = {"__MACOSX", ".DS_Store", "__pycache__", ".git"}
 #: A zip that expands beyond this is refused (a zip bomb, or not a real-time model).

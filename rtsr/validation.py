@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from rtsr.errors import RTSRError, SubmissionError
+from rtsr.errors import RTSRError, SubmissionError, first_line
 from rtsr.images import list_images, read_rgb
 from rtsr.submission import ARCH_FILE, METADATA_FILE, Submission, open_submission
 
@@ -297,7 +297,7 @@ def _child(job: dict[str, Any], report_path: Path) -> None:
     try:
         ok = _forward_check(report, model, scale, device, torch.float32)
     except Exception as e:
-        report.check("forward fp32", "fail", f"{e.__class__.__name__}: {str(e).strip()[:200]}")
+        report.check("forward fp32", "fail", f"{e.__class__.__name__}: {first_line(e)}")
         return
     if not ok:
         return
@@ -313,7 +313,7 @@ def _child(job: dict[str, Any], report_path: Path) -> None:
         try:
             _forward_check(report, half, scale, device, torch.float16)
         except Exception as e:
-            report.check("forward fp16", "fail", f"{e.__class__.__name__}: {str(e).strip()[:200]}")
+            report.check("forward fp16", "fail", f"{e.__class__.__name__}: {first_line(e)}")
     else:
         report.check("forward fp16", "skip", "no CUDA device here (FP16 timing needs one)")
 
