@@ -184,8 +184,9 @@ def run_checks(submission: Submission, lr_dir: Path | None = None, timeout_s: fl
                 f"the submission's process died ({_describe_exit(child.returncode)}): {last[0][:200]}",
             )
         )
-    elapsed = time.monotonic() - started
-    checks.append(Check("time", "pass", f"code checks took {elapsed:.1f} s of the {timeout_s:g} s limit"))
+    else:
+        elapsed = time.monotonic() - started
+        checks.append(Check("time", "pass", f"code checks took {elapsed:.1f} s of the {timeout_s:g} s limit"))
     return checks
 
 
