@@ -75,3 +75,11 @@ def test_empty_folder(tmp_path):
     with pytest.raises(InputError, match="no images found"):
         upscale_folder(srmodel("bicubic", 2), 2, tmp_path / "empty", tmp_path / "sr", progress=False)
     assert not (tmp_path / "sr").exists()
+
+
+def test_to_image_leaves_its_input_alone():
+    out = torch.tensor([[[[-0.5, 0.25], [1.5, 0.75]]]]).expand(1, 3, 2, 2).contiguous()
+    before = out.clone()
+    image = to_image(out)
+    assert torch.equal(out, before)
+    assert image[..., 0].tolist() == [[0, 64], [255, 191]]
