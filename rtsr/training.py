@@ -30,7 +30,7 @@ from rtsr.constants import JPEG_QUALITY
 from rtsr.degradation import ResizeMethod, check_scale, crop_for_scale, degrade
 from rtsr.devices import device_name
 from rtsr.errors import InputError
-from rtsr.images import list_images, read_rgb
+from rtsr.images import IMAGE_SUFFIXES, read_rgb
 from rtsr.metrics import psnr
 from rtsr.models import RTSRN, count_params
 from rtsr.outputs import staged_output_dir
@@ -70,21 +70,15 @@ class TrainConfig:
 
 
 def _image_paths(folder: str) -> list[Path]:
-    """Every image below ``folder`` (one level of subfolders, as ``data/train/<kind>/``)."""
+    """Every image in ``folder`` and its direct subfolders (``data/train/<kind>/``), sorted."""
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")
-    paths = sorted(p for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())] for p in _safe_list(d))
+    folders = [root, *(p for p in root.iterdir() if p.is_dir())]
+    paths = sorted(p for d in folders for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise InputError(f"{root}: no images found, directly or one folder down")
     return paths
-
-
-def _safe_list(folder: Path) -> list[Path]:
-    try:
-        return list_images(folder)
-    except InputError:
-        return []
 
 
 def split(config: TrainConfig) -> tuple[list[Path], list[Path]]:
@@ -291,14 +285,7 @@ def _run(config: TrainConfig, out: Path, saved: dict[str, Any] | None, progress:
     autocast = _autocast_dtype(device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast == torch.float16)
     val_pairs = _val_pairs(val_paths, config)
-    history: dict[str, Any] = {
-        "val": [],
-        "bicubic": _bicubic_psnr(val_pairs, config.scale),
-        "val_images": len(val_pairs),
-        "precision": {torch.float16: "FP16", torch.bfloat16: "BF16", None: "no"}[autocast],
-        "seconds": 0.0,
-    }
-    step = 0
+    history: dict[str, Any]
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -307,6 +294,14 @@ def _run(config: TrainConfig, out: Path, saved: dict[str, Any] | None, progress:
         step, history = saved["step"], saved["history"]
         logger.info("resumed at step %d", step)
     else:
+        step = 0
+        history = {
+            "val": [],
+            "bicubic": _bicubic_psnr(val_pairs, config.scale),
+            "val_images": len(val_pairs),
+            "precision": {torch.float16: "FP16", torch.bfloat16: "BF16", None: "no"}[autocast],
+            "seconds": 0.0,
+        }
         logger.info(
             "training RTSRN x%d on %d images (%d held out) on %s: %s",
             config.scale, len(train_paths), len(val_paths), device_name(device), json.dumps(asdict(config)),

@@ -255,20 +255,22 @@ def _forward_check(
     return True
 
 
-def _range_check(report: _Report, model: torch.nn.Module, image: np.ndarray, device: torch.device) -> bool:
+def _range_check(report: _Report, model: torch.nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray | None:
     """On a natural image (noise makes any trained network overshoot), outputs must be on
-    about [0, 1]: the usual mistake is a model that returns [0, 255]."""
-    from rtsr.inference import to_tensor
+    about [0, 1]: the usual mistake is a model that returns [0, 255]. Returns the FP32 output
+    as an image, the reference for the FP16 check, or None when the range is wrong."""
+    from rtsr.inference import to_image, to_tensor
 
     with torch.inference_mode():
         out = model(to_tensor(image, device, "fp32")).float()
+        reference = to_image(out)
     low, high = out.min().item(), out.max().item()
     if low < OUTPUT_RANGE[0] or high > OUTPUT_RANGE[1]:
         hint = "; is it on [0, 255]?" if high > 2 else ""
         report.check("output range", "fail", f"[{low:.2f}, {high:.2f}] on a natural image, expected about [0, 1]{hint}")
-        return False
+        return None
     report.check("output range", "pass", f"[{low:.2f}, {high:.2f}] on a natural image (clamped to [0, 1] on use)")
-    return True
+    return reference
 
 
 def _child(job: dict[str, Any], report_path: Path) -> None:
@@ -305,9 +307,9 @@ def _child(job: dict[str, Any], report_path: Path) -> None:
 
     image = _test_image(Path(job["lr_dir"]) if job["lr_dir"] else None)
     report.step("output range")
-    if not _range_check(report, model, image, device):
+    reference = _range_check(report, model, image, device)
+    if reference is None:
         return
-    reference = upscale(model, image, scale, device, "fp32")
     report.step("forward fp16")
     if device.type == "cuda":
         half = prepare(loaded.module, device, "fp16")
