@@ -1,0 +1,370 @@
+"""Serving upscale requests, as the app does: registered models loaded once, one request
+through the challenge's degradation, the model and bicubic, the metrics and fast previews,
+with the time each stage took.
+
+Nothing here knows about Gradio: the app wires these functions to its components, and
+``bench/bench_app.py`` times the same functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from rtsr.constants import JPEG_QUALITY
+from rtsr.degradation import check_jpeg_quality, crop_for_scale, degrade
+from rtsr.devices import Precision, device_name, resolve_device, resolve_precision
+from rtsr.errors import InputError
+from rtsr.images import read_rgb
+from rtsr.inference import prepare, upscale_timed
+from rtsr.metrics import ImageMetrics, measure
+from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
+from rtsr.registry import Registry
+from rtsr.scoring import score
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["upscale", "simulate"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+#: Default largest model input (LR pixels) on a GPU: a full 1080p frame, the Track 1 input.
+GPU_MAX_INPUT_PIXELS = 1920 * 1080
+#: Default on a CPU host: qHD (960x540). RTSRN x2 in FP32 on the 2-core test host takes about
+#: 2 s at this size (a 1080p frame takes about 9 s), which keeps a public CPU Space responsive.
+CPU_MAX_INPUT_PIXELS = 960 * 540
+#: Smallest side the model sees: the SSIM window needs 11 output pixels, and smaller images
+#: say nothing about a 4K model.
+MIN_INPUT_SIDE = 16
+#: Quality of the JPEG previews. A 4K JPEG encodes ~20x faster than a PNG (see
+#: bench/bench_app.py); the lossless PNG is made only for download.
+PREVIEW_JPEG_QUALITY = 92
+#: zlib level of the download PNG: level 1 is several times faster than Pillow's default 6 and
+#: still lossless (the file is larger).
+PNG_COMPRESS_LEVEL = 1
+
+#: The request's stages, in order, as they appear in :attr:`UpscaleResult.timings_ms`.
+STAGES = ("decode", "degrade", "model", "bicubic", "metrics", "encode")
+
+
+def default_max_input_pixels(device: torch.device) -> int:
+    """The default largest model input on ``device``, in pixels."""
+    return GPU_MAX_INPUT_PIXELS if device.type == "cuda" else CPU_MAX_INPUT_PIXELS
+
+
+def megapixels(pixels: int) -> str:
+    """``pixels`` as a short human figure, e.g. ``"2.07 MP"``."""
+    return f"{pixels / 1e6:.2f} MP"
+
+
+class ModelPool:
+    """The registered models, loaded once and prepared on first use for one device.
+
+    Every entry of the registry is loaded (hashes checked) when the pool is made; entries that
+    fail are kept in :attr:`failures` with the reason, and the others are served. Each model is
+    moved to the device and cast once, on first use: FP16 on CUDA unless its descriptor says
+    it does not support half precision, FP32 on the CPU.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        device: str | torch.device | None = None,
+        precision: Precision | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision: Precision = resolve_precision(self.device, precision)
+        self.device_name = device_name(self.device)
+        self.models, self.failures = registry.load_all()
+        self._prepared: dict[str, nn.Module] = {}
+        self._lock = threading.Lock()
+
+    def descriptors(self, scale: int | None = None) -> list[ModelDescriptor]:
+        """The served models' descriptors, in registry order, optionally of one scale."""
+        return [m.descriptor for m in self.models.values() if scale is None or m.descriptor.scale == scale]
+
+    def descriptor(self, model_id: str) -> ModelDescriptor:
+        """The descriptor of a served model.
+
+        Raises:
+            InputError: ``model_id`` is not served (not registered, or it failed to load).
+        """
+        return self._loaded(model_id).descriptor
+
+    def precision_of(self, model_id: str) -> Precision:
+        """The precision ``model_id`` runs in here."""
+        if self.precision == "fp16" and not self._loaded(model_id).descriptor.supports_half:
+            return "fp32"
+        return self.precision
+
+    def module(self, model_id: str) -> nn.Module:
+        """The model, on the pool's device in its precision (prepared once)."""
+        with self._lock:
+            if model_id not in self._prepared:
+                self._prepared[model_id] = prepare(
+                    self._loaded(model_id).module, self.device, self.precision_of(model_id)
+                )
+            return self._prepared[model_id]
+
+    def bicubic(self, scale: int) -> nn.Module:
+        """Bicubic upscaling by ``scale`` in FP32 on the pool's device: the reference."""
+        key = f"\0bicubic-x{scale}"  # not a registry id: those cannot start with NUL
+        with self._lock:
+            if key not in self._prepared:
+                self._prepared[key] = prepare(Bicubic(scale), self.device, "fp32")
+            return self._prepared[key]
+
+    def _loaded(self, model_id: str) -> LoadedModel:
+        try:
+            return self.models[model_id]
+        except KeyError:
+            if model_id in self.failures:
+                raise InputError(f"model {model_id!r} is unavailable: {self.failures[model_id]}") from None
+            raise InputError(f"unknown model {model_id!r} (served: {', '.join(self.models) or 'none'})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, read from its header without decoding it.
+
+    Raises:
+        InputError: the file is missing or not an image Pillow can open.
+    """
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except FileNotFoundError:
+        raise InputError(f"{Path(path).name}: no such file") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InputError(f"{Path(path).name}: not a readable image ({e.__class__.__name__})") from None
+    return height, width
+
+
+def check_input_size(height: int, width: int, scale: int, mode: Mode, max_input_pixels: int) -> None:
+    """Refuse an upload whose model input would exceed ``max_input_pixels`` or be too small.
+
+    In ``"upscale"`` mode the upload is the model's input; in ``"simulate"`` mode it is the
+    ground truth, which is downscaled by ``scale`` first, so it may be ``scale**2`` larger.
+
+    Raises:
+        InputError: the input is too large or too small, with the limit in the message.
+    """
+    factor = scale if mode == "simulate" else 1
+    lr_h, lr_w = height // factor, width // factor
+    if lr_h * lr_w > max_input_pixels:
+        limit = megapixels(max_input_pixels)
+        if mode == "simulate":
+            raise InputError(
+                f"image is {width}x{height} ({megapixels(width * height)}); this host accepts ground truths up to"
+                f" {megapixels(max_input_pixels * scale * scale)} at x{scale} (a model input of at most {limit})"
+            )
+        raise InputError(
+            f"image is {width}x{height} ({megapixels(width * height)}); this host upscales inputs of at most {limit}"
+        )
+    if min(lr_h, lr_w) < MIN_INPUT_SIDE:
+        what = f"its x{scale} downscale is {lr_w}x{lr_h}" if mode == "simulate" else f"it is {width}x{height}"
+        raise InputError(f"image is too small: {what}, and the model input needs at least {MIN_INPUT_SIDE} px a side")
+
+
+def read_upload(path: str | Path, scale: int, mode: Mode, max_input_pixels: int) -> np.ndarray:
+    """Read an uploaded image as ``(H, W, 3)`` uint8 RGB after checking its size from the
+    header, so that an oversized file is refused before it is decoded.
+
+    Raises:
+        InputError: unreadable, too large or too small.
+    """
+    height, width = image_size(path)
+    check_input_size(height, width, scale, mode, max_input_pixels)
+    return read_rgb(path)
+
+
+@dataclass
+class UpscaleResult:
+    """One served request: the images, the metrics where a GT exists, and the timings."""
+
+    model: ModelDescriptor
+    mode: Mode
+    #: The model's input: the upload, or the challenge's degradation of it.
+    lr: np.ndarray
+    sr: np.ndarray
+    bicubic: np.ndarray
+    #: The ground truth the outputs are measured against (cropped to divide by the scale).
+    gt: np.ndarray | None
+    jpeg_quality: int | None
+    metrics: ImageMetrics | None
+    bicubic_metrics: ImageMetrics | None
+    #: The model's forward pass alone, ms (CUDA events on a GPU, wall clock on a CPU).
+    forward_ms: float
+    device: str
+    device_type: str
+    precision: Precision
+    #: Milliseconds spent in each of :data:`STAGES` that ran.
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def psnr_gain(self) -> float | None:
+        """PSNR on RGB over bicubic's, dB; None without a GT."""
+        if self.metrics is None or self.bicubic_metrics is None:
+            return None
+        return self.metrics.psnr_rgb - self.bicubic_metrics.psnr_rgb
+
+    @property
+    def score(self) -> float | None:
+        """The challenge score of this one image at this request's forward time; None without
+        a GT. Comparable with the official table only on the challenge's GPU, in FP16, at 4K."""
+        if self.metrics is None or self.bicubic_metrics is None:
+            return None
+        # an immeasurably fast forward (bicubic on a GPU) would divide by zero
+        return score(self.metrics.psnr_rgb, max(self.forward_ms, 1e-3), self.bicubic_metrics.psnr_rgb)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready account of the request (what the app's API returns as details)."""
+        return {
+            "model": self.model.as_dict(),
+            "mode": self.mode,
+            "jpeg_quality": self.jpeg_quality,
+            "input_size": list(self.lr.shape[:2]),
+            "output_size": list(self.sr.shape[:2]),
+            "device": self.device,
+            "device_type": self.device_type,
+            "precision": self.precision,
+            "forward_ms": self.forward_ms,
+            "timings_ms": dict(self.timings_ms),
+            "metrics": self.metrics.as_dict() if self.metrics else None,
+            "bicubic": self.bicubic_metrics.as_dict() if self.bicubic_metrics else None,
+            "psnr_gain": self.psnr_gain,
+            "score": self.score,
+        }
+
+
+@contextmanager
+def _stage(timings: dict[str, float], name: str, on_stage: Callable[[str], None] | None) -> Iterator[None]:
+    if on_stage is not None:
+        on_stage(name)
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+
+
+def serve(
+    pool: ModelPool,
+    model_id: str,
+    image: str | Path | np.ndarray,
+    mode: Mode = "upscale",
+    jpeg_quality: int = JPEG_QUALITY,
+    gt: str | Path | np.ndarray | None = None,
+    max_input_pixels: int | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> UpscaleResult:
+    """Serve one request: read, (degrade,) upscale with the model and bicubic, measure.
+
+    Args:
+        pool: the served models.
+        model_id: a registry id the pool serves.
+        image: a file path or an ``(H, W, 3)`` uint8 array. In ``"upscale"`` mode it is the
+            model's input; in ``"simulate"`` mode the ground truth, cropped so its sides divide
+            by the scale, downscaled (bicubic) and JPEG-compressed at ``jpeg_quality`` as the
+            challenge made its inputs.
+        jpeg_quality: 1-100 (Pillow's scale), or 0 for no JPEG; simulate mode only.
+        gt: an optional ground truth in ``"upscale"`` mode (file or array), ``scale`` times the
+            input's size.
+        max_input_pixels: the largest model input accepted (default: by device, see
+            :func:`default_max_input_pixels`).
+        on_stage: called with each stage's name as it starts (for progress bars).
+
+    Raises:
+        InputError: unreadable, too large or mismatched images, a bad mode or quality, or a
+            model the pool does not serve.
+        ModelError: the model's output has the wrong size or is not finite.
+    """
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    descriptor = pool.descriptor(model_id)
+    scale = descriptor.scale
+    limit = max_input_pixels if max_input_pixels is not None else default_max_input_pixels(pool.device)
+    timings: dict[str, float] = {}
+
+    with _stage(timings, "decode", on_stage):
+        if isinstance(image, np.ndarray):
+            check_input_size(image.shape[0], image.shape[1], scale, mode, limit)
+            upload = image
+        else:
+            upload = read_upload(image, scale, mode, limit)
+        reference: np.ndarray | None = None
+        if mode == "upscale" and gt is not None:
+            expected = (upload.shape[0] * scale, upload.shape[1] * scale)
+            # the header's size first: a wrong (or huge) file is refused before it is decoded
+            gt_h, gt_w = gt.shape[:2] if isinstance(gt, np.ndarray) else image_size(gt)
+            if (gt_h, gt_w) != expected:
+                raise InputError(
+                    f"ground truth is {gt_w}x{gt_h}, but x{scale} of the"
+                    f" {upload.shape[1]}x{upload.shape[0]} input is {expected[1]}x{expected[0]}"
+                )
+            reference = gt if isinstance(gt, np.ndarray) else read_rgb(gt)
+    quality: int | None = None
+    if mode == "simulate":
+        quality = check_jpeg_quality(jpeg_quality)
+        with _stage(timings, "degrade", on_stage):
+            reference = crop_for_scale(upload, scale)
+            lr = degrade(reference, scale, quality)
+    else:
+        lr = upload
+
+    precision = pool.precision_of(model_id)
+    with _stage(timings, "model", on_stage):
+        sr, forward_ms = upscale_timed(pool.module(model_id), lr, scale, pool.device, precision)
+    with _stage(timings, "bicubic", on_stage):
+        bicubic, _ = upscale_timed(pool.bicubic(scale), lr, scale, pool.device, "fp32")
+    metrics = bicubic_metrics = None
+    if reference is not None:
+        with _stage(timings, "metrics", on_stage):
+            metrics = measure(sr, reference, device=pool.device)
+            bicubic_metrics = measure(bicubic, reference, device=pool.device)
+    return UpscaleResult(
+        model=descriptor,
+        mode=mode,
+        lr=lr,
+        sr=sr,
+        bicubic=bicubic,
+        gt=reference,
+        jpeg_quality=quality,
+        metrics=metrics,
+        bicubic_metrics=bicubic_metrics,
+        forward_ms=forward_ms,
+        device=pool.device_name,
+        device_type=pool.device.type,
+        precision=precision,
+        timings_ms=timings,
+    )
+
+
+def nearest_upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Repeat each pixel ``scale`` times each way: the LR input shown at the output's size,
+    its pixels visible as they are (no interpolation)."""
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def encode_preview(image: np.ndarray, path: str | Path, quality: int = PREVIEW_JPEG_QUALITY) -> Path:
+    """Write an ``(H, W, 3)`` uint8 image as a JPEG for on-screen comparison; return the path.
+
+    Chroma is not subsampled (4:4:4), so coloured edges are compared as the model drew them.
+    """
+    Image.fromarray(image).save(path, "JPEG", quality=quality, subsampling=0)
+    return Path(path)
+
+
+def encode_png(image: np.ndarray, path: str | Path, compress_level: int = PNG_COMPRESS_LEVEL) -> Path:
+    """Write an ``(H, W, 3)`` uint8 image as a lossless PNG; return the path."""
+    Image.fromarray(image).save(path, "PNG", compress_level=compress_level)
+    return Path(path)

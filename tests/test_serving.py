@@ -1,0 +1,209 @@
+"""rtsr.serving: one app request on real photos, checked against independent references
+(Pillow for the degradation, torch's bicubic, scikit-image for the metrics)."""
+
+import io
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, JpegImagePlugin
+
+from bench.bench_metrics import skimage_metrics
+from rtsr.errors import InputError
+from rtsr.inference import upscale, upscale_timed
+from rtsr.registry import BUNDLED_REGISTRY, Registry, entry_for
+from rtsr.serving import (
+    CPU_MAX_INPUT_PIXELS,
+    MIN_INPUT_SIDE,
+    ModelPool,
+    check_input_size,
+    encode_png,
+    encode_preview,
+    image_size,
+    nearest_upscale,
+    serve,
+)
+from rtsr.submission import open_submission
+from tests.conftest import make_submission, photo
+
+
+@pytest.fixture(scope="module")
+def pool() -> ModelPool:
+    return ModelPool(Registry.read(BUNDLED_REGISTRY))
+
+
+def pillow_degrade(gt: np.ndarray, scale: int, quality: int) -> np.ndarray:
+    """The challenge's LR made with Pillow alone: crop to the scale, bicubic down, JPEG."""
+    h, w = gt.shape[0] // scale * scale, gt.shape[1] // scale * scale
+    small = Image.fromarray(gt[:h, :w]).resize((w // scale, h // scale), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def torch_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
+    x = torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255
+    up = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+    return (up[0] * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def test_pool_serves_the_bundled_registry_in_fp32_on_the_cpu(pool):
+    assert pool.failures == {}
+    assert [d.id for d in pool.descriptors(2)] == ["bicubic-x2", "rtsrn-x2"]
+    assert [d.id for d in pool.descriptors(3)] == ["bicubic-x3", "rtsrn-x3"]
+    assert (pool.device.type, pool.precision) == ("cpu", "fp32")
+    assert pool.module("rtsrn-x2") is pool.module("rtsrn-x2")  # prepared once, then cached
+    assert next(pool.module("rtsrn-x2").parameters()).dtype == torch.float32
+
+
+def test_pool_reports_an_entry_that_fails_and_serves_the_rest(tmp_path):
+    registry = Registry(tmp_path / "registry.json", [])
+    for name in ("good", "tampered"):
+        folder = make_submission(tmp_path / name)
+        registry.add(entry_for(open_submission(folder), tmp_path, name))
+    registry.write()
+    (tmp_path / "tampered" / "arch.py").write_text("import os  # changed after registration\n")
+    pool = ModelPool(Registry.read(tmp_path / "registry.json"))
+    assert list(pool.models) == ["good"]
+    assert "arch.py does not match its registered sha256" in pool.failures["tampered"]
+    with pytest.raises(InputError, match=r"'tampered' is unavailable: .*sha256"):
+        serve(pool, "tampered", photo("chelsea"))
+    with pytest.raises(InputError, match=r"unknown model 'nope' \(served: good\)"):
+        serve(pool, "nope", photo("chelsea"))
+
+
+@pytest.mark.parametrize(("model_id", "quality"), [("rtsrn-x2", 90), ("rtsrn-x3", 60), ("bicubic-x2", 90)])
+def test_simulate_degrades_upscales_and_measures_like_the_references(pool, model_id, quality):
+    gt = photo("coffee")  # 400x600: crops to 399x600 at x3
+    result = serve(pool, model_id, gt, mode="simulate", jpeg_quality=quality)
+    scale = result.model.scale
+    h, w = gt.shape[0] // scale * scale, gt.shape[1] // scale * scale
+    np.testing.assert_array_equal(result.gt, gt[:h, :w])
+    np.testing.assert_array_equal(result.lr, pillow_degrade(gt, scale, quality))
+    # the model's output is what the registered model returns for that LR, run by hand
+    module = Registry.read(BUNDLED_REGISTRY).load(model_id).module.eval()
+    np.testing.assert_array_equal(result.sr, upscale(module, result.lr, scale, torch.device("cpu"), "fp32"))
+    np.testing.assert_array_equal(result.bicubic, torch_bicubic(result.lr, scale))
+    for ours, image in ((result.metrics, result.sr), (result.bicubic_metrics, result.bicubic)):
+        reference = skimage_metrics(image, gt[:h, :w])
+        for key, value in reference.items():
+            assert getattr(ours, key) == pytest.approx(value, abs=1e-6), key
+    gain = result.metrics.psnr_rgb - result.bicubic_metrics.psnr_rgb
+    assert result.psnr_gain == pytest.approx(gain)
+    if model_id.startswith("rtsrn"):
+        assert gain > 0.3
+        assert result.score == pytest.approx(2 * 2**gain / (0.1 * math.sqrt(result.forward_ms)))
+    else:
+        assert gain == pytest.approx(0.0, abs=1e-9) and result.score == 0.0
+    assert result.jpeg_quality == quality and result.precision == "fp32" and result.device_type == "cpu"
+    assert set(result.timings_ms) == {"decode", "degrade", "model", "bicubic", "metrics"}
+    assert 0 < result.forward_ms <= result.timings_ms["model"]
+
+
+def test_upscale_mode_takes_the_upload_as_input_and_an_optional_gt(pool, tmp_path):
+    lr = photo("chelsea")
+    result = serve(pool, "rtsrn-x2", lr, mode="upscale")
+    np.testing.assert_array_equal(result.lr, lr)
+    assert result.sr.shape == (600, 902, 3)
+    assert result.metrics is None and result.score is None and "metrics" not in result.timings_ms
+    summary = result.summary()
+    assert summary["metrics"] is None and summary["output_size"] == [600, 902]
+
+    gt = np.asarray(Image.fromarray(lr).resize((902, 600), Image.Resampling.LANCZOS))
+    Image.fromarray(gt).save(tmp_path / "gt.png")
+    Image.fromarray(lr).save(tmp_path / "lr.png")
+    measured = serve(pool, "rtsrn-x2", tmp_path / "lr.png", mode="upscale", gt=tmp_path / "gt.png")
+    assert measured.metrics.psnr_rgb == pytest.approx(skimage_metrics(measured.sr, gt)["psnr_rgb"], abs=1e-6)
+
+    Image.fromarray(gt[:-1]).save(tmp_path / "gt_short.png")
+    with pytest.raises(InputError, match=r"ground truth is 902x599, but x2 of the 451x300 input is 902x600"):
+        serve(pool, "rtsrn-x2", lr, mode="upscale", gt=tmp_path / "gt_short.png")
+
+
+def test_an_oversized_upload_is_refused_from_its_header_before_decoding(pool, tmp_path):
+    big = np.zeros((3000, 4000, 3), np.uint8)
+    big[::7] = 255
+    path = tmp_path / "big.png"
+    Image.fromarray(big).save(path)
+    # Cut the file after its header: decoding it would fail, reading its size does not.
+    path.write_bytes(path.read_bytes()[:2000])
+    assert image_size(path) == (3000, 4000)
+    too_big = r"image is 4000x3000 \(12.00 MP\); this host upscales inputs of at most 0.52 MP"
+    with pytest.raises(InputError, match=too_big):
+        serve(pool, "rtsrn-x2", path, mode="upscale")
+    with pytest.raises(InputError, match=r"ground truths up to 2.07 MP at x2 \(a model input of at most 0.52 MP\)"):
+        serve(pool, "rtsrn-x2", path, mode="simulate")
+
+
+def test_size_limits_are_exact(pool):
+    assert CPU_MAX_INPUT_PIXELS == 960 * 540
+    check_input_size(540, 960, 2, "upscale", 960 * 540)
+    with pytest.raises(InputError, match=r"at most 0\.52 MP"):
+        check_input_size(541, 960, 2, "upscale", 960 * 540)
+    check_input_size(1080, 1920, 2, "simulate", 960 * 540)  # its x2 downscale is 960x540
+    check_input_size(1620, 2880, 3, "simulate", 960 * 540)
+    with pytest.raises(InputError, match="at x3"):
+        check_input_size(1623, 2880, 3, "simulate", 960 * 540)
+    with pytest.raises(InputError, match=f"too small: it is 300x{MIN_INPUT_SIDE - 1}"):
+        check_input_size(MIN_INPUT_SIDE - 1, 300, 2, "upscale", 960 * 540)
+    with pytest.raises(InputError, match="too small: its x3 downscale is 100x10"):
+        check_input_size(30, 300, 3, "simulate", 960 * 540)
+    with pytest.raises(InputError, match="too small"):
+        serve(pool, "rtsrn-x2", photo("chelsea")[:20], mode="simulate")
+
+
+def test_bad_requests_get_clear_errors(pool, tmp_path):
+    with pytest.raises(InputError, match="mode must be one of upscale, simulate"):
+        serve(pool, "rtsrn-x2", photo("chelsea"), mode="enhance")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="JPEG quality must be"):
+        serve(pool, "rtsrn-x2", photo("chelsea"), mode="simulate", jpeg_quality=101)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(InputError, match=r"notes.png: not a readable image \(UnidentifiedImageError\)"):
+        serve(pool, "rtsrn-x2", tmp_path / "notes.png")
+    with pytest.raises(InputError, match=r"missing\.png: no such file"):
+        serve(pool, "rtsrn-x2", tmp_path / "missing.png")
+
+
+def test_upscale_timed_returns_what_upscale_returns(pool):
+    lr = photo("rocket")[:64, :80]
+    module = pool.module("rtsrn-x3")
+    out, ms = upscale_timed(module, lr, 3, pool.device, "fp32")
+    np.testing.assert_array_equal(out, upscale(module, lr, 3, pool.device, "fp32"))
+    assert out.shape == (192, 240, 3) and ms > 0
+
+
+def test_encoders(tmp_path):
+    image = photo("astronaut")
+    png = encode_png(image, tmp_path / "a.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(png)), image)  # lossless
+    jpeg = encode_preview(image, tmp_path / "a.jpg")
+    with Image.open(jpeg) as img:
+        assert JpegImagePlugin.get_sampling(img) == 0  # 4:4:4, chroma at full resolution
+        decoded = np.asarray(img.convert("RGB"))
+    assert skimage_metrics(decoded, image)["psnr_rgb"] > 38
+
+
+def test_nearest_upscale_equals_pillows_nearest():
+    lr = photo("chelsea")[:50, :70]
+    expected = np.asarray(Image.fromarray(lr).resize((210, 150), Image.Resampling.NEAREST))
+    np.testing.assert_array_equal(nearest_upscale(lr, 3), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pool_runs_fp16_on_cuda():
+    pool = ModelPool(Registry.read(BUNDLED_REGISTRY))
+    assert pool.precision == "fp16"
+    result = serve(pool, "rtsrn-x2", photo("coffee"), mode="simulate")
+    assert result.precision == "fp16" and result.psnr_gain > 0.3
+
+
+def test_a_registry_whose_folders_are_missing_serves_nothing_and_says_why(tmp_path):
+    # local sources are relative to the registry file: a copy elsewhere finds none of them
+    shutil.copy(BUNDLED_REGISTRY, tmp_path / "registry.json")
+    pool = ModelPool(Registry.read(tmp_path / "registry.json"))
+    assert pool.models == {} and sorted(pool.failures) == ["bicubic-x2", "bicubic-x3", "rtsrn-x2", "rtsrn-x3"]
+    missing = f"{tmp_path / 'rtsrn_x2'}: no such folder or zip (or Hub repo as org/name@<commit>)"
+    assert pool.failures["rtsrn-x2"] == missing
