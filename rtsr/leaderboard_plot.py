@@ -1,0 +1,341 @@
+"""The leaderboard's plot: quality or score against runtime for one track and one dataset.
+
+Every row of the frame is one marker, and nothing else in the figure has markers: the
+entries (one trace per source, Pareto-optimal points drawn as larger stars), the bicubic
+reference (its own trace), then lines only: the Pareto front, and in PSNR mode dotted
+iso-score curves. FPS bands (60/30/24) shade the runtime axis.
+
+Runtime in ms is absolute, so the bands sit at 1000/60, 1000/30 and 1000/24 ms whatever the
+devices. Relative runtime (× bicubic) is per device: the bands and iso-score curves need
+bicubic's runtime in ms, so they are drawn only when all rows come from one device, and the
+axis title names it; with several devices they are left out, and the axis title says so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, Literal
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from rtsr.constants import FPS_BANDS
+from rtsr.leaderboard import SOURCE_EVALUATED, SOURCE_OFFICIAL, pareto_front
+from rtsr.scoring import psnr_for_score
+
+YAxis = Literal["score", "psnr_rgb"]
+XAxis = Literal["runtime_ms", "relative_runtime"]
+
+REFERENCE_NAME: Final = "Bicubic (reference)"
+PARETO_NAME: Final = "Pareto front"
+EMPTY_MESSAGE: Final = "no results for this selection"
+
+_Y_TITLES: Final[dict[str, str]] = {"score": "score (challenge formula)", "psnr_rgb": "PSNR RGB (dB)"}
+_X_TITLES: Final[dict[str, str]] = {
+    "runtime_ms": "runtime per 4K output (ms, log scale)",
+    "relative_runtime": "runtime relative to bicubic (× bicubic, log scale)",
+}
+_SOURCE_COLORS: Final[dict[str, str]] = {SOURCE_OFFICIAL: "#1f77b4", SOURCE_EVALUATED: "#d62728"}
+_OTHER_COLORS: Final = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+_BAND_COLORS: Final = ("rgba(44, 160, 44, 0.16)", "rgba(44, 160, 44, 0.10)", "rgba(44, 160, 44, 0.05)")
+#: Score levels of the iso-score curves are drawn from these times powers of ten.
+_NICE: Final = (1.0, 2.0, 5.0)
+_MAX_LEVELS: Final = 5
+_HEIGHT: Final = 520
+
+
+def _fmt(value: str | float, spec: str) -> str:
+    """A value for the hover label: text as is, numbers by ``spec``, unknown as an em dash."""
+    if isinstance(value, str):
+        return value
+    number = float(value)
+    if math.isnan(number):
+        return "—"
+    if math.isinf(number):
+        return "∞" if number > 0 else "-∞"
+    return format(number, spec)
+
+
+_HOVER_FIELDS: Final = (
+    ("method", "s"),
+    ("score", ".2f"),
+    ("psnr_rgb", ".3f"),
+    ("psnr_y", ".3f"),
+    ("ssim_rgb", ".4f"),
+    ("ssim_y", ".4f"),
+    ("params_m", ".4f"),
+    ("flops_g", ".2f"),
+    ("runtime_ms", ".2f"),
+    ("fps", ".1f"),
+    ("relative_runtime", ".2f"),
+    ("device", "s"),
+    ("precision", "s"),
+    ("source", "s"),
+)
+_HOVER: Final = (
+    "<b>%{customdata[0]}</b><br>"
+    "score %{customdata[1]}<br>"
+    "PSNR RGB %{customdata[2]} dB · Y %{customdata[3]} dB<br>"
+    "SSIM RGB %{customdata[4]} · Y %{customdata[5]}<br>"
+    "%{customdata[6]} M params · %{customdata[7]} GFLOPs<br>"
+    "runtime %{customdata[8]} ms · %{customdata[9]} FPS · %{customdata[10]}× bicubic<br>"
+    "%{customdata[11]}, %{customdata[12]}"
+    "<extra>%{customdata[13]}</extra>"
+)
+
+
+def _customdata(rows: pd.DataFrame) -> list[list[str]]:
+    # Preformatted strings: NaN (unknown SSIM Y, the reference's params) reads as a dash
+    # instead of plotly's "NaN", and infinities survive JSON.
+    return [[_fmt(row[key], spec) for key, spec in _HOVER_FIELDS] for _, row in rows.iterrows()]
+
+
+def _device_bicubic_ms(df: pd.DataFrame) -> tuple[float | None, str]:
+    """Bicubic's runtime in ms and the device, when all rows share one device; else None."""
+    devices = df["device"].unique()
+    if len(devices) != 1:
+        return None, ""
+    # Each row knows its device's bicubic runtime as runtime / relative runtime; the median
+    # settles the small run-to-run differences between documents.
+    ratio = (df["runtime_ms"] / df["relative_runtime"]).to_numpy(dtype="float64")
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    return (float(np.median(ratio)) if len(ratio) else None), str(devices[0])
+
+
+def score_levels(scores: pd.Series | np.ndarray) -> list[float]:
+    """A few round score levels (1, 2, 5 times a power of ten) that bracket the positive
+    finite ``scores``: at most five, lowest and highest included; none without such scores."""
+    values = np.asarray(scores, dtype="float64")
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        return []
+    low, high = float(values.min()), float(values.max())
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 2)
+    nice = sorted(m * 10.0**d for d in decades for m in _NICE)
+    start = max(v for v in nice if v <= low * (1 + 1e-12))
+    stop = min(v for v in nice if v >= high * (1 - 1e-12))
+    levels = [v for v in nice if start <= v <= stop]
+    if len(levels) > _MAX_LEVELS:
+        picks = np.unique(np.linspace(0, len(levels) - 1, _MAX_LEVELS).round().astype(int))
+        levels = [levels[i] for i in picks]
+    # Round away float noise of 10.0**d (e.g. 0.30000000000000004).
+    return [float(f"{v:.6g}") for v in levels]
+
+
+def _empty_figure(title: str) -> go.Figure:
+    figure = go.Figure()
+    figure.add_annotation(
+        text=EMPTY_MESSAGE, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font={"size": 16}
+    )
+    figure.update_layout(
+        template="plotly_white",
+        height=_HEIGHT,
+        title={"text": title} if title else None,
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+    )
+    return figure
+
+
+def leaderboard_figure(
+    df: pd.DataFrame,
+    y: YAxis = "score",
+    x: XAxis = "runtime_ms",
+    title: str = "",
+) -> go.Figure:
+    """Plot ``y`` (score, or PSNR RGB in dB) against ``x`` (runtime in ms, or relative to
+    bicubic), log x, for leaderboard rows of one track and one dataset.
+
+    One marker per row: entries per source (Pareto-optimal ones as larger stars) and the
+    bicubic reference (at score 0 in score mode). Lines without markers: the Pareto front
+    (staircase through the optimal entries), and in PSNR mode the iso-score curves of
+    :func:`score_levels` of the entries' scores (dotted, named ``score = N``). FPS bands
+    shade runtimes of 60 FPS and more, 30 to 60, and 24 to 30. An empty ``df`` gives a
+    figure that says so.
+
+    Raises:
+        ValueError: ``y`` or ``x`` is not one of the above, or ``df`` mixes tracks or datasets.
+    """
+    if y not in _Y_TITLES:
+        raise ValueError(f"y must be one of {', '.join(_Y_TITLES)}, got {y!r}")
+    if x not in _X_TITLES:
+        raise ValueError(f"x must be one of {', '.join(_X_TITLES)}, got {x!r}")
+    if df.empty:
+        return _empty_figure(title)
+    for key in ("track", "dataset"):
+        if df[key].nunique() > 1:
+            raise ValueError(f"plot one {key} at a time, got {', '.join(map(str, df[key].unique()))}")
+
+    # Rows are matched to the front by label: labels must be unique.
+    df = df.reset_index(drop=True)
+    figure = go.Figure()
+    reference = df["is_reference"].to_numpy(dtype="bool")
+    entries, references = df[~reference], df[reference]
+    front = pareto_front(df, y, x)
+
+    # x per unit in ms: 1 for runtime; bicubic's ms for relative runtime on one device.
+    bicubic_ms, device = _device_bicubic_ms(df)
+    ms_per_unit = 1.0 if x == "runtime_ms" else bicubic_ms
+    x_title = _X_TITLES[x]
+    if x == "relative_runtime":
+        x_title += f"; FPS bands for {device}" if ms_per_unit else "; no FPS bands: several devices"
+
+    xs = df[x].to_numpy(dtype="float64")
+    xs = xs[np.isfinite(xs) & (xs > 0)]
+    thresholds = [1000.0 / fps / ms_per_unit for fps in FPS_BANDS] if ms_per_unit else []
+    span = np.concatenate([xs, thresholds]) if len(xs) else np.asarray(thresholds or [1.0])
+    x_low, x_high = float(span.min()) / 1.6, float(span.max()) * 1.6
+
+    # FPS bands, fastest first; the first reaches the left edge of the axis.
+    edges = [x_low, *thresholds]
+    for i, fps in enumerate(FPS_BANDS if thresholds else ()):
+        label = f"≥{fps} FPS" if i == 0 else f"{fps}–{FPS_BANDS[i - 1]} FPS"
+        figure.add_shape(
+            type="rect",
+            xref="x",
+            yref="paper",
+            x0=edges[i],
+            x1=edges[i + 1],
+            y0=0,
+            y1=1,
+            fillcolor=_BAND_COLORS[i],
+            line={"width": 0},
+            layer="below",
+            name=label,
+            # Upright along the band's right edge: the 24-30 FPS band is too narrow for a
+            # horizontal label.
+            label={
+                "text": label,
+                "textangle": -90,
+                "textposition": "top right",
+                "font": {"size": 11, "color": "#2b7a2b"},
+            },
+        )
+
+    for k, source in enumerate(dict.fromkeys(entries["source"])):
+        rows = entries[entries["source"] == source]
+        # Front points last: drawn on top of the others, and the legend shows a plain marker
+        # (it takes the first point's symbol).
+        rows = rows.iloc[np.argsort(front[rows.index].to_numpy(dtype="bool"), kind="stable")]
+        on_front = front[rows.index].to_numpy(dtype="bool")
+        color = _SOURCE_COLORS.get(source, _OTHER_COLORS[k % len(_OTHER_COLORS)])
+        figure.add_trace(
+            go.Scatter(
+                x=rows[x],
+                y=rows[y],
+                mode="markers",
+                name=source,
+                marker={
+                    "color": color,
+                    "size": np.where(on_front, 16, 10),
+                    "symbol": np.where(on_front, "star", "circle"),
+                    "line": {"color": "#222222", "width": np.where(on_front, 1.5, 0.5)},
+                },
+                customdata=_customdata(rows),
+                hovertemplate=_HOVER,
+            )
+        )
+
+    if front.any():
+        optimal = df[front].sort_values(x)
+        figure.add_trace(
+            go.Scatter(
+                x=optimal[x],
+                y=optimal[y],
+                mode="lines",
+                name=PARETO_NAME,
+                # A staircase: the region it bounds is what the front's methods attain.
+                line={"color": "#555555", "width": 1.5, "shape": "hv"},
+                hoverinfo="skip",
+            )
+        )
+
+    if len(references):
+        figure.add_trace(
+            go.Scatter(
+                x=references[x],
+                y=references[y],
+                mode="markers",
+                name=REFERENCE_NAME,
+                marker={"color": "#000000", "size": 11, "symbol": "diamond", "line": {"color": "#ffffff", "width": 1}},
+                customdata=_customdata(references),
+                hovertemplate=_HOVER,
+            )
+        )
+
+    ys = df[y].to_numpy(dtype="float64")
+    ys = ys[np.isfinite(ys)]
+    yaxis: dict[str, object] = {"title": {"text": _Y_TITLES[y]}, "zeroline": y == "score"}
+    if y == "psnr_rgb" and len(ys):
+        # Fixed to the data: the iso-score curves climb far above it and would flatten it.
+        pad = max(0.08 * float(ys.max() - ys.min()), 0.1)
+        y_low, y_high = float(ys.min()) - pad, float(ys.max()) + pad
+        yaxis["range"] = [y_low, y_high]
+        if ms_per_unit:
+            _add_iso_score_curves(figure, df, entries, x_low, x_high, ms_per_unit, y_high)
+
+    figure.update_layout(
+        template="plotly_white",
+        height=_HEIGHT,
+        title={"text": title} if title else None,
+        margin={"t": 110 if title else 80, "r": 20, "l": 70, "b": 60},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.06, "x": 0, "xanchor": "left"},
+        # Log axis ranges are in log10 units.
+        xaxis={"type": "log", "title": {"text": x_title}, "range": [math.log10(x_low), math.log10(x_high)]},
+        yaxis=yaxis,
+        hovermode="closest",
+    )
+    return figure
+
+
+def _add_iso_score_curves(
+    figure: go.Figure,
+    df: pd.DataFrame,
+    entries: pd.DataFrame,
+    x_low: float,
+    x_high: float,
+    ms_per_unit: float,
+    y_high: float,
+) -> None:
+    """Dotted curves of constant score over the x range, in PSNR mode, each labelled at the
+    right end of its visible part."""
+    bicubic = (df["psnr_rgb"] - df["psnr_gain"]).to_numpy(dtype="float64")
+    bicubic = bicubic[np.isfinite(bicubic)]
+    if not len(bicubic):
+        return
+    # One dataset, so one bicubic PSNR; the median absorbs device-to-device noise in it.
+    bicubic_psnr = float(np.median(bicubic))
+    grid = np.geomspace(x_low, x_high, 240)
+    for level in score_levels(entries["score"]):
+        psnr = np.array([psnr_for_score(level, t * ms_per_unit, bicubic_psnr) for t in grid])
+        # Below bicubic the formula's inverse is not a score that any method can have
+        # (score() is 0 there); above the axis the curve is out of sight.
+        visible = (psnr > bicubic_psnr) & (psnr <= y_high)
+        if not visible.any():
+            continue
+        name = f"score = {level:g}"
+        figure.add_trace(
+            go.Scatter(
+                x=grid[visible],
+                y=psnr[visible],
+                mode="lines",
+                name=name,
+                showlegend=False,
+                line={"color": "#9a9a9a", "width": 1, "dash": "dot"},
+                hoverinfo="skip",
+            )
+        )
+        end = int(np.flatnonzero(visible)[-1])
+        figure.add_annotation(
+            # Annotations on a log axis take log10 of the position, unlike shapes and traces.
+            x=math.log10(grid[end]),
+            y=psnr[end],
+            xref="x",
+            yref="y",
+            text=name,
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+            font={"size": 10, "color": "#7a7a7a"},
+        )
