@@ -107,7 +107,10 @@ def _filter_valid(maps: torch.Tensor) -> torch.Tensor:
     padded = F.pad(vertical, (0, blocks * block + 2 * _RADIUS - width))
     windows = padded.unfold(-1, block + 2 * _RADIUS, block)  # (N, R - 10, blocks, block + 10)
     band = _band(block + 2 * _RADIUS, maps.device)
-    return (windows @ band.T).flatten(-2)[..., :out_w]  # (N, R - 10, W - 10)
+    # One 2-D product over a contiguous copy of the windows: a batched product over the strided
+    # view was 7x slower on the CPU, and 45x slower in a worker thread (where the app runs).
+    out = windows.reshape(-1, block + 2 * _RADIUS) @ band.T  # (N * (R - 10) * blocks, block)
+    return out.view(*windows.shape[:-1], block).flatten(-2)[..., :out_w]  # (N, R - 10, W - 10)
 
 
 def _strips(height: int) -> Iterator[tuple[int, int]]:
