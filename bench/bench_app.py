@@ -16,6 +16,7 @@ encode of the previews, and the PNG made afterwards for download).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -69,7 +70,7 @@ def bench_encoders(folder: Path, repeat: int) -> None:
     base = None
     for name, encode in encoders:
         path = folder / name.split()[0].lower()
-        ms = median_ms(lambda encode=encode, path=path: encode(path), repeat)
+        ms = median_ms(functools.partial(encode, path), repeat)
         size = next(folder.glob(path.name + ".*")).stat().st_size
         base = base or ms
         print(f"  {name:<34} {ms:8.1f} ms  {ms / base:6.1f}x  {size / 1e6:6.2f} MB")

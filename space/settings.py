@@ -1,0 +1,131 @@
+"""The app's settings: command-line flags, each defaulting to an environment variable.
+
+Flags win over variables, variables over the defaults; ``python app.py --help`` lists them.
+Hugging Face Spaces sets ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``, which are honoured too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtsr.registry import BUNDLED_REGISTRY
+
+#: The shipped leaderboard: the official table and ``evaluations/``.
+DEFAULT_LEADERBOARD_DIR = Path(__file__).resolve().parents[1] / "leaderboard"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the app runs."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    #: Largest model input in pixels; None picks by device (see rtsr.serving).
+    max_input_pixels: int | None = None
+    registry: Path = BUNDLED_REGISTRY
+    leaderboard_dir: Path = DEFAULT_LEADERBOARD_DIR
+    #: "cuda" or "cpu"; None uses CUDA when present.
+    device: str | None = None
+    #: Requests that run at once; 1 fits one GPU (and a 2-core CPU).
+    concurrency: int = 1
+    #: Requests that may wait in the queue before new ones are turned away.
+    queue_size: int = 32
+    #: Largest upload, in Gradio's notation ("50mb").
+    max_file_size: str = "50mb"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags (``argv``, default ``sys.argv[1:]``) and ``environ`` (default
+    ``os.environ``). Bad values exit with argparse's one-line usage error (status 2)."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python app.py",
+        description="The Real-Time Super-Resolution Space: upscale with registered models, and the leaderboard.",
+    )
+
+    def env_default(name: str, fallback: object, *aliases: str) -> str | None:
+        for key in (name, *aliases):
+            if env.get(key):
+                return env[key]
+        return None if fallback is None else str(fallback)
+
+    parser.add_argument(
+        "--host",
+        default=env_default("RTSR_HOST", defaults.host, "GRADIO_SERVER_NAME"),
+        help="address to listen on [$RTSR_HOST, $GRADIO_SERVER_NAME; default %(default)s]",
+    )
+    parser.add_argument(
+        "--port",
+        type=_positive_int,
+        default=env_default("RTSR_PORT", defaults.port, "GRADIO_SERVER_PORT"),
+        help="port [$RTSR_PORT, $GRADIO_SERVER_PORT; default %(default)s]",
+    )
+    parser.add_argument(
+        "--max-input-pixels",
+        type=_positive_int,
+        default=env_default("RTSR_MAX_INPUT_PIXELS", None),
+        help="largest model input in pixels [$RTSR_MAX_INPUT_PIXELS; default 1920*1080 on a GPU, 960*540 on a CPU]",
+    )
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        default=env_default("RTSR_REGISTRY", defaults.registry),
+        help="the registry of models to serve [$RTSR_REGISTRY; default submissions/registry.json]",
+    )
+    parser.add_argument(
+        "--leaderboard-dir",
+        type=Path,
+        default=env_default("RTSR_LEADERBOARD_DIR", defaults.leaderboard_dir),
+        help="folder with the official table and evaluations/ [$RTSR_LEADERBOARD_DIR; default leaderboard/]",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=env_default("RTSR_DEVICE", None),
+        help="where models run [$RTSR_DEVICE; default cuda when present, else cpu]",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=env_default("RTSR_CONCURRENCY", defaults.concurrency),
+        help="requests that run at once [$RTSR_CONCURRENCY; default %(default)s]",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=_positive_int,
+        default=env_default("RTSR_QUEUE_SIZE", defaults.queue_size),
+        help="requests that may wait [$RTSR_QUEUE_SIZE; default %(default)s]",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        default=env_default("RTSR_MAX_FILE_SIZE", defaults.max_file_size),
+        help="largest upload, e.g. 50mb [$RTSR_MAX_FILE_SIZE; default %(default)s]",
+    )
+    args = parser.parse_args(argv)
+    # argparse applies `type` to string defaults too, so env values are checked like flags
+    return Settings(
+        host=args.host,
+        port=args.port,
+        max_input_pixels=args.max_input_pixels,
+        registry=Path(args.registry),
+        leaderboard_dir=Path(args.leaderboard_dir),
+        device=args.device,
+        concurrency=args.concurrency,
+        queue_size=args.queue_size,
+        max_file_size=args.max_file_size,
+    )

@@ -1,0 +1,419 @@
+"""The Gradio app: components wired to the rtsr library, and nothing else.
+
+Three tabs: Upscale (rtsr.serving), Leaderboard (rtsr.leaderboard, rtsr.leaderboard_plot)
+and Submit / About (space.about). Errors a user can act on (rtsr's own exceptions) become a
+``gr.Error`` with their one-line message; anything else is logged with its traceback and shown
+as a one-line internal error, and the server stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import gradio as gr
+import pandas as pd
+import torch
+
+from rtsr.constants import JPEG_QUALITY, TARGET_SIZE, TRACK_SCALES
+from rtsr.errors import RTSRError, first_line
+from rtsr.leaderboard import COLUMNS, SOURCE_EVALUATED, SOURCE_OFFICIAL, datasets, filter_leaderboard, to_csv
+from rtsr.leaderboard_plot import leaderboard_figure
+from rtsr.serving import (
+    STAGES,
+    Mode,
+    ModelPool,
+    UpscaleResult,
+    default_max_input_pixels,
+    encode_png,
+    encode_preview,
+    megapixels,
+    nearest_upscale,
+    serve,
+)
+from space.about import ABOUT, INTRO, TITLE
+from space.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+MODE_CHOICES = [("Simulate the challenge (upload = ground truth)", "simulate"), ("Upscale this image", "upscale")]
+COMPARE_CHOICES = [("Bicubic", "bicubic"), ("LR input (pixels as they are)", "lr")]
+_STAGE_LABELS = {
+    "decode": "reading the image",
+    "degrade": "degrading as the challenge",
+    "model": "running the model",
+    "bicubic": "bicubic reference",
+    "metrics": "measuring",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+YAxis = Literal["score", "psnr_rgb"]
+XAxis = Literal["runtime_ms", "relative_runtime"]
+
+
+def on_gpu(fn: F) -> F:
+    """Run ``fn`` under ZeroGPU's decorator where the ``spaces`` package is present (on a
+    ZeroGPU Space a GPU is attached only inside it); elsewhere ``fn`` as it is."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return cast(F, spaces.GPU(duration=60)(fn))
+
+
+def image_upload(**kwargs: Any) -> gr.Image:
+    """A ``gr.Image(type="filepath")`` whose handler receives the uploaded file's path
+    undecoded.
+
+    ``gr.Image`` opens every upload with Pillow before the handler runs, so a file that is not
+    an image fails there with a many-line message, and a huge one is parsed before any size
+    check; rtsr reads the header first and says what is wrong in one line. The override is on
+    the instance: a subclass would make Gradio write a ``.pyi`` stub beside this file.
+    """
+    component = gr.Image(type="filepath", **kwargs)
+    decode = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return decode(payload)
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
+
+
+@dataclass
+class Board:
+    """The leaderboard the app shows, and what went wrong loading it (shown, not raised)."""
+
+    frame: pd.DataFrame
+    errors: list[str] = field(default_factory=list)
+
+
+def track_label(track: int) -> str:
+    scale = TRACK_SCALES[track]
+    h = TARGET_SIZE[0]
+    return f"Track {track}: x{scale}, {h // scale}p → 4K"
+
+
+def host_note(pool: ModelPool, max_input_pixels: int) -> str:
+    """What the user should know about this host before uploading."""
+    limit = f"Inputs up to {megapixels(max_input_pixels)} reach the model"
+    if pool.device.type == "cuda":
+        return f"Running on **{pool.device_name}** in **{pool.precision.upper()}**. {limit}."
+    return (
+        f"⚠️ **This host has no GPU**: models run in **{pool.precision.upper()} on the CPU** ({pool.device_name}),"
+        f" so runtimes are far from the challenge's FP16 GPU figures. {limit} (a 1080p frame is 2.07 MP)."
+    )
+
+
+def metrics_markdown(result: UpscaleResult) -> str:
+    """The metrics table of a request, or a note that there is no ground truth."""
+    if result.metrics is None or result.bicubic_metrics is None:
+        return "*No ground truth: choose **Simulate the challenge**, or add a ground truth, to measure.*"
+    rows = [("**" + result.model.name + "**", result.metrics), ("Bicubic", result.bicubic_metrics)]
+    lines = ["| | PSNR RGB (dB) | SSIM RGB | PSNR Y (dB) | SSIM Y |", "|---|---:|---:|---:|---:|"]
+    for name, m in rows:
+        lines.append(f"| {name} | {m.psnr_rgb:.3f} | {m.ssim_rgb:.4f} | {m.psnr_y:.3f} | {m.ssim_y:.4f} |")
+    gain, score = result.psnr_gain, result.score
+    assert gain is not None and score is not None  # both exist whenever metrics do
+    lines.append("")
+    lines.append(
+        f"**Gain over bicubic: {gain:+.3f} dB** · **score {score:.2f}** on this image at {result.forward_ms:.1f} ms"
+        f" ({result.device_type.upper()}, {result.precision.upper()}; the official scores are FP16 on an RTX 3090"
+        " at 4K, so compare with care)"
+    )
+    return "\n".join(lines)
+
+
+def timing_markdown(result: UpscaleResult, request_ms: float) -> str:
+    """The request's timings: the model's forward, the server time and the split by stage."""
+    timer = "CUDA events" if result.device_type == "cuda" else "wall clock"
+    split = " · ".join(f"{stage} {result.timings_ms[stage]:.0f}" for stage in STAGES if stage in result.timings_ms)
+    h, w = result.lr.shape[:2]
+    return (
+        f"**Model forward: {result.forward_ms:.1f} ms** ({timer}) · **request: {request_ms:.0f} ms** server time\n\n"
+        f"{result.device} · {result.precision.upper()} · input {w}x{h} → {w * result.model.scale}x"
+        f"{h * result.model.scale}\n\nms by stage: {split}"
+    )
+
+
+@dataclass(frozen=True)
+class Previews:
+    """The JPEG previews of one request, kept in the session so that switching the slider's
+    "before" image needs no model run and no array."""
+
+    sr: bytes
+    bicubic: bytes
+    #: The model's input, at its own size.
+    lr: bytes
+    #: The model's input at the output's size, pixels repeated (no interpolation).
+    lr_nearest: bytes
+
+    @classmethod
+    def encode(cls, result: UpscaleResult, folder: Path) -> Previews:
+        scale = result.model.scale
+        images = {
+            "sr": result.sr,
+            "bicubic": result.bicubic,
+            "lr": result.lr,
+            "lr_nearest": nearest_upscale(result.lr, scale),
+        }
+        files = {name: encode_preview(image, folder / f"{name}.jpg") for name, image in images.items()}
+        return cls(**{name: path.read_bytes() for name, path in files.items()})
+
+    def pair(self, before: str, folder: Path) -> tuple[str, str]:
+        """``(before, after)`` files for the slider in ``folder``: bicubic or the LR input,
+        then the model's output."""
+        before_path, after_path = folder / f"before_{before}.jpg", folder / "after.jpg"
+        before_path.write_bytes(self.lr_nearest if before == "lr" else self.bicubic)
+        after_path.write_bytes(self.sr)
+        return str(before_path), str(after_path)
+
+
+def _user_error(error: BaseException) -> gr.Error:
+    """The ``gr.Error`` to show for an exception raised while serving."""
+    if isinstance(error, RTSRError):
+        return gr.Error(first_line(error))
+    if isinstance(error, torch.OutOfMemoryError):
+        return gr.Error("out of memory on this device: try a smaller image")
+    logger.exception("request failed")
+    return gr.Error(f"internal error ({first_line(error)}); the request was not completed")
+
+
+def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> None:
+    max_pixels = settings.max_input_pixels or default_max_input_pixels(pool.device)
+    serve_on_gpu = on_gpu(serve)
+    tracks = [t for t, s in TRACK_SCALES.items() if pool.descriptors(s)]
+
+    # One list grouped by track (Track 1 first); a per-track list would make the API refuse the
+    # other track's ids, since Gradio checks a value against the choices the page started with.
+    choices = [
+        (f"Track {t} (x{TRACK_SCALES[t]}) · {d.name}", d.id) for t in tracks for d in pool.descriptors(TRACK_SCALES[t])
+    ]
+    # a learned model rather than bicubic (no parameters), which heads each track
+    default = next((d.id for t in tracks for d in pool.descriptors(TRACK_SCALES[t]) if d.params > 0), None)
+
+    gr.Markdown(host_note(pool, max_pixels), elem_id="host-note")
+    if pool.failures:
+        failed = "\n".join(f"- `{k}`: {v}" for k, v in pool.failures.items())
+        gr.Markdown(f"⚠️ Registered models that failed to load and are not served:\n{failed}", elem_id="load-failures")
+    if not tracks:
+        gr.Markdown("**No registered model could be loaded**, so there is nothing to run.")
+        return
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            model = gr.Dropdown(
+                choices,
+                value=default or choices[0][1],
+                label="Model",
+                info=" · ".join(track_label(t) for t in tracks),
+                elem_id="model",
+            )
+            mode = gr.Radio(MODE_CHOICES, value="simulate", label="Mode", elem_id="mode")
+            quality = gr.Slider(1, 100, value=JPEG_QUALITY, step=1, label="JPEG quality of the simulated input")
+            image = image_upload(
+                sources=["upload", "clipboard"],
+                label="Image (the ground truth in simulate mode)",
+                height=320,
+                elem_id="upload",
+            )
+            with gr.Accordion("Ground truth (optional, upscale mode)", open=False, visible=False) as gt_box:
+                gt = image_upload(sources=["upload"], label="Ground truth, x scale of the input")
+            run = gr.Button("Upscale", variant="primary", elem_id="run")
+            examples = sorted(EXAMPLES_DIR.glob("*.png"))
+            if examples:
+                gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples (scikit-image's photos)")
+        with gr.Column(scale=3, min_width=480):
+            slider = gr.ImageSlider(type="filepath", label="Before / after", max_height=640, elem_id="slider")
+            with gr.Row():
+                compare = gr.Radio(COMPARE_CHOICES, value="bicubic", label="Before")
+            download = gr.File(label="Full-resolution PNG", interactive=False, elem_id="download")
+            metrics = gr.Markdown(elem_id="metrics")
+            timing = gr.Markdown(elem_id="timing")
+            lr_preview = gr.Image(label="Model input (in simulate mode, the degraded upload)", interactive=False)
+            with gr.Accordion("Details (JSON)", open=False):
+                details = gr.JSON(elem_id="details")
+    # JPEG bytes only (a few MB at 4K), not the arrays; dropped an hour after the last use
+    last = gr.State(None, time_to_live=3600)
+
+    def on_mode(mode_id: str) -> tuple[Any, Any]:
+        simulate = mode_id == "simulate"
+        return gr.Slider(visible=simulate), gr.Accordion(visible=not simulate)
+
+    def on_run(
+        model_id: str,
+        mode_id: Mode,
+        jpeg_quality: float,
+        upload: str | None,
+        gt_upload: str | None,
+        which: str,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
+    ) -> Iterator[tuple[Any, ...]]:
+        if not upload:
+            raise gr.Error("Upload an image or pick an example first.")
+        t0 = time.perf_counter()
+        folder = Path(tempfile.mkdtemp(dir=workdir))
+        try:
+
+            def stage(name: str) -> None:
+                progress(STAGES.index(name) / len(STAGES), desc=_STAGE_LABELS.get(name, name))
+
+            try:
+                result = serve_on_gpu(
+                    pool,
+                    model_id,
+                    upload,
+                    mode=mode_id,
+                    jpeg_quality=int(jpeg_quality),
+                    gt=gt_upload if mode_id == "upscale" else None,
+                    max_input_pixels=max_pixels,
+                    on_stage=stage,
+                )
+                progress(0.9, desc="encoding the previews")
+                t_encode = time.perf_counter()
+                previews = Previews.encode(result, folder)
+                result.timings_ms["encode"] = (time.perf_counter() - t_encode) * 1e3
+            except Exception as e:
+                raise _user_error(e) from None
+            request_ms = (time.perf_counter() - t0) * 1e3
+            summary = {**result.summary(), "request_ms": request_ms}
+            slider_value = previews.pair(which, folder)
+            lr_path = folder / "input.jpg"
+            lr_path.write_bytes(previews.lr)
+            shown = (slider_value, metrics_markdown(result), timing_markdown(result, request_ms))
+            yield (*shown, summary, None, str(lr_path), previews)
+            # The lossless PNG only for download, after the comparison is on screen. The last
+            # yield repeats every value: it is what an API client receives.
+            progress(0.95, desc="writing the full-resolution PNG")
+            t_png = time.perf_counter()
+            h, w = result.sr.shape[:2]
+            png = encode_png(result.sr, folder / f"{result.model.id}_{w}x{h}.png")
+            summary = {**summary, "png_ms": (time.perf_counter() - t_png) * 1e3}
+            yield (*shown, summary, str(png), str(lr_path), previews)
+        finally:
+            # Gradio has copied every yielded file into its own cache by now.
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def on_compare(previews: Previews | None, which: str) -> Iterator[Any]:
+        if previews is None:
+            yield gr.skip()
+            return
+        folder = Path(tempfile.mkdtemp(dir=workdir))
+        try:
+            yield previews.pair(which, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    mode.change(on_mode, mode, [quality, gt_box], api_visibility="private")
+    run.click(
+        on_run,
+        [model, mode, quality, image, gt, compare],
+        [slider, metrics, timing, details, download, lr_preview, last],
+        api_name="upscale",
+    )
+    compare.change(on_compare, [last, compare], slider, api_visibility="private")
+
+
+def _table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard rows as shown: the table's columns, labelled, numbers rounded."""
+    # The track and test set are the selection's, shown above the table; the CSV keeps them.
+    hidden = ("track", "scale", "dataset", "is_reference", "model_id")
+    shown = [c for c in COLUMNS if c.key in frame.columns and c.key not in hidden]
+    table = frame[[c.key for c in shown]].copy()
+    for c in shown:
+        if c.kind == "float":
+            table[c.key] = table[c.key].round(4)
+    return table.rename(columns={c.key: c.label for c in shown})
+
+
+def _build_leaderboard_tab(board: Board, workdir: Path) -> None:
+    frame = board.frame
+    for error in board.errors:
+        gr.Markdown(f"⚠️ {error}")
+    tracks = sorted(int(t) for t in frame["track"].unique()) if len(frame) else list(TRACK_SCALES)
+    with gr.Row():
+        track = gr.Radio(
+            [(track_label(t), t) for t in tracks], value=tracks[0], label="Track", scale=2, elem_id="lb-track"
+        )
+        first_sets = datasets(frame, tracks[0])
+        dataset = gr.Dropdown(
+            first_sets, value=first_sets[0] if first_sets else None, label="Test set", scale=1, elem_id="lb-dataset"
+        )
+        sources = gr.CheckboxGroup(
+            [SOURCE_OFFICIAL, SOURCE_EVALUATED],
+            value=[SOURCE_OFFICIAL, SOURCE_EVALUATED],
+            label="Sources",
+            scale=2,
+            elem_id="lb-sources",
+        )
+    with gr.Row():
+        y_axis = gr.Radio(
+            [("Score", "score"), ("PSNR RGB (dB)", "psnr_rgb")], value="score", label="Quality axis", elem_id="lb-y"
+        )
+        x_axis = gr.Radio(
+            [("Runtime (ms)", "runtime_ms"), ("Runtime relative to bicubic", "relative_runtime")],
+            value="runtime_ms",
+            label="Runtime axis",
+            elem_id="lb-x",
+        )
+        query = gr.Textbox(label="Search method or device", placeholder="e.g. RTSRN, 3090", elem_id="lb-query")
+
+    def render(
+        track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str, folder: Path
+    ) -> tuple[Any, pd.DataFrame, str]:
+        rows = filter_leaderboard(frame, track=track_id, sources=source_names, dataset=dataset_name, query=text)
+        title = f"{track_label(track_id)} · {dataset_name or 'no results'}"
+        path = to_csv(rows, folder / f"rtsr_leaderboard_track{track_id}.csv")
+        return leaderboard_figure(rows, y=y, x=x, title=title), _table(rows), str(path)
+
+    def on_view(
+        track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str
+    ) -> Iterator[tuple[Any, pd.DataFrame, str]]:
+        folder = Path(tempfile.mkdtemp(dir=workdir))
+        try:
+            yield render(track_id, dataset_name, source_names, y, x, text, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # Gradio has its own copy of the CSV
+
+    first = render(track.value, dataset.value, sources.value, y_axis.value, x_axis.value, "", workdir)
+    plot = gr.Plot(first[0], elem_id="leaderboard-plot")
+    table = gr.Dataframe(first[1], interactive=False, show_search="filter", max_height=520, elem_id="leaderboard-table")
+    csv = gr.DownloadButton("Download CSV", value=first[2], elem_id="leaderboard-csv")
+
+    def on_track(track_id: int) -> Any:
+        names = datasets(frame, track_id)
+        return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+    inputs = [track, dataset, sources, y_axis, x_axis, query]
+    outputs = [plot, table, csv]
+    # .then: the dataset's value may not change with the track (Set5 in both), so no .change fires
+    changed = track.change(on_track, track, dataset, api_visibility="private")
+    changed.then(on_view, inputs, outputs, api_visibility="private")
+    for control in (dataset, sources, y_axis, x_axis):
+        control.input(on_view, inputs, outputs, api_visibility="private")
+    query.input(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
+
+
+def build_demo(pool: ModelPool, board: Board, settings: Settings, workdir: Path) -> gr.Blocks:
+    """The whole app. ``workdir`` holds the files it writes (previews, PNGs, CSVs) until
+    Gradio has copied them into its cache."""
+    # no usage analytics: the app makes no network calls of its own
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600), analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Upscale", id="upscale"):
+                _build_upscale_tab(pool, settings, workdir)
+            with gr.Tab("Leaderboard", id="leaderboard"):
+                _build_leaderboard_tab(board, workdir)
+            with gr.Tab("Submit / About", id="about"):
+                gr.Markdown(ABOUT)
+    return demo

@@ -1,0 +1,156 @@
+"""The app in a real browser: Playwright driving Debian's Chromium against ``python app.py``.
+
+Each test saves a screenshot of its tab under ``artifacts/screenshots/`` (``$RTSR_ARTIFACTS``)
+for a person to look at. Without Chromium the tests skip, except under CI, where .ci/run
+installs it and a missing browser is a failure.
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rtsr.leaderboard import OFFICIAL_CSV
+from rtsr.registry import BUNDLED_REGISTRY, Registry
+from rtsr.serving import ModelPool, serve
+from tests.conftest import ARTIFACTS, ROOT
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"Chromium not found at {CHROMIUM}; .ci/run installs it (apt-get install chromium)")
+    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+#: How the probe of this machine runs Chromium: headless, as root, with no network chatter
+#: (the sandbox refuses outside connections, and each refusal costs time).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = ARTIFACTS / "screenshots"
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    context = browser.new_context(viewport={"width": 1440, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    page.wait_for_selector("#upload")
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_upscale_tab_runs_a_model_and_shows_its_metrics(page):
+    expect = playwright.expect
+    expect(page.locator("#host-note")).to_contain_text("This host has no GPU")
+    page.locator("#upload input[type=file]").set_input_files(str(ROOT / "examples" / "astronaut.png"))
+    expect(page.locator("#upload img")).to_be_visible()
+    page.locator("#run").click()
+    metrics = page.locator("#metrics")
+    expect(metrics).to_contain_text("Gain over bicubic", timeout=TIMEOUT_MS)
+    expect(page.locator("#download a")).to_have_attribute("href", re.compile(r"/rtsrn-x2_512x512\.png$"))
+
+    # The numbers on the page are the library's on the same request, made here by hand.
+    expected = serve(
+        ModelPool(Registry.read(BUNDLED_REGISTRY)), "rtsrn-x2", ROOT / "examples" / "astronaut.png", "simulate"
+    )
+    text = metrics.inner_text()
+    rows = {
+        name: [float(v) for v in re.findall(r"\d+\.\d+", line)]
+        for line in text.splitlines()
+        for name in ("RTSRN x2", "Bicubic")
+        if line.strip().startswith(name)
+    }
+    m, b = expected.metrics, expected.bicubic_metrics
+    assert rows["RTSRN x2"] == pytest.approx([m.psnr_rgb, m.ssim_rgb, m.psnr_y, m.ssim_y], abs=1e-3)
+    assert rows["Bicubic"] == pytest.approx([b.psnr_rgb, b.ssim_rgb, b.psnr_y, b.ssim_y], abs=1e-3)
+    assert rows["RTSRN x2"][0] > rows["Bicubic"][0]
+    expect(page.locator("#timing")).to_contain_text("Model forward")
+    expect(page.locator("#timing")).to_contain_text("FP32")
+    assert page.locator("#slider img").count() == 2
+    page.locator("#slider").scroll_into_view_if_needed()
+    screenshot(page, "upscale")
+
+    # switching the "before" image redraws the slider without running the model again
+    before = page.locator("#slider img").first.get_attribute("src")
+    page.get_by_label("LR input (pixels as they are)").check()
+    expect(page.locator("#slider img").first).not_to_have_attribute("src", before or "")
+
+
+def test_upscale_tab_shows_a_refusal_and_keeps_working(page, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (1100, 1000), "gray").save(tmp_path / "big.png")
+    page.get_by_label("Upscale this image").check()
+    page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "big.png"))
+    page.locator("#run").click()
+    playwright.expect(page.get_by_text("this host upscales inputs of at most 0.52 MP").first).to_be_visible()
+    screenshot(page, "upscale_refused")
+
+
+def test_leaderboard_plots_one_marker_per_entry(page):
+    expect = playwright.expect
+    page.get_by_role("tab", name="Leaderboard").click()
+    points = page.locator("#leaderboard-plot .scatterlayer .trace path.point")
+    expect(page.locator("#leaderboard-plot .gtitle")).to_contain_text("Track 1")
+    official = pd.read_csv(OFFICIAL_CSV)  # 24 teams and bicubic
+    expect(points).to_have_count(len(official))
+    table = page.locator("#leaderboard-table")
+    expect(table).to_contain_text("Noah TerminalVision")
+    expect(table).to_contain_text("NVIDIA RTX 3090 (reported)")
+    # hover on a marker names its team
+    points.first.hover(force=True)
+    expect(page.locator("#leaderboard-plot .hoverlayer")).to_contain_text("PSNR")
+    screenshot(page, "leaderboard")
+
+    # PSNR mode: the same markers, plus iso-score curves (lines, no markers)
+    page.locator("#lb-y").get_by_label("PSNR RGB (dB)").check()
+    expect(page.locator("#leaderboard-plot .ytitle")).to_have_text("PSNR RGB (dB)")  # the new figure is in
+    expect(page.locator("#leaderboard-plot .legendtext", has_text="Pareto front")).to_have_count(1)
+    expect(points).to_have_count(len(official))
+    expect(page.locator("#leaderboard-plot .scatterlayer .trace .js-line")).not_to_have_count(0)
+    screenshot(page, "leaderboard_psnr")
+
+    # Our evaluations: Track 2 on Set5 holds bicubic-x3 and rtsrn-x3
+    page.locator("#lb-track").get_by_label(re.compile("Track 2")).check()
+    expect(page.locator("#leaderboard-plot .gtitle")).to_contain_text("Track 2")
+    expect(page.locator("#leaderboard-table")).to_contain_text("RTSRN x3")
+    expect(points).to_have_count(2)
+    screenshot(page, "leaderboard_track2")
+
+
+def test_about_tab_gives_the_formula_and_the_commands(page):
+    page.get_by_role("tab", name="Submit / About").click()
+    expect = playwright.expect
+    expect(page.get_by_text("2 · 2^(PSNR − PSNR_bicubic) / (0.1 · √runtime_ms)")).to_be_visible()
+    for command in ("python -m rtsr pack my_team", "python -m rtsr validate my_team", "python -m rtsr registry add"):
+        expect(page.get_by_text(command).first).to_be_visible()
+    screenshot(page, "about")
