@@ -6,11 +6,16 @@ Gradio app. Needs no network and no token; settings are in space/settings.py and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+# On a ZeroGPU Space, spaces must be imported before torch initialises CUDA.
+with contextlib.suppress(ImportError):
+    import spaces  # noqa: F401
 
 from rtsr.errors import RTSRError, first_line
 from rtsr.leaderboard import OFFICIAL_CSV, load_leaderboard_leniently

@@ -6,9 +6,10 @@ the app could send: its JPEG preview, Pillow's JPEG defaults, its download PNG (
 of each to the preview JPEG.
 
 Part 2 serves "simulate the challenge" requests with :func:`rtsr.serving.serve` and the
-app's encoders, on the CPU and on CUDA where present, at the largest input each device
-accepts by default, and prints the time split (decode, degrade, model, bicubic, metrics,
-encode of the previews, and the PNG made afterwards for download).
+app's previews (:class:`rtsr.serving.Previews`: four JPEGs, the slider's pair written out),
+on the CPU and on CUDA where present, at the largest input each device accepts by default,
+and prints the time split (decode, degrade, model, bicubic, metrics, encode of the previews,
+and the PNG made afterwards for download).
 
     python -m bench.bench_app [--model rtsrn-x2] [--repeat 3]
 """
@@ -33,10 +34,10 @@ from rtsr.registry import Registry
 from rtsr.serving import (
     STAGES,
     ModelPool,
+    Previews,
     default_max_input_pixels,
     encode_png,
     encode_preview,
-    nearest_upscale,
     serve,
 )
 
@@ -95,15 +96,12 @@ def bench_requests(folder: Path, model_id: str, repeat: int) -> None:
             t0 = time.perf_counter()
             result = serve(pool, model_id, gt_path, "simulate")
             t_enc = time.perf_counter()
-            encode_preview(result.sr, folder / "sr.jpg")
-            encode_preview(result.bicubic, folder / "bicubic.jpg")
-            encode_preview(result.lr, folder / "lr.jpg")
+            Previews.encode(result).pair("bicubic", folder)
             result.timings_ms["encode"] = (time.perf_counter() - t_enc) * 1e3
             request_ms = (time.perf_counter() - t0) * 1e3
             t_png = time.perf_counter()
             encode_png(result.sr, folder / "sr.png")
             png_ms = (time.perf_counter() - t_png) * 1e3
-            nearest_upscale(result.lr, scale)
             rows.append({**result.timings_ms, "request": request_ms, "png (after)": png_ms})
         keys = [*STAGES, "request", "png (after)"]
         med = {k: statistics.median(r[k] for r in rows) for k in keys}

@@ -8,6 +8,7 @@ Nothing here knows about Gradio: the app wires these functions to its components
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from torch import nn
 from rtsr.constants import JPEG_QUALITY
 from rtsr.degradation import check_jpeg_quality, crop_for_scale, degrade
 from rtsr.devices import Precision, device_name, resolve_device, resolve_precision
-from rtsr.errors import InputError
+from rtsr.errors import InputError, ModelError, first_line
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale_timed
 from rtsr.metrics import ImageMetrics, measure
@@ -286,7 +287,8 @@ def serve(
     Raises:
         InputError: unreadable, too large or mismatched images, a bad mode or quality, or a
             model the pool does not serve.
-        ModelError: the model's output has the wrong size or is not finite.
+        ModelError: the model failed, or its output has the wrong size or is not finite.
+        torch.OutOfMemoryError: the device ran out of memory.
     """
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -323,7 +325,12 @@ def serve(
 
     precision = pool.precision_of(model_id)
     with _stage(timings, "model", on_stage):
-        sr, forward_ms = upscale_timed(pool.module(model_id), lr, scale, pool.device, precision)
+        try:
+            sr, forward_ms = upscale_timed(pool.module(model_id), lr, scale, pool.device, precision)
+        except (ModelError, torch.OutOfMemoryError):
+            raise
+        except Exception as e:  # a submission's own code failed: say which model, in one line
+            raise ModelError(f"{model_id} failed on a {lr.shape[1]}x{lr.shape[0]} input: {first_line(e)}") from e
     with _stage(timings, "bicubic", on_stage):
         bicubic, _ = upscale_timed(pool.bicubic(scale), lr, scale, pool.device, "fp32")
     metrics = bicubic_metrics = None
@@ -355,16 +362,56 @@ def nearest_upscale(image: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
 
 
-def encode_preview(image: np.ndarray, path: str | Path, quality: int = PREVIEW_JPEG_QUALITY) -> Path:
-    """Write an ``(H, W, 3)`` uint8 image as a JPEG for on-screen comparison; return the path.
+def jpeg_preview(image: np.ndarray, quality: int = PREVIEW_JPEG_QUALITY) -> bytes:
+    """An ``(H, W, 3)`` uint8 image as JPEG bytes for on-screen comparison.
 
     Chroma is not subsampled (4:4:4), so coloured edges are compared as the model drew them.
     """
-    Image.fromarray(image).save(path, "JPEG", quality=quality, subsampling=0)
-    return Path(path)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()
+
+
+def encode_preview(image: np.ndarray, path: str | Path, quality: int = PREVIEW_JPEG_QUALITY) -> Path:
+    """Write :func:`jpeg_preview` of ``image`` to ``path``; return the path."""
+    path = Path(path)
+    path.write_bytes(jpeg_preview(image, quality))
+    return path
 
 
 def encode_png(image: np.ndarray, path: str | Path, compress_level: int = PNG_COMPRESS_LEVEL) -> Path:
     """Write an ``(H, W, 3)`` uint8 image as a lossless PNG; return the path."""
     Image.fromarray(image).save(path, "PNG", compress_level=compress_level)
     return Path(path)
+
+
+@dataclass(frozen=True)
+class Previews:
+    """The JPEG previews of one request: small enough to keep in a user's session (a few MB at
+    4K, against ~80 MB of arrays), so that switching the comparison needs no model run."""
+
+    sr: bytes
+    bicubic: bytes
+    #: The model's input, at its own size.
+    lr: bytes
+    #: The model's input at the output's size, pixels repeated (no interpolation).
+    lr_nearest: bytes
+
+    @classmethod
+    def encode(cls, result: UpscaleResult) -> Previews:
+        """Encode the four previews of ``result`` (the request's "encode" stage)."""
+        return cls(
+            sr=jpeg_preview(result.sr),
+            bicubic=jpeg_preview(result.bicubic),
+            lr=jpeg_preview(result.lr),
+            lr_nearest=jpeg_preview(nearest_upscale(result.lr, result.model.scale)),
+        )
+
+    def pair(self, before: Literal["bicubic", "lr"], folder: str | Path) -> tuple[str, str]:
+        """Write the before/after comparison into ``folder``: bicubic or the LR input (its
+        pixels repeated), then the model's output; return the two paths."""
+        folder = Path(folder)
+        before_path, after_path = folder / f"before_{before}.jpg", folder / "after.jpg"
+        before_path.write_bytes(self.lr_nearest if before == "lr" else self.bicubic)
+        after_path.write_bytes(self.sr)
+        return str(before_path), str(after_path)

@@ -29,12 +29,11 @@ from rtsr.serving import (
     STAGES,
     Mode,
     ModelPool,
+    Previews,
     UpscaleResult,
     default_max_input_pixels,
     encode_png,
-    encode_preview,
     megapixels,
-    nearest_upscale,
     serve,
 )
 from space.about import ABOUT, INTRO, TITLE
@@ -56,6 +55,7 @@ _STAGE_LABELS = {
 F = TypeVar("F", bound=Callable[..., Any])
 YAxis = Literal["score", "psnr_rgb"]
 XAxis = Literal["runtime_ms", "relative_runtime"]
+Before = Literal["bicubic", "lr"]
 
 
 def on_gpu(fn: F) -> F:
@@ -145,39 +145,6 @@ def timing_markdown(result: UpscaleResult, request_ms: float) -> str:
     )
 
 
-@dataclass(frozen=True)
-class Previews:
-    """The JPEG previews of one request, kept in the session so that switching the slider's
-    "before" image needs no model run and no array."""
-
-    sr: bytes
-    bicubic: bytes
-    #: The model's input, at its own size.
-    lr: bytes
-    #: The model's input at the output's size, pixels repeated (no interpolation).
-    lr_nearest: bytes
-
-    @classmethod
-    def encode(cls, result: UpscaleResult, folder: Path) -> Previews:
-        scale = result.model.scale
-        images = {
-            "sr": result.sr,
-            "bicubic": result.bicubic,
-            "lr": result.lr,
-            "lr_nearest": nearest_upscale(result.lr, scale),
-        }
-        files = {name: encode_preview(image, folder / f"{name}.jpg") for name, image in images.items()}
-        return cls(**{name: path.read_bytes() for name, path in files.items()})
-
-    def pair(self, before: str, folder: Path) -> tuple[str, str]:
-        """``(before, after)`` files for the slider in ``folder``: bicubic or the LR input,
-        then the model's output."""
-        before_path, after_path = folder / f"before_{before}.jpg", folder / "after.jpg"
-        before_path.write_bytes(self.lr_nearest if before == "lr" else self.bicubic)
-        after_path.write_bytes(self.sr)
-        return str(before_path), str(after_path)
-
-
 def _user_error(error: BaseException) -> gr.Error:
     """The ``gr.Error`` to show for an exception raised while serving."""
     if isinstance(error, RTSRError):
@@ -255,7 +222,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
         jpeg_quality: float,
         upload: str | None,
         gt_upload: str | None,
-        which: str,
+        which: Before,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
     ) -> Iterator[tuple[Any, ...]]:
         if not upload:
@@ -280,7 +247,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
                 )
                 progress(0.9, desc="encoding the previews")
                 t_encode = time.perf_counter()
-                previews = Previews.encode(result, folder)
+                previews = Previews.encode(result)
                 result.timings_ms["encode"] = (time.perf_counter() - t_encode) * 1e3
             except Exception as e:
                 raise _user_error(e) from None
@@ -303,7 +270,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
             # Gradio has copied every yielded file into its own cache by now.
             shutil.rmtree(folder, ignore_errors=True)
 
-    def on_compare(previews: Previews | None, which: str) -> Iterator[Any]:
+    def on_compare(previews: Previews | None, which: Before) -> Iterator[Any]:
         if previews is None:
             yield gr.skip()
             return

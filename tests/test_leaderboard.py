@@ -20,6 +20,7 @@ from rtsr.leaderboard import (
     filter_leaderboard,
     load_evaluations,
     load_leaderboard,
+    load_leaderboard_leniently,
     load_official,
     pareto_front,
     to_csv,
@@ -454,3 +455,18 @@ def test_psnr_for_score_round_trips_through_score(runtime, level):
 def test_psnr_for_score_refuses_bad_arguments(args, needle):
     with pytest.raises(ValueError, match=needle):
         psnr_for_score(*args)
+
+
+def test_lenient_loading_leaves_out_each_unreadable_file_and_says_so(tmp_path):
+    shutil.copytree(EVALUATIONS_DIR, tmp_path / "evaluations")
+    (tmp_path / "evaluations" / "broken.json").write_text("{")
+    (tmp_path / "evaluations" / "other.json").write_text('{"schema": "something else"}')
+    frame, errors = load_leaderboard_leniently(OFFICIAL_CSV, tmp_path / "evaluations")
+    pd.testing.assert_frame_equal(frame, load_leaderboard(OFFICIAL_CSV, EVALUATIONS_DIR))
+    assert len(errors) == 2
+    assert errors[0].startswith(f"{tmp_path / 'evaluations' / 'broken.json'}: not a readable JSON file")
+    assert errors[1].startswith(f"{tmp_path / 'evaluations' / 'other.json'}: schema 'something else'")
+
+    frame, errors = load_leaderboard_leniently(tmp_path / "missing.csv", EVALUATIONS_DIR)
+    pd.testing.assert_frame_equal(frame, load_leaderboard(None, EVALUATIONS_DIR))
+    assert len(errors) == 1 and "missing.csv" in errors[0]

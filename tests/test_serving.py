@@ -4,6 +4,7 @@
 import io
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +13,14 @@ import torch.nn.functional as F
 from PIL import Image, JpegImagePlugin
 
 from bench.bench_metrics import skimage_metrics
-from rtsr.errors import InputError
+from rtsr.errors import InputError, ModelError
 from rtsr.inference import upscale, upscale_timed
 from rtsr.registry import BUNDLED_REGISTRY, Registry, entry_for
 from rtsr.serving import (
     CPU_MAX_INPUT_PIXELS,
     MIN_INPUT_SIDE,
     ModelPool,
+    Previews,
     check_input_size,
     encode_png,
     encode_preview,
@@ -173,6 +175,54 @@ def test_upscale_timed_returns_what_upscale_returns(pool):
     out, ms = upscale_timed(module, lr, 3, pool.device, "fp32")
     np.testing.assert_array_equal(out, upscale(module, lr, 3, pool.device, "fp32"))
     assert out.shape == (192, 240, 3) and ms > 0
+
+
+def test_previews_hold_the_four_jpegs_and_write_the_slider_pair(pool, tmp_path):
+    result = serve(pool, "rtsrn-x3", photo("chelsea"), mode="simulate")
+    previews = Previews.encode(result)
+    decoded = {
+        name: np.asarray(Image.open(io.BytesIO(getattr(previews, name))).convert("RGB"))
+        for name in ("sr", "bicubic", "lr", "lr_nearest")
+    }
+    for name, reference in [
+        ("sr", result.sr),
+        ("bicubic", result.bicubic),
+        ("lr", result.lr),
+        ("lr_nearest", nearest_upscale(result.lr, 3)),
+    ]:
+        assert decoded[name].shape == reference.shape
+        assert skimage_metrics(decoded[name], reference)["psnr_rgb"] > 38, name
+    before, after = previews.pair("lr", tmp_path)
+    assert Path(before).read_bytes() == previews.lr_nearest and Path(after).read_bytes() == previews.sr
+    before, _ = previews.pair("bicubic", tmp_path)
+    assert Path(before).read_bytes() == previews.bicubic
+
+
+FAILING_ARCH = """
+import torch.nn.functional as F
+from torch import nn
+
+
+class WideFails(nn.Module):
+    def forward(self, x):
+        if x.shape[-1] > 100:
+            raise ValueError("widths over 100 are not supported\\nsecond line of detail")
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def srmodel():
+    return WideFails()
+"""
+
+
+def test_a_model_that_fails_is_named_in_one_line(tmp_path):
+    registry = Registry(tmp_path / "registry.json", [])
+    folder = make_submission(tmp_path / "wide", arch=FAILING_ARCH, checkpoint=False)
+    registry.add(entry_for(open_submission(folder), tmp_path, "wide"))
+    pool = ModelPool(registry)
+    assert serve(pool, "wide", photo("coffee")[:64, :64], mode="upscale").sr.shape == (128, 128, 3)
+    with pytest.raises(ModelError, match=r"^wide failed on a 101x64 input: widths over 100 are not supported$"):
+        serve(pool, "wide", photo("coffee")[:64, :101], mode="upscale")
 
 
 def test_encoders(tmp_path):
