@@ -32,6 +32,15 @@ simulate the challenge's degradation (bicubic ↓ + JPEG q={JPEG_QUALITY}) and m
 or compare every entry's quality against its runtime on the leaderboard.
 """
 
+LEADERBOARD_NOTE = """\
+**NTIRE 2023 (reported)**: the challenge's final Track 1 table as published (its test set,
+FP16 on an NVIDIA RTX 3090). **rtsr evaluate**: our evaluations of the registered models, each
+with the device and precision that measured it; milliseconds from different devices do not
+compare, **× bicubic** (the runtime over bicubic's on the same device) does. Stars mark the
+Pareto front: no other entry is both at least as fast and at least as good. Scores of runs
+timed on a CPU are far below the official ones and say nothing about a GPU.
+"""
+
 ABOUT = f"""\
 ## The challenge
 NTIRE 2023 Real-Time Super-Resolution (Conde et al., CVPR Workshops 2023) asked for models

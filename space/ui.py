@@ -36,7 +36,7 @@ from rtsr.serving import (
     megapixels,
     serve,
 )
-from space.about import ABOUT, INTRO, TITLE
+from space.about import ABOUT, INTRO, LEADERBOARD_NOTE, TITLE
 from space.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -353,6 +353,7 @@ def _build_leaderboard_tab(board: Board, workdir: Path) -> None:
 
     first = render(track.value, dataset.value, sources.value, y_axis.value, x_axis.value, "", workdir)
     plot = gr.Plot(first[0], elem_id="leaderboard-plot")
+    gr.Markdown(LEADERBOARD_NOTE)
     table = gr.Dataframe(first[1], interactive=False, show_search="filter", max_height=520, elem_id="leaderboard-table")
     csv = gr.DownloadButton("Download CSV", value=first[2], elem_id="leaderboard-csv")
 

@@ -470,3 +470,9 @@ def test_lenient_loading_leaves_out_each_unreadable_file_and_says_so(tmp_path):
     frame, errors = load_leaderboard_leniently(tmp_path / "missing.csv", EVALUATIONS_DIR)
     pd.testing.assert_frame_equal(frame, load_leaderboard(None, EVALUATIONS_DIR))
     assert len(errors) == 1 and "missing.csv" in errors[0]
+
+
+def test_the_readme_documents_every_column():
+    readme = (ROOT / "README.md").read_text()
+    for c in COLUMNS:
+        assert f"| `{c.key}` | {c.label} | {c.description} |" in readme, c.key
