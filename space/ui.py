@@ -145,14 +145,19 @@ def timing_markdown(result: UpscaleResult, request_ms: float) -> str:
     )
 
 
+def _refusal(message: str) -> gr.Error:
+    """A message for the user that stays until dismissed; not logged as a server fault."""
+    return gr.Error(message, duration=None, print_exception=False)
+
+
 def _user_error(error: BaseException) -> gr.Error:
     """The ``gr.Error`` to show for an exception raised while serving."""
     if isinstance(error, RTSRError):
-        return gr.Error(first_line(error))
+        return _refusal(first_line(error))
     if isinstance(error, torch.OutOfMemoryError):
-        return gr.Error("out of memory on this device: try a smaller image")
+        return _refusal("out of memory on this device: try a smaller image")
     logger.exception("request failed")
-    return gr.Error(f"internal error ({first_line(error)}); the request was not completed")
+    return gr.Error(f"internal error ({first_line(error)}); the request was not completed", duration=None)
 
 
 def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> None:
@@ -226,7 +231,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
     ) -> Iterator[tuple[Any, ...]]:
         if not upload:
-            raise gr.Error("Upload an image or pick an example first.")
+            raise _refusal("Upload an image or pick an example first.")
         t0 = time.perf_counter()
         folder = Path(tempfile.mkdtemp(dir=workdir))
         try:
@@ -250,6 +255,8 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
                 previews = Previews.encode(result)
                 result.timings_ms["encode"] = (time.perf_counter() - t_encode) * 1e3
             except Exception as e:
+                if isinstance(e, torch.OutOfMemoryError) and torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # hand the memory back for the next request
                 raise _user_error(e) from None
             request_ms = (time.perf_counter() - t0) * 1e3
             summary = {**result.summary(), "request_ms": request_ms}

@@ -61,10 +61,10 @@ def page(browser, app):
     context.close()
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, full_page: bool = True) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -113,7 +113,8 @@ def test_upscale_tab_shows_a_refusal_and_keeps_working(page, tmp_path):
     page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "big.png"))
     page.locator("#run").click()
     playwright.expect(page.get_by_text("this host upscales inputs of at most 0.52 MP").first).to_be_visible()
-    screenshot(page, "upscale_refused")
+    page.wait_for_timeout(1500)  # the toast slides in; a screenshot taken at once misses it
+    screenshot(page, "upscale_refused", full_page=False)  # the toast is fixed to the viewport
 
 
 def test_leaderboard_plots_one_marker_per_entry(page):

@@ -1,10 +1,14 @@
 """space.ui pieces that the app and browser tests cannot reach on this host."""
 
+import logging
 import sys
 import types
 
+import torch
+
+from rtsr.errors import InputError
 from rtsr.serving import serve
-from space.ui import on_gpu
+from space.ui import _user_error, on_gpu
 
 
 def test_gpu_work_runs_under_zerogpu_s_decorator_where_spaces_is_present(monkeypatch):
@@ -24,3 +28,15 @@ def test_gpu_work_runs_under_zerogpu_s_decorator_where_spaces_is_present(monkeyp
     wrapped = on_gpu(len)
     assert calls == [(len, 60)]
     assert wrapped("abc") == ("on gpu", 3)
+
+
+def test_errors_become_one_line_messages_and_only_faults_are_logged(caplog):
+    with caplog.at_level(logging.ERROR, logger="space.ui"):
+        refusal = _user_error(InputError("image is too small\nsecond line"))
+        oom = _user_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+        assert caplog.records == []
+        fault = _user_error(KeyError("boom"))
+    assert (refusal.message, refusal.duration, refusal.print_exception) == ("image is too small", None, False)
+    assert oom.message == "out of memory on this device: try a smaller image"
+    assert fault.message == "internal error ('boom'); the request was not completed"
+    assert [r.getMessage() for r in caplog.records] == ["request failed"]
