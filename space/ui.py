@@ -98,6 +98,7 @@ class Board:
 
 
 def track_label(track: int) -> str:
+    """E.g. ``"Track 1: x2, 1080p → 4K"``."""
     scale = TRACK_SCALES[track]
     h = TARGET_SIZE[0]
     return f"Track {track}: x{scale}, {h // scale}p → 4K"
@@ -206,8 +207,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
                 gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples (scikit-image's photos)")
         with gr.Column(scale=3, min_width=480):
             slider = gr.ImageSlider(type="filepath", label="Before / after", max_height=640, elem_id="slider")
-            with gr.Row():
-                compare = gr.Radio(COMPARE_CHOICES, value="bicubic", label="Before")
+            compare = gr.Radio(COMPARE_CHOICES, value="bicubic", label="Before")
             download = gr.File(label="Full-resolution PNG", interactive=False, elem_id="download")
             metrics = gr.Markdown(elem_id="metrics")
             timing = gr.Markdown(elem_id="timing")
