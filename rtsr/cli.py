@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rtsr import __version__
+from rtsr.arguments import non_negative_int, positive_int
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
 from rtsr.errors import RTSRError
@@ -39,23 +40,6 @@ def _scale(text: str) -> int:
     if text not in {str(s) for s in SCALES}:
         raise argparse.ArgumentTypeError(f"scale must be {' or '.join(map(str, SCALES))}, got {text}")
     return int(text)
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number >= 1, got 0")
-    return value
 
 
 def _shown(path: Path) -> str:
@@ -107,13 +91,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_protocol_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repeat", type=_positive, default=TIMED_PASSES, help=f"timed passes (default {TIMED_PASSES})")
+    p.add_argument("--repeat", type=positive_int, default=TIMED_PASSES, help=f"timed passes (default {TIMED_PASSES})")
     p.add_argument(
-        "--warmup", type=_non_negative, default=WARMUP_PASSES, help=f"untimed passes first (default {WARMUP_PASSES})"
+        "--warmup", type=non_negative_int, default=WARMUP_PASSES, help=f"untimed passes first (default {WARMUP_PASSES})"
     )
     p.add_argument(
         "--crop-size",
-        type=_positive,
+        type=positive_int,
         nargs=2,
         default=list(TARGET_SIZE),
         metavar=("H", "W"),
@@ -145,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--jpeg-level",
-        type=_non_negative,
+        type=non_negative_int,
         default=JPEG_QUALITY,
         help=f"JPEG quality 1-100; 0 saves lossless PNG (default {JPEG_QUALITY})",
     )
     p.add_argument(
         "--crop-size",
-        type=_positive,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         help="centre-crop the GT to H x W (both divisible by the scale)",
@@ -172,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-dir", required=True)
     p.add_argument(
         "--crop-border",
-        type=_non_negative,
+        type=non_negative_int,
         default=0,
         help="pixels removed from each side first (default 0, the challenge's)",
     )
@@ -220,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE.json")
     p.add_argument("--dataset", metavar="NAME", help="name of the set in the results (default: the GT folder's name)")
     p.add_argument(
-        "--crop-border", type=_non_negative, default=0, help="pixels removed from each side before metrics (default 0)"
+        "--crop-border",
+        type=non_negative_int,
+        default=0,
+        help="pixels removed from each side before metrics (default 0)",
     )
     _add_protocol_args(p)
 
@@ -235,13 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-dir", help="held-out HR images (default: every 20th training image, held out)")
     p.add_argument("--out", required=True, help="run folder: state.pt, train.log, and submission/ at the end")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--steps", type=_positive, default=8000)
-    p.add_argument("--batch-size", type=_positive, default=16)
-    p.add_argument("--patch", type=_positive, default=48, help="LR patch side (default 48)")
+    p.add_argument("--steps", type=positive_int, default=8000)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--patch", type=positive_int, default=48, help="LR patch side (default 48)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the start (default 1e-3)")
-    p.add_argument("--val-every", type=_positive, default=500, help="steps between validations (default 500)")
-    p.add_argument("--checkpoint-every", type=_positive, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--val-every", type=positive_int, default=500, help="steps between validations (default 500)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
 
     p = sub.add_parser(
         "validate",
@@ -289,7 +276,7 @@ def _add_timeout_arg(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--timeout",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_TIMEOUT_S,
         help=f"seconds the code checks may take (default {DEFAULT_TIMEOUT_S})",
     )

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtsr.arguments import positive_int
 from rtsr.registry import BUNDLED_REGISTRY
 
 #: The shipped leaderboard: the official table and ``evaluations/``.
@@ -38,16 +39,6 @@ class Settings:
     max_file_size: str = "50mb"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flags (``argv``, default ``sys.argv[1:]``) and ``environ`` (default
     ``os.environ``). Bad values exit with argparse's one-line usage error (status 2)."""
@@ -71,13 +62,13 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     )
     parser.add_argument(
         "--port",
-        type=_positive_int,
+        type=positive_int,
         default=env_default("RTSR_PORT", defaults.port, "GRADIO_SERVER_PORT"),
         help="port [$RTSR_PORT, $GRADIO_SERVER_PORT; default %(default)s]",
     )
     parser.add_argument(
         "--max-input-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=env_default("RTSR_MAX_INPUT_PIXELS", None),
         help="largest model input in pixels [$RTSR_MAX_INPUT_PIXELS; default 1920*1080 on a GPU, 960*540 on a CPU]",
     )
@@ -101,13 +92,13 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=env_default("RTSR_CONCURRENCY", defaults.concurrency),
         help="requests that run at once [$RTSR_CONCURRENCY; default %(default)s]",
     )
     parser.add_argument(
         "--queue-size",
-        type=_positive_int,
+        type=positive_int,
         default=env_default("RTSR_QUEUE_SIZE", defaults.queue_size),
         help="requests that may wait [$RTSR_QUEUE_SIZE; default %(default)s]",
     )

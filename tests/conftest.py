@@ -178,6 +178,19 @@ class PickleExploit:
 
 # --- the app -------------------------------------------------------------------------------
 
+#: Every setting of `python app.py`: its flag and its environment variable.
+APP_SETTINGS = (
+    ("--host", "RTSR_HOST"),
+    ("--port", "RTSR_PORT"),
+    ("--max-input-pixels", "RTSR_MAX_INPUT_PIXELS"),
+    ("--registry", "RTSR_REGISTRY"),
+    ("--leaderboard-dir", "RTSR_LEADERBOARD_DIR"),
+    ("--device", "RTSR_DEVICE"),
+    ("--concurrency", "RTSR_CONCURRENCY"),
+    ("--queue-size", "RTSR_QUEUE_SIZE"),
+    ("--max-file-size", "RTSR_MAX_FILE_SIZE"),
+)
+
 #: Where tests leave what a person should look at (browser screenshots); CI keeps it.
 ARTIFACTS = Path(os.environ.get("RTSR_ARTIFACTS", ROOT / "artifacts"))
 

@@ -22,7 +22,7 @@ from rtsr.models import Bicubic
 from rtsr.registry import BUNDLED_REGISTRY, Registry, entry_for
 from rtsr.scoring import score
 from rtsr.submission import open_submission
-from tests.conftest import ROOT, RunningApp, make_submission, photo
+from tests.conftest import APP_SETTINGS, ROOT, RunningApp, make_submission, photo
 
 EXAMPLES = ROOT / "examples"
 CPU = torch.device("cpu")
@@ -133,15 +133,7 @@ def run_app(*args: str) -> subprocess.CompletedProcess[str]:
 def test_app_help_lists_every_setting_and_its_variable():
     result = run_app("--help")
     assert result.returncode == 0
-    for flag, variable in [
-        ("--host", "RTSR_HOST"),
-        ("--port", "RTSR_PORT"),
-        ("--max-input-pixels", "RTSR_MAX_INPUT_PIXELS"),
-        ("--registry", "RTSR_REGISTRY"),
-        ("--leaderboard-dir", "RTSR_LEADERBOARD_DIR"),
-        ("--device", "RTSR_DEVICE"),
-        ("--concurrency", "RTSR_CONCURRENCY"),
-    ]:
+    for flag, variable in APP_SETTINGS:
         assert flag in result.stdout and variable in result.stdout
 
 

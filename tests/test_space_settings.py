@@ -6,7 +6,7 @@ import pytest
 
 from rtsr.registry import BUNDLED_REGISTRY
 from space.settings import DEFAULT_LEADERBOARD_DIR, Settings, parse_settings
-from tests.conftest import ROOT
+from tests.conftest import APP_SETTINGS, ROOT
 
 
 def test_defaults_are_the_bundled_registry_and_leaderboard_on_localhost():
@@ -74,16 +74,6 @@ def test_bad_values_exit_with_argparse_s_usage_error(argv, env, message, capsys)
 
 def test_the_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
-    for flag, variable in [
-        ("--host", "RTSR_HOST"),
-        ("--port", "RTSR_PORT"),
-        ("--max-input-pixels", "RTSR_MAX_INPUT_PIXELS"),
-        ("--registry", "RTSR_REGISTRY"),
-        ("--leaderboard-dir", "RTSR_LEADERBOARD_DIR"),
-        ("--device", "RTSR_DEVICE"),
-        ("--concurrency", "RTSR_CONCURRENCY"),
-        ("--queue-size", "RTSR_QUEUE_SIZE"),
-        ("--max-file-size", "RTSR_MAX_FILE_SIZE"),
-    ]:
+    for flag, variable in APP_SETTINGS:
         assert f"| `{flag}` | `{variable}`" in readme, flag
-    assert len(Settings.__dataclass_fields__) == 9  # a new setting needs a row above and in the README
+    assert len(Settings.__dataclass_fields__) == len(APP_SETTINGS)  # a new one needs a row there and here
