@@ -87,6 +87,23 @@ def test_simulate_metrics_equal_rtsr_metrics_on_the_same_arrays(app, tmp_path):
     assert details["request_ms"] >= sum(details["timings_ms"].values()) - 1
 
 
+def test_upscale_mode_measures_against_an_uploaded_ground_truth(app, tmp_path):
+    gt = read(str(EXAMPLES / "coffee.png"))
+    Image.fromarray(degrade(gt, 2, 90)).save(tmp_path / "lr.png")
+    *_, metrics_md, _, details, png, _ = predict(
+        app,
+        tmp_path,
+        model_id="rtsrn-x2",
+        mode_id="upscale",
+        upload=handle_file(tmp_path / "lr.png"),
+        gt_upload=handle_file(EXAMPLES / "coffee.png"),
+    )
+    ours = measure(read(png), gt)
+    assert details["metrics"] == pytest.approx(ours.as_dict(), abs=1e-9)
+    assert details["jpeg_quality"] is None and details["psnr_gain"] > 0.3
+    assert f"| **RTSRN x2** | {ours.psnr_rgb:.3f}" in metrics_md
+
+
 def test_bad_requests_get_one_line_messages_and_the_app_stays_up(app, tmp_path):
     big = np.zeros((1000, 1100, 3), np.uint8)
     Image.fromarray(big).save(tmp_path / "big.png")

@@ -147,6 +147,16 @@ def test_leaderboard_plots_one_marker_per_entry(page):
     expect(points).to_have_count(2)
     screenshot(page, "leaderboard_track2")
 
+    # another test set of Track 2, picked from the dropdown the track change refilled
+    page.locator("#lb-dataset input").click()
+    page.get_by_role("option", name="Urban100_10").click()
+    expect(page.locator("#leaderboard-plot .gtitle")).to_contain_text("Urban100_10")
+    expect(points).to_have_count(2)
+    # typing in the search box narrows the table and the plot to the matching rows
+    page.locator("#lb-query textarea").press_sequentially("RTSRN", delay=30)
+    expect(points).to_have_count(1)
+    expect(page.locator("#leaderboard-table")).not_to_contain_text("Bicubic x3")
+
 
 def test_about_tab_gives_the_formula_and_the_commands(page):
     page.get_by_role("tab", name="Submit / About").click()
