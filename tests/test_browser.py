@@ -105,6 +105,20 @@ def test_upscale_tab_runs_a_model_and_shows_its_metrics(page):
     expect(page.locator("#slider img").first).not_to_have_attribute("src", before or "")
 
 
+def test_an_example_through_a_track_2_model(page):
+    expect = playwright.expect
+    page.locator("#model input").click()
+    page.get_by_role("option", name="Track 2 (x3) · RTSRN x3").click()
+    page.get_by_role("button", name="rocket.png").or_(page.locator("img[src*='rocket']")).first.click()
+    expect(page.locator("#upload img")).to_be_visible()
+    page.locator("#run").click()
+    # rocket.png is 427x640: cropped to 426x639 for x3, so the output is 639x426
+    expect(page.locator("#download a")).to_have_attribute("href", re.compile(r"/rtsrn-x3_639x426\.png$"))
+    expect(page.locator("#metrics")).to_contain_text("RTSRN x3")
+    expect(page.locator("#timing")).to_contain_text("input 213x142 → 639x426")
+    screenshot(page, "upscale_x3_example")
+
+
 def test_upscale_tab_shows_a_refusal_and_keeps_working(page, tmp_path):
     from PIL import Image
 
