@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -256,3 +257,36 @@ def app(tmp_path_factory: pytest.TempPathFactory):
     running = RunningApp(log=tmp_path_factory.mktemp("app") / "app.log").wait_ready()
     yield running
     running.stop()
+
+
+# --- a real browser ------------------------------------------------------------------------
+
+#: Debian's Chromium (apt-get install chromium; .ci/run installs it).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: How the probe of this machine runs Chromium: headless, as root, with no network chatter
+#: (the sandbox refuses outside connections, and each refusal costs time).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Chromium driven by Playwright. Without Chromium the test skips, except under CI, where
+    .ci/run installs it and a missing browser is a failure."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}; .ci/run installs it (apt-get install chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

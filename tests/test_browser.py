@@ -1,13 +1,11 @@
 """The app in a real browser: Playwright driving Debian's Chromium against ``python app.py``.
 
 Each test saves a screenshot of its tab under ``artifacts/screenshots/`` (``$RTSR_ARTIFACTS``)
-for a person to look at. Without Chromium the tests skip, except under CI, where .ci/run
-installs it and a missing browser is a failure.
+for a person to look at. The browser is conftest's: without Chromium the tests skip, except
+under CI.
 """
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -20,34 +18,8 @@ from tests.conftest import ARTIFACTS, ROOT
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"Chromium not found at {CHROMIUM}; .ci/run installs it (apt-get install chromium)")
-    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-#: How the probe of this machine runs Chromium: headless, as root, with no network chatter
-#: (the sandbox refuses outside connections, and each refusal costs time).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = ARTIFACTS / "screenshots"
 TIMEOUT_MS = 120_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 import math
-import shutil
 
 import pandas as pd
 import pytest
@@ -201,30 +200,17 @@ def test_bad_arguments(leaderboard, official):
         leaderboard_figure(filter_leaderboard(leaderboard, track=1))
 
 
-def _chromium(playwright):
-    try:
-        return playwright.chromium.launch()
-    except Exception:
-        executable = shutil.which("chromium") or shutil.which("chromium-browser")
-        if executable is None:
-            pytest.skip("no Chromium for Playwright")
-        return playwright.chromium.launch(executable_path=executable)
-
-
-def test_rendered_points_equal_rows_in_a_browser(tmp_path, leaderboard, official):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_rendered_points_equal_rows_in_a_browser(tmp_path, leaderboard, official, browser):
     selections = {
         "official_psnr": (official, "psnr_rgb", "runtime_ms"),
         "official_score": (official, "score", "relative_runtime"),
         "set14_x3": (filter_leaderboard(leaderboard, track=2, dataset="Set14"), "psnr_rgb", "runtime_ms"),
     }
-    with sync_api.sync_playwright() as playwright:
-        browser = _chromium(playwright)
-        page = browser.new_page()
-        for name, (rows, y, x) in selections.items():
-            html = tmp_path / f"{name}.html"
-            leaderboard_figure(rows, y=y, x=x).write_html(html, include_plotlyjs=True)
-            page.goto(html.as_uri())
-            page.wait_for_selector(".scatterlayer .trace")
-            assert page.locator(".scatterlayer .trace path.point").count() == len(rows), name
-        browser.close()
+    page = browser.new_page()
+    for name, (rows, y, x) in selections.items():
+        html = tmp_path / f"{name}.html"
+        leaderboard_figure(rows, y=y, x=x).write_html(html, include_plotlyjs=True)
+        page.goto(html.as_uri())
+        page.wait_for_selector(".scatterlayer .trace")
+        assert page.locator(".scatterlayer .trace path.point").count() == len(rows), name
+    page.close()
