@@ -40,3 +40,24 @@ def test_errors_become_one_line_messages_and_only_faults_are_logged(caplog):
     assert oom.message == "out of memory on this device: try a smaller image"
     assert fault.message == "internal error ('boom'); the request was not completed"
     assert [r.getMessage() for r in caplog.records] == ["request failed"]
+
+
+def test_the_page_says_when_nothing_can_be_served_or_shown(tmp_path):
+    import json
+
+    from rtsr.leaderboard import empty_leaderboard
+    from rtsr.registry import Registry
+    from rtsr.serving import ModelPool
+    from space.settings import Settings
+    from space.ui import Board, build_demo
+
+    (tmp_path / "registry.json").write_text(json.dumps({"schema_version": 1, "entries": []}))
+    pool = ModelPool(Registry.read(tmp_path / "registry.json"))
+    board = Board(empty_leaderboard(), ["left out of the leaderboard: x.json: not a readable JSON file"])
+    demo = build_demo(pool, board, Settings(), tmp_path)
+    config = demo.get_config_file()
+    texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+    assert "No registered model could be loaded" in texts
+    assert "left out of the leaderboard: x.json" in texts
+    assert "no results for this selection" in texts  # the empty figure's annotation
+    assert not any(d.get("api_name") == "upscale" for d in config["dependencies"])
