@@ -18,7 +18,7 @@ with contextlib.suppress(ImportError):
     import spaces  # noqa: F401
 
 from rtsr.errors import RTSRError, first_line
-from rtsr.leaderboard import OFFICIAL_CSV, load_leaderboard_leniently
+from rtsr.leaderboard import EVALUATIONS_DIR, OFFICIAL_CSV, load_leaderboard_leniently
 from rtsr.registry import Registry
 from rtsr.serving import ModelPool
 from space.settings import Settings, parse_settings
@@ -34,7 +34,7 @@ def launch(settings: Settings) -> None:
         logger.warning("not serving %s: %s", model_id, reason)
     logger.info("serving %s on %s (%s)", ", ".join(pool.models) or "no models", pool.device_name, pool.precision)
     frame, errors = load_leaderboard_leniently(
-        settings.leaderboard_dir / OFFICIAL_CSV.name, settings.leaderboard_dir / "evaluations"
+        settings.leaderboard_dir / OFFICIAL_CSV.name, settings.leaderboard_dir / EVALUATIONS_DIR.name
     )
     for error in errors:
         logger.warning("left out of the leaderboard: %s", error)

@@ -5,6 +5,8 @@ Arrays are ``numpy.uint8`` in HWC layout with channels in RGB order, values on [
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,17 @@ def list_images(folder: str | Path) -> list[Path]:
     return paths
 
 
+@contextmanager
+def _opening(shown: str) -> Iterator[None]:
+    """Turn Pillow's failures to open or decode a file into an InputError naming ``shown``."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise InputError(f"{shown}: no such file") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
+        raise InputError(f"{shown}: not a readable image ({e.__class__.__name__})") from None
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as an ``(H, W, 3)`` uint8 RGB array.
 
@@ -50,16 +63,23 @@ def read_rgb(path: str | Path) -> np.ndarray:
         InputError: the file is missing or is not an image Pillow can decode.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise InputError(f"{path}: {img.mode} images are not supported, only 8-bit")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
-        raise InputError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    with _opening(str(path)), Image.open(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            raise InputError(f"{path}: {img.mode} images are not supported, only 8-bit")
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, read from its header without decoding it; errors
+    name the file only (an upload's full path is the server's business).
+
+    Raises:
+        InputError: the file is missing or not an image Pillow can open.
+    """
+    with _opening(Path(path).name), Image.open(path) as img:
+        width, height = img.size
+    return height, width
 
 
 def write_image(path: str | Path, image: np.ndarray, jpeg_quality: int = 0) -> None:

@@ -27,7 +27,7 @@ from rtsr.constants import JPEG_QUALITY
 from rtsr.degradation import check_jpeg_quality, crop_for_scale, degrade
 from rtsr.devices import Precision, device_name, resolve_device, resolve_precision
 from rtsr.errors import InputError, ModelError, first_line
-from rtsr.images import read_rgb
+from rtsr.images import image_size, read_rgb
 from rtsr.inference import prepare, upscale_timed
 from rtsr.metrics import ImageMetrics, measure
 from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
@@ -132,22 +132,6 @@ class ModelPool:
             if model_id in self.failures:
                 raise InputError(f"model {model_id!r} is unavailable: {self.failures[model_id]}") from None
             raise InputError(f"unknown model {model_id!r} (served: {', '.join(self.models) or 'none'})") from None
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` of an image file, read from its header without decoding it.
-
-    Raises:
-        InputError: the file is missing or not an image Pillow can open.
-    """
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except FileNotFoundError:
-        raise InputError(f"{Path(path).name}: no such file") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InputError(f"{Path(path).name}: not a readable image ({e.__class__.__name__})") from None
-    return height, width
 
 
 def check_input_size(height: int, width: int, scale: int, mode: Mode, max_input_pixels: int) -> None:

@@ -14,6 +14,7 @@ from PIL import Image, JpegImagePlugin
 
 from bench.bench_metrics import skimage_metrics
 from rtsr.errors import InputError, ModelError
+from rtsr.images import image_size
 from rtsr.inference import upscale, upscale_timed
 from rtsr.registry import BUNDLED_REGISTRY, Registry, entry_for
 from rtsr.serving import (
@@ -24,7 +25,6 @@ from rtsr.serving import (
     check_input_size,
     encode_png,
     encode_preview,
-    image_size,
     nearest_upscale,
     serve,
 )
