@@ -19,8 +19,8 @@ with contextlib.suppress(ImportError):
 
 from rtsr.errors import RTSRError, first_line
 from rtsr.leaderboard import EVALUATIONS_DIR, OFFICIAL_CSV, load_leaderboard_leniently
-from rtsr.registry import Registry
 from rtsr.serving import ModelPool
+from rtsr.submissions.registry import Registry
 from space.settings import Settings, parse_settings
 from space.ui import Board, build_demo
 

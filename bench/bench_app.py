@@ -31,7 +31,6 @@ from PIL import Image
 from skimage import data
 
 from rtsr.constants import TARGET_SIZE
-from rtsr.registry import Registry
 from rtsr.serving import (
     STAGES,
     ModelPool,
@@ -41,6 +40,7 @@ from rtsr.serving import (
     encode_preview,
     serve,
 )
+from rtsr.submissions.registry import Registry
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:

@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_timeout_arg(p: argparse.ArgumentParser) -> None:
-    from rtsr.validation import DEFAULT_TIMEOUT_S
+    from rtsr.submissions.validation import DEFAULT_TIMEOUT_S
 
     p.add_argument(
         "--timeout",
@@ -465,7 +465,7 @@ def _print_checks(title: str, checks: list[Any]) -> bool:
 
 
 def _cmd_validate(args: argparse.Namespace) -> None:
-    from rtsr.validation import validate
+    from rtsr.submissions.validation import validate
 
     submission, checks = validate(args.submission, args.lr_dir and Path(args.lr_dir), args.timeout)
     meta = submission.meta
@@ -474,7 +474,7 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> None:
-    from rtsr.submission import open_submission, pack
+    from rtsr.submissions.submission import open_submission, pack
 
     submission = open_submission(args.submission)
     target = pack(submission, Path(args.out_dir))
@@ -482,8 +482,8 @@ def _cmd_pack(args: argparse.Namespace) -> None:
 
 
 def _cmd_publish(args: argparse.Namespace) -> None:
-    from rtsr.publishing import publish
-    from rtsr.submission import open_submission
+    from rtsr.submissions.publishing import publish
+    from rtsr.submissions.submission import open_submission
 
     submission = open_submission(args.submission)
     out = Path(args.out or f"publish-{submission.name}")
@@ -508,9 +508,9 @@ def _cmd_publish(args: argparse.Namespace) -> None:
 
 
 def _cmd_registry(args: argparse.Namespace) -> None:
-    from rtsr.registry import Registry, entry_for
-    from rtsr.submission import open_submission
-    from rtsr.validation import run_checks
+    from rtsr.submissions.registry import Registry, entry_for
+    from rtsr.submissions.submission import open_submission
+    from rtsr.submissions.validation import run_checks
 
     registry = Registry.read(args.registry)
     if args.action == "list":

@@ -31,8 +31,8 @@ from rtsr.images import image_size, read_rgb
 from rtsr.inference import prepare, upscale_timed
 from rtsr.metrics import ImageMetrics, measure
 from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
-from rtsr.registry import Registry
 from rtsr.scoring import score
+from rtsr.submissions.registry import Registry
 
 logger = logging.getLogger(__name__)
 

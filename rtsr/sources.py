@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rtsr.errors import ModelError, SubmissionError
-from rtsr.loader import load_submission
 from rtsr.models import BUILTIN_MODELS, CHECKPOINT_SUFFIXES, LoadedModel, load_model
-from rtsr.registry import Registry
-from rtsr.submission import HUB_SPEC, open_submission
+from rtsr.submissions.loader import load_submission
+from rtsr.submissions.registry import Registry
+from rtsr.submissions.submission import HUB_SPEC, open_submission
 
 
 def load(spec: str, scale: int | None = None, registry_path: Path | None = None) -> LoadedModel:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtsr.arguments import positive_int
-from rtsr.registry import BUNDLED_REGISTRY
+from rtsr.submissions.registry import BUNDLED_REGISTRY
 
 #: The shipped leaderboard: the official table and ``evaluations/``.
 DEFAULT_LEADERBOARD_DIR = Path(__file__).resolve().parents[1] / "leaderboard"

@@ -19,9 +19,9 @@ from rtsr.degradation import crop_for_scale, degrade
 from rtsr.inference import upscale
 from rtsr.metrics import measure
 from rtsr.models import Bicubic
-from rtsr.registry import BUNDLED_REGISTRY, Registry, entry_for
 from rtsr.scoring import score
-from rtsr.submission import open_submission
+from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry, entry_for
+from rtsr.submissions.submission import open_submission
 from tests.conftest import APP_SETTINGS, ROOT, RunningApp, make_submission, photo
 
 EXAMPLES = ROOT / "examples"

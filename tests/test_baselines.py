@@ -8,7 +8,7 @@ from rtsr.degradation import crop_for_scale, degrade
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale
 from rtsr.metrics import measure
-from rtsr.registry import BUNDLED_REGISTRY, Registry
+from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 
 CPU = torch.device("cpu")
 

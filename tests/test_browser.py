@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from rtsr.leaderboard import OFFICIAL_CSV
-from rtsr.registry import BUNDLED_REGISTRY, Registry
 from rtsr.serving import ModelPool, serve
+from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from tests.conftest import ARTIFACTS, ROOT
 
 playwright = pytest.importorskip("playwright.sync_api")

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from rtsr.errors import SubmissionError
-from rtsr.loader import PaddedModel, call_srmodel, load_submission
-from rtsr.submission import open_submission
+from rtsr.submissions.loader import PaddedModel, call_srmodel, load_submission
+from rtsr.submissions.submission import open_submission
 from tests.conftest import PickleExploit, make_submission, tiny_state_dict
 
 

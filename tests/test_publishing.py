@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from rtsr.errors import SubmissionError
-from rtsr.hub import CARD_TAGS, model_card, publish_folder
-from rtsr.publishing import publish
-from rtsr.submission import open_submission
+from rtsr.submissions.hub import CARD_TAGS, model_card, publish_folder
+from rtsr.submissions.publishing import publish
+from rtsr.submissions.submission import open_submission
 from tests.conftest import make_submission
 
 EVALUATION = {

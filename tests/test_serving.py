@@ -16,7 +16,6 @@ from bench.bench_metrics import skimage_metrics
 from rtsr.errors import InputError, ModelError
 from rtsr.images import image_size
 from rtsr.inference import upscale, upscale_timed
-from rtsr.registry import BUNDLED_REGISTRY, Registry, entry_for
 from rtsr.serving import (
     CPU_MAX_INPUT_PIXELS,
     MIN_INPUT_SIDE,
@@ -28,7 +27,8 @@ from rtsr.serving import (
     nearest_upscale,
     serve,
 )
-from rtsr.submission import open_submission
+from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry, entry_for
+from rtsr.submissions.submission import open_submission
 from tests.conftest import make_submission, photo
 
 

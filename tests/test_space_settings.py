@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rtsr.registry import BUNDLED_REGISTRY
+from rtsr.submissions.registry import BUNDLED_REGISTRY
 from space.settings import DEFAULT_LEADERBOARD_DIR, Settings, parse_settings
 from tests.conftest import APP_SETTINGS, ROOT
 

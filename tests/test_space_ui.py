@@ -46,8 +46,8 @@ def test_the_page_says_when_nothing_can_be_served_or_shown(tmp_path):
     import json
 
     from rtsr.leaderboard import empty_leaderboard
-    from rtsr.registry import Registry
     from rtsr.serving import ModelPool
+    from rtsr.submissions.registry import Registry
     from space.settings import Settings
     from space.ui import Board, build_demo
 

@@ -4,7 +4,7 @@ import zipfile
 import pytest
 
 from rtsr.errors import SubmissionError
-from rtsr.submission import open_submission, pack
+from rtsr.submissions.submission import open_submission, pack
 from tests.conftest import make_submission
 
 

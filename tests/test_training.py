@@ -6,9 +6,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from rtsr.errors import InputError
-from rtsr.submission import open_submission
+from rtsr.submissions.submission import open_submission
+from rtsr.submissions.validation import run_checks
 from rtsr.training import STATE_FILE, PatchSampler, TrainConfig, split, train
-from rtsr.validation import run_checks
 from tests.conftest import PHOTOS, photo
 
 

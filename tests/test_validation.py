@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from rtsr.inference import prepare, upscale
-from rtsr.loader import load_submission
-from rtsr.submission import open_submission
-from rtsr.validation import run_checks
+from rtsr.submissions.loader import load_submission
+from rtsr.submissions.submission import open_submission
+from rtsr.submissions.validation import run_checks
 from tests.conftest import make_submission, photo
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtsr.errors import SubmissionError
-from rtsr.hub import model_card, publish_folder
-from rtsr.submission import Submission, submission_files
-from rtsr.validation import DEFAULT_TIMEOUT_S, Check, run_checks
+from rtsr.submissions.hub import model_card, publish_folder
+from rtsr.submissions.submission import Submission, submission_files
+from rtsr.submissions.validation import DEFAULT_TIMEOUT_S, Check, run_checks
 
 
 @dataclass(frozen=True)

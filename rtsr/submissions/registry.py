@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rtsr.errors import RTSRError, SubmissionError
-from rtsr.loader import load_submission
 from rtsr.models import LoadedModel
 from rtsr.outputs import write_json
-from rtsr.submission import HUB_SPEC, Submission, open_submission
+from rtsr.submissions.loader import load_submission
+from rtsr.submissions.submission import HUB_SPEC, Submission, open_submission
 
 logger = logging.getLogger(__name__)
 
 REGISTRY_SCHEMA_VERSION = 1
 #: The registry the app serves, next to the bundled submissions.
-BUNDLED_REGISTRY = Path(__file__).resolve().parents[1] / "submissions" / "registry.json"
+BUNDLED_REGISTRY = Path(__file__).resolve().parents[2] / "submissions" / "registry.json"
 
 
 def default_registry_path() -> Path:
@@ -52,7 +52,7 @@ class RegistryEntry:
         return self.revision is not None
 
     def spec(self, registry_dir: Path) -> str:
-        """What :func:`rtsr.submission.open_submission` takes for this entry."""
+        """What :func:`rtsr.submissions.submission.open_submission` takes for this entry."""
         return f"{self.source}@{self.revision}" if self.is_hub else str(registry_dir / self.source)
 
 

@@ -9,7 +9,7 @@ a relative path), and every ``torch.load`` it makes is forced to ``weights_only=
 CPU: checkpoints saved on a GPU load anywhere, and no pickle runs code.
 
 This is no sandbox: the code runs in this process. Run unknown submissions through
-:mod:`rtsr.validation`, which calls this in a child process with a time limit.
+:mod:`rtsr.submissions.validation`, which calls this in a child process with a time limit.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch import nn
 
 from rtsr.errors import SubmissionError, first_line
 from rtsr.models import LoadedModel, ModelDescriptor, count_params
-from rtsr.submission import Submission
+from rtsr.submissions.submission import Submission
 
 #: Pad multiples tried, in order, when a submission does not declare one.
 PAD_CANDIDATES = (1, 2, 4, 8, 16, 32, 64)

@@ -1,7 +1,7 @@
 """``rtsr validate``: a submission's checklist, with its code run in a child process.
 
 The parent only reads files. Everything that executes the submission's code (importing
-``arch.py``, ``srmodel()``, forward passes) runs in ``python -m rtsr.validation``, a child
+``arch.py``, ``srmodel()``, forward passes) runs in ``python -m rtsr.submissions.validation``, a child
 process with a time limit, which reports each check as a JSON line in a file. A submission
 that hangs, crashes the interpreter or exhausts memory fails a check; the validator goes on.
 """
@@ -25,7 +25,7 @@ import torch
 
 from rtsr.errors import RTSRError, SubmissionError, first_line
 from rtsr.images import list_images, read_rgb
-from rtsr.submission import ARCH_FILE, METADATA_FILE, Submission, open_submission
+from rtsr.submissions.submission import ARCH_FILE, METADATA_FILE, Submission, open_submission
 
 Status = Literal["pass", "fail", "warn", "skip"]
 #: Below this PSNR between FP16 and FP32 outputs, FP16 is flagged (the challenge saw a
@@ -101,7 +101,7 @@ def file_checks(submission: Submission, lr_dir: Path | None) -> list[Check]:
 
 def _pythonpath() -> str:
     """PYTHONPATH for the child: where this rtsr lives, then whatever the parent had."""
-    here = str(Path(__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parents[2])
     return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
 
 
@@ -151,7 +151,7 @@ def run_checks(submission: Submission, lr_dir: Path | None = None, timeout_s: fl
         }
         started = time.monotonic()
         child = subprocess.Popen(
-            [sys.executable, "-m", "rtsr.validation", json.dumps(job), str(report)],
+            [sys.executable, "-m", "rtsr.submissions.validation", json.dumps(job), str(report)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # so a timeout kills whatever the submission started too
@@ -275,8 +275,8 @@ def _range_check(report: _Report, model: torch.nn.Module, image: np.ndarray, dev
 
 def _child(job: dict[str, Any], report_path: Path) -> None:
     from rtsr.inference import prepare, upscale
-    from rtsr.loader import load_submission
-    from rtsr.submission import find_root, read_meta
+    from rtsr.submissions.loader import load_submission
+    from rtsr.submissions.submission import find_root, read_meta
 
     report = _Report(report_path)
     root = find_root(Path(job["root"]))

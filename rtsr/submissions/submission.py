@@ -213,7 +213,7 @@ def open_submission(spec: str | Path, cache: Path | None = None) -> Submission:
     elif path.is_file() and path.suffix == ".zip":
         folder, name = _extract_zip(path, (cache or default_cache()) / "zips"), path.stem.removeprefix("submission_")
     elif (match := HUB_SPEC.match(text)) and not path.exists():
-        from rtsr.hub import download
+        from rtsr.submissions.hub import download
 
         revision = match["revision"]
         folder, name = download(match["repo"], revision), match["repo"].split("/")[-1]
