@@ -23,3 +23,16 @@ def positive_int(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("expected a number >= 1, got 0")
     return value
+
+
+def byte_size(text: str) -> int:
+    """``text`` as a number of bytes: ``8GB``, ``512MB``, ``2g`` (powers of 1024)."""
+    from rtsr.submissions.sandbox import parse_size
+
+    try:
+        value = parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a size above 0")
+    return value

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rtsr import __version__
-from rtsr.arguments import non_negative_int, positive_int
+from rtsr.arguments import byte_size, non_negative_int, positive_int
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
 from rtsr.errors import RTSRError
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from rtsr.devices import Precision
     from rtsr.models import LoadedModel
+    from rtsr.submissions.sandbox import Limits
 
 
 class _Parser(argparse.ArgumentParser):
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("submission", metavar="PATH|ZIP|org/name@rev")
     p.add_argument("--lr-dir", help="LR images whose results/ PNGs to check and reproduce")
-    _add_timeout_arg(p)
+    _add_sandbox_args(p)
 
     p = sub.add_parser("pack", help="write submission_<id>.zip in the challenge's layout")
     p.add_argument("submission", metavar="PATH")
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="staging folder (default: publish-<name> here)")
     p.add_argument("--eval", metavar="FILE.json", help="an rtsr evaluate document whose numbers go on the card")
     p.add_argument("--lr-dir", help="also check results/ against these LR images")
-    _add_timeout_arg(p)
+    _add_sandbox_args(p)
 
     p = sub.add_parser("registry", help="list or add the submissions the app may run")
     p.add_argument("--registry", help="registry file (default: $RTSR_REGISTRY or submissions/registry.json)")
@@ -267,18 +268,52 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("submission", metavar="org/name@rev|PATH", help="a Hub commit, or a folder below the registry's")
     a.add_argument("--id", help="registry id (default: the repo's or folder's name)")
     a.add_argument("--lr-dir", help="also check results/ against these LR images")
-    _add_timeout_arg(a)
+    _add_sandbox_args(a)
     return parser
 
 
-def _add_timeout_arg(p: argparse.ArgumentParser) -> None:
-    from rtsr.submissions.validation import DEFAULT_TIMEOUT_S
+def _add_sandbox_args(p: argparse.ArgumentParser) -> None:
+    from rtsr.submissions.sandbox import DEFAULT_LIMITS, format_bytes
 
-    p.add_argument(
+    d = DEFAULT_LIMITS
+    g = p.add_argument_group("sandbox limits", "bounds on the submission's code (see README.md, Security)")
+    g.add_argument(
         "--timeout",
         type=positive_int,
-        default=DEFAULT_TIMEOUT_S,
-        help=f"seconds the code checks may take (default {DEFAULT_TIMEOUT_S})",
+        default=int(d.wall_seconds or 0),
+        help=f"seconds the code checks may take, start to finish (default {d.wall_seconds:g})",
+    )
+    g.add_argument(
+        "--memory-limit",
+        type=byte_size,
+        default=d.memory_bytes,
+        metavar="SIZE",
+        help=f"memory each of its processes may map, e.g. 8GB or 512MB (default {format_bytes(d.memory_bytes)})",
+    )
+    g.add_argument(
+        "--cpu-limit",
+        type=positive_int,
+        default=None,
+        metavar="SECONDS",
+        help="CPU seconds each of its processes may use (default: no bound beyond --timeout)",
+    )
+    g.add_argument(
+        "--process-limit",
+        type=positive_int,
+        default=d.processes,
+        metavar="N",
+        help=f"processes and threads it may run at once (default {d.processes})",
+    )
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    from rtsr.submissions.sandbox import Limits
+
+    return Limits(
+        memory_bytes=args.memory_limit,
+        wall_seconds=args.timeout,
+        cpu_seconds=args.cpu_limit,
+        processes=args.process_limit,
     )
 
 
@@ -467,7 +502,7 @@ def _print_checks(title: str, checks: list[Any]) -> bool:
 def _cmd_validate(args: argparse.Namespace) -> None:
     from rtsr.submissions.validation import validate
 
-    submission, checks = validate(args.submission, args.lr_dir and Path(args.lr_dir), args.timeout)
+    submission, checks = validate(args.submission, args.lr_dir and Path(args.lr_dir), _limits(args))
     meta = submission.meta
     if not _print_checks(f"validate {submission.source} (x{meta.scale}, Track {meta.track})", checks):
         raise SystemExit(1)
@@ -495,7 +530,7 @@ def _cmd_publish(args: argparse.Namespace) -> None:
         dry_run=args.dry_run,
         evaluation=args.eval and Path(args.eval),
         lr_dir=args.lr_dir and Path(args.lr_dir),
-        timeout_s=args.timeout,
+        limits=_limits(args),
     )
     _print_checks(f"validate {submission.source}", result.checks)
     files = sorted(p.relative_to(result.stage).as_posix() for p in result.stage.rglob("*") if p.is_file())
@@ -523,7 +558,7 @@ def _cmd_registry(args: argparse.Namespace) -> None:
     submission = open_submission(args.submission)
     entry = entry_for(submission, registry.path.parent, args.id)
     registry.add(entry)  # refuses a taken id before the slow checks
-    checks = run_checks(submission, args.lr_dir and Path(args.lr_dir), args.timeout)
+    checks = run_checks(submission, args.lr_dir and Path(args.lr_dir), _limits(args))
     if not _print_checks(f"validate {submission.source}", checks):
         raise RTSRError(f"{args.submission} failed validation; not registered")
     registry.write()

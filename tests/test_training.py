@@ -6,6 +6,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from rtsr.errors import InputError
+from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import open_submission
 from rtsr.submissions.validation import run_checks
 from rtsr.training import STATE_FILE, PatchSampler, TrainConfig, split, train
@@ -53,7 +54,7 @@ def test_training_writes_a_submission_that_validates(train_dir, tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "step 5: loss" in log and "step 10: loss" in log and "val PSNR" in log
     assert "10 steps of batch 4" in (folder / "README.md").read_text()
-    checks = run_checks(open_submission(folder), timeout_s=120)
+    checks = run_checks(open_submission(folder), limits=Limits(wall_seconds=120))
     assert [c.name for c in checks if c.status == "fail"] == []
 
 

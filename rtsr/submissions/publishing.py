@@ -9,8 +9,9 @@ from pathlib import Path
 
 from rtsr.errors import SubmissionError
 from rtsr.submissions.hub import model_card, publish_folder
+from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import Submission, submission_files
-from rtsr.submissions.validation import DEFAULT_TIMEOUT_S, Check, run_checks
+from rtsr.submissions.validation import VALIDATION_LIMITS, Check, run_checks
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def publish(
     dry_run: bool = False,
     evaluation: Path | None = None,
     lr_dir: Path | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    limits: Limits = VALIDATION_LIMITS,
 ) -> Publication:
     """Validate, stage into ``out`` and, unless ``dry_run``, upload as one commit.
 
@@ -76,7 +77,7 @@ def publish(
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise SubmissionError(f"--repo-id must be user/name or org/name, got {repo_id!r}")
     measured = read_evaluation(evaluation, submission)  # before the slow checks: fail fast
-    checks = run_checks(submission, lr_dir, timeout_s)
+    checks = run_checks(submission, lr_dir, limits)
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise SubmissionError(f"validation failed ({failed[0].name}: {failed[0].detail}); nothing was published")

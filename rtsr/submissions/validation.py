@@ -1,9 +1,10 @@
-"""``rtsr validate``: a submission's checklist, with its code run in a child process.
+"""``rtsr validate``: a submission's checklist, with its code run in the sandbox.
 
 The parent only reads files. Everything that executes the submission's code (importing
-``arch.py``, ``srmodel()``, forward passes) runs in ``python -m rtsr.submissions.validation``, a child
-process with a time limit, which reports each check as a JSON line in a file. A submission
-that hangs, crashes the interpreter or exhausts memory fails a check; the validator goes on.
+``arch.py``, ``srmodel()``, forward passes) runs in ``python -m rtsr.submissions.validation``
+inside :mod:`rtsr.submissions.sandbox`, which reports each check as a JSON line in a file of
+its scratch folder. A submission that hangs, crashes the interpreter, exhausts a limit or
+leaves processes behind fails a check (or is named in one); the validator goes on.
 """
 
 from __future__ import annotations
@@ -11,12 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +23,8 @@ import torch
 
 from rtsr.errors import RTSRError, SubmissionError, first_line
 from rtsr.images import list_images, read_rgb
+from rtsr.submissions import sandbox
+from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits
 from rtsr.submissions.submission import ARCH_FILE, METADATA_FILE, Submission, open_submission
 
 Status = Literal["pass", "fail", "warn", "skip"]
@@ -33,8 +33,10 @@ Status = Literal["pass", "fail", "warn", "skip"]
 FP16_WARN_DB = 40.0
 #: Below this PSNR between the submitted ``results/`` and our rerun, the results fail.
 REPRODUCE_MIN_DB = 40.0
-#: Seconds the child may take for all its checks.
-DEFAULT_TIMEOUT_S = 300
+#: What the code checks may use: the sandbox's defaults (300 s from start to finish).
+VALIDATION_LIMITS = DEFAULT_LIMITS
+#: The child's report, in the sandbox's scratch folder (its $HOME).
+REPORT_FILE = "report.jsonl"
 #: LR sizes of the forward check: one even, one with odd prime-ish sides (padding).
 FORWARD_SIZES = ((32, 48), (27, 41))
 #: Raw outputs on a natural image must stay within this (models return RGB on [0, 1]).
@@ -99,12 +101,6 @@ def file_checks(submission: Submission, lr_dir: Path | None) -> list[Check]:
     return [*checks, Check("results/", "pass", f"{len(lr_paths)} PNGs, one per LR image, all x{meta.scale}")]
 
 
-def _pythonpath() -> str:
-    """PYTHONPATH for the child: where this rtsr lives, then whatever the parent had."""
-    here = str(Path(__file__).resolve().parents[2])
-    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-
-
 def _requirements_check(path: Path) -> Check:
     """Whether the packages a submission asks for are installed here (we never install them)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -132,66 +128,85 @@ def _requirements_check(path: Path) -> Check:
     return Check("requirements", "pass", "everything in requirements.txt is installed")
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit status {code}"
+def _sandbox_check(limits: Limits) -> Check:
+    note = sandbox.isolation_note()
+    if note is not None:
+        return Check("sandbox", "warn", f"{note}; limits: {limits.describe()}")
+    return Check("sandbox", "pass", f"bubblewrap: no network, read-only files, {limits.describe()}")
 
 
-def run_checks(submission: Submission, lr_dir: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Check]:
-    """The whole checklist: file checks here, code checks in a child process."""
-    checks = file_checks(submission, lr_dir)
-    with tempfile.TemporaryDirectory(prefix="rtsr-validate-") as tmp:
-        report = Path(tmp) / "report.jsonl"
-        job = {
-            "root": str(submission.root),
-            "source": submission.source,
-            "name": submission.name,
-            "lr_dir": str(lr_dir) if lr_dir else None,
-        }
-        started = time.monotonic()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "rtsr.submissions.validation", json.dumps(job), str(report)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # so a timeout kills whatever the submission started too
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()},
-            text=True,
-        )
+def _with_limit(check: Check, limits: Limits) -> Check:
+    """A failed check whose error is a limit's (MemoryError under the memory limit, say) says
+    which limit, rather than leave the user to guess."""
+    hit = sandbox.limit_hit(limits, False, 1, check.detail) if check.status == "fail" else None
+    return replace(check, detail=f"{check.detail} (exceeded {hit})") if hit else check
+
+
+def _report_lines(data: bytes) -> list[dict[str, Any]]:
+    """The child's report, read defensively: it comes from the process that ran the
+    submission's code, so a line that is not one of ours ends the reading."""
+    lines = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
-            _, stderr = child.communicate(timeout=timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            _, stderr = child.communicate()
-            timed_out = True
-        lines = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
+            obj = json.loads(line)
+            if "check" in obj:
+                Check(**obj["check"])
+            elif not isinstance(obj.get("step"), str):
+                break
+        except (json.JSONDecodeError, TypeError, AttributeError):
+            break
+        lines.append(obj)
+    return lines
+
+
+def run_checks(submission: Submission, lr_dir: Path | None = None, limits: Limits = VALIDATION_LIMITS) -> list[Check]:
+    """The whole checklist: file checks here, code checks in the sandbox
+    (:mod:`rtsr.submissions.sandbox`) under ``limits``.
+
+    Raises:
+        SubmissionError: ``$RTSR_SANDBOX`` demands bubblewrap where it does not work.
+    """
+    checks = [*file_checks(submission, lr_dir), _sandbox_check(limits)]
+    job = {
+        "root": str(submission.root),
+        "source": submission.source,
+        "name": submission.name,
+        "lr_dir": str(lr_dir.resolve()) if lr_dir else None,
+        "report": REPORT_FILE,
+    }
+    outcome, files = sandbox.run(
+        [sys.executable, "-m", "rtsr.submissions.validation", json.dumps(job)],
+        submission.root,
+        readable=[lr_dir] if lr_dir else [],
+        limits=limits,
+        gpu=bool(sandbox.gpu_device_files()),
+        collect=[REPORT_FILE],
+    )
     step = None
-    for line in lines:
+    for line in _report_lines(files.get(REPORT_FILE, b"")):
         if "check" in line:
-            checks.append(Check(**line["check"]))
+            checks.append(_with_limit(Check(**line["check"]), limits))
             step = None
         else:
             step = line["step"]
-    if timed_out:
-        checks.append(Check(step or "child", "fail", f"did not finish within {timeout_s:g} s"))
-    elif child.returncode != 0 or step is not None:
-        last = (stderr or "").strip().splitlines()[-1:] or ["no message"]
+    if outcome.leftover:
         checks.append(
-            Check(
-                step or "child",
-                "fail",
-                f"the submission's process died ({_describe_exit(child.returncode)}): {last[0][:200]}",
-            )
+            Check("processes", "warn", f"{outcome.leftover} processes it started were still running; all killed")
         )
+    failure = outcome.failure()
+    if failure is None and step is not None:
+        failure = "the submission's process ended in the middle of this check"
+    if failure is not None:
+        checks.append(Check(step or "sandbox", "fail", failure))
     else:
-        elapsed = time.monotonic() - started
-        checks.append(Check("time", "pass", f"code checks took {elapsed:.1f} s of the {timeout_s:g} s limit"))
+        checks.append(
+            Check("time", "pass", f"code checks took {outcome.elapsed_s:.1f} s of the {limits.wall_seconds:g} s limit")
+        )
     return checks
 
 
 def validate(
-    spec: str | Path, lr_dir: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    spec: str | Path, lr_dir: Path | None = None, limits: Limits = VALIDATION_LIMITS
 ) -> tuple[Submission, list[Check]]:
     """Open a submission (folder, zip or ``org/name@commit``) and run its checklist.
 
@@ -199,7 +214,7 @@ def validate(
         SubmissionError: the submission cannot even be opened (no ``arch.py``, bad metadata).
     """
     submission = open_submission(spec)
-    return submission, run_checks(submission, lr_dir, timeout_s)
+    return submission, run_checks(submission, lr_dir, limits)
 
 
 # --- the child: everything that runs the submission's code ------------------------------------
@@ -273,12 +288,12 @@ def _range_check(report: _Report, model: torch.nn.Module, image: np.ndarray, dev
     return reference
 
 
-def _child(job: dict[str, Any], report_path: Path) -> None:
+def _child(job: dict[str, Any]) -> None:
     from rtsr.inference import prepare, upscale
     from rtsr.submissions.loader import load_submission
     from rtsr.submissions.submission import find_root, read_meta
 
-    report = _Report(report_path)
+    report = _Report(Path(os.environ["HOME"]) / job["report"])
     root = find_root(Path(job["root"]))
     submission = Submission(root=root, meta=read_meta(root), source=job["source"], name=job["name"])
     scale = submission.meta.scale
@@ -352,7 +367,7 @@ def _child(job: dict[str, Any], report_path: Path) -> None:
 
 if __name__ == "__main__":
     try:
-        _child(json.loads(sys.argv[1]), Path(sys.argv[2]))
+        _child(json.loads(sys.argv[1]))
     except SubmissionError as e:
         print(e, file=sys.stderr)
         raise SystemExit(1) from None

@@ -1,0 +1,3 @@
+def srmodel():
+    while True:
+        pass

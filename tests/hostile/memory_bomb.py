@@ -1,0 +1,4 @@
+def srmodel():
+    hoard = []
+    while True:
+        hoard.append(bytearray(256 * 1024 * 1024))

@@ -1,0 +1,237 @@
+"""The sandbox against hostile submissions (tests/hostile/), through the real validator and
+the real CLI: each attack is refused or contained with a one-line reason, nothing it started
+is left running, and nothing outside is reached. The bundled submissions still pass."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rtsr.submissions import sandbox
+from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
+from rtsr.submissions.sandbox import Limits, parse_size
+from rtsr.submissions.submission import open_submission
+from rtsr.submissions.validation import run_checks
+from tests.conftest import make_submission, run_cli
+
+HOSTILE = Path(__file__).parent / "hostile"
+SECRET = "hf_fake_secret_123"
+
+
+@pytest.fixture
+def bubblewrap():
+    """Tests of namespace isolation need bubblewrap: they skip without it, except under CI,
+    where .ci/run installs it and its absence is a failure."""
+    problem = sandbox.bubblewrap_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem}; .ci/run installs bubblewrap")
+        pytest.skip(problem)
+
+
+def hostile(tmp_path: Path, name: str, **values: str) -> Path:
+    """A submission folder whose arch.py is tests/hostile/NAME.py with ``{key}`` filled in."""
+    arch = (HOSTILE / f"{name}.py").read_text()
+    for key, value in values.items():
+        arch = arch.replace("{" + key + "}", value)
+    return make_submission(tmp_path / name, arch, checkpoint=False)
+
+
+def marker(tmp_path: Path) -> str:
+    return f"rtsr-hostile-{os.getpid()}-{tmp_path.name}"
+
+
+def running_with(text: str) -> list[int]:
+    """PIDs of this machine's processes whose command line holds ``text``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def failed(checks) -> list[tuple[str, str]]:
+    return [(c.name, c.detail) for c in checks if c.status == "fail"]
+
+
+def check(checks, name: str):
+    return next(c for c in checks if c.name == name)
+
+
+LIMITS = Limits(wall_seconds=120)
+
+
+def test_a_token_in_the_environment_or_home_is_out_of_reach(tmp_path, bubblewrap, monkeypatch):
+    home = tmp_path / "home"
+    token_file = home / ".cache" / "huggingface" / "token"
+    token_file.parent.mkdir(parents=True)
+    token_file.write_text(SECRET)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", SECRET)
+    monkeypatch.setenv("HOME", str(home))
+    root = hostile(tmp_path, "env_snoop", secret=SECRET, token_file=str(token_file))
+    checks = run_checks(open_submission(root), limits=LIMITS)
+    [(name, detail)] = failed(checks)
+    assert name == "srmodel()" and detail.endswith("RuntimeError: snooped: []"), detail
+    assert all(SECRET not in c.detail for c in checks)
+    # The same attack without namespaces still gets no token from its environment, but reads
+    # the token file: what bubblewrap stops, and why validate warns without it.
+    monkeypatch.setenv("RTSR_SANDBOX", "none")
+    unisolated = run_checks(open_submission(root), limits=LIMITS)
+    [(_, detail)] = failed(unisolated)
+    assert f"{token_file}: {SECRET}" in detail and "env HF_TOKEN" not in detail
+
+
+def test_the_cli_validator_hides_hf_token(tmp_path, bubblewrap):
+    root = hostile(tmp_path, "env_snoop", secret=SECRET, token_file="/nonexistent")
+    result = run_cli("validate", root, "--timeout", "120", env={"HF_TOKEN": SECRET})
+    assert result.returncode == 1
+    assert "snooped: []" in result.stdout and SECRET not in result.stdout + result.stderr
+
+
+def test_a_memory_bomb_stops_at_the_memory_limit(tmp_path):
+    limits = Limits(memory_bytes=parse_size("1GB"), wall_seconds=120)
+    checks = run_checks(open_submission(hostile(tmp_path, "memory_bomb")), limits=limits)
+    [(name, detail)] = failed(checks)
+    assert name == "srmodel()" and detail.endswith("(exceeded the memory limit of 1 GB)"), detail
+
+
+def test_a_busy_loop_stops_at_the_cpu_limit(tmp_path):
+    limits = Limits(wall_seconds=120, cpu_seconds=3)
+    started = time.monotonic()
+    checks = run_checks(open_submission(hostile(tmp_path, "busy_loop")), limits=limits)
+    assert failed(checks) == [("srmodel()", "exceeded the CPU-time limit of 3 s")]
+    assert time.monotonic() - started < 60  # stopped by the CPU limit, long before the wall clock's
+
+
+def test_processes_left_behind_are_all_killed(tmp_path):
+    mark = marker(tmp_path)
+    started = time.monotonic()
+    checks = run_checks(open_submission(hostile(tmp_path, "escape", marker=mark)), limits=LIMITS)
+    # the submission itself is fine: it passes, with a warning naming what it left behind
+    assert failed(checks) == []
+    assert check(checks, "processes").detail == "22 processes it started were still running; all killed"
+    assert running_with(mark) == []
+    assert time.monotonic() - started < 100  # returned at once: nothing held the validator
+
+
+def test_a_fork_bomb_stops_at_the_process_limit(tmp_path, bubblewrap):
+    checks = run_checks(open_submission(hostile(tmp_path, "fork_bomb")), limits=Limits(wall_seconds=60, processes=64))
+    [(name, detail)] = failed(checks)
+    assert name == "srmodel()" and "BlockingIOError" in detail, detail
+    assert detail.endswith("(exceeded the process limit of 64)")
+    assert running_with(str(tmp_path / "fork_bomb")) == []
+
+
+def test_no_connection_reaches_a_port_on_this_host(tmp_path, bubblewrap):
+    mark = marker(tmp_path)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        checks = run_checks(open_submission(hostile(tmp_path, "socket", port=str(port), marker=mark)), limits=LIMITS)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody connected
+    [(name, detail)] = failed(checks)
+    assert name == "srmodel()" and "ConnectionRefusedError" in detail, detail
+
+
+def test_nothing_is_written_outside_the_scratch_folder(tmp_path, bubblewrap):
+    outside, own = tmp_path / "outside.txt", tmp_path / "write_outside" / "written.txt"
+    root = hostile(tmp_path, "write_outside", outside=str(outside), own=str(own), marker=marker(tmp_path))
+    checks = run_checks(open_submission(root), limits=LIMITS)
+    [(name, detail)] = failed(checks)
+    # outside: no such folder in the sandbox, or not nobody's; its own folder: read-only
+    assert name == "srmodel()" and detail.endswith("', 'Read-only file system']"), detail
+    assert not outside.exists() and not own.exists()
+
+
+def test_the_report_names_the_isolation(tmp_path, bubblewrap):
+    checks = run_checks(open_submission(make_submission(tmp_path / "s")), limits=LIMITS)
+    assert check(checks, "sandbox").status == "pass"
+    assert check(checks, "sandbox").detail.startswith("bubblewrap: no network, read-only files, 8 GB memory, 120 s")
+
+
+def test_without_isolation_validate_says_so(tmp_path):
+    result = run_cli("validate", make_submission(tmp_path / "s"), "--timeout", "120", env={"RTSR_SANDBOX": "none"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if "sandbox" in line]
+    assert line.split()[:2] == ["WARN", "sandbox"]
+    assert "no network/filesystem isolation on this host ($RTSR_SANDBOX=none)" in line
+
+
+def test_a_bad_sandbox_setting_is_one_line(tmp_path):
+    result = run_cli("validate", make_submission(tmp_path / "s"), env={"RTSR_SANDBOX": "docker"})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line == "rtsr validate: error: $RTSR_SANDBOX must be auto, bubblewrap or none, got 'docker'"
+
+
+def test_the_limits_flags(tmp_path):
+    root = hostile(tmp_path, "memory_bomb")
+    result = run_cli("validate", root, "--memory-limit", "1GB", "--timeout", "120")
+    assert result.returncode == 1
+    assert "(exceeded the memory limit of 1 GB)" in result.stdout
+    bad = run_cli("validate", root, "--memory-limit", "lots")
+    assert bad.returncode == 2 and "expected a size such as 8GB or 512MB, got 'lots'" in bad.stderr
+
+
+@pytest.mark.parametrize("entry_id", [e.id for e in Registry.read(BUNDLED_REGISTRY).entries])
+def test_the_bundled_submissions_pass_in_the_sandbox(entry_id):
+    registry = Registry.read(BUNDLED_REGISTRY)
+    checks = run_checks(registry.open(registry.get(entry_id)), limits=LIMITS)
+    assert failed(checks) == []
+    assert check(checks, "srmodel()").status == check(checks, "forward fp32").status == "pass"
+
+
+def test_the_sandbox_environment_is_an_allow_list(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    (tmp_path / "work").mkdir()
+    code = "import os, json; json.dump(dict(os.environ), open(os.environ['HOME'] + '/env.json', 'w'))"
+    outcome, files = sandbox.run([sys.executable, "-c", code], tmp_path / "work", collect=["env.json"])
+    assert outcome.ok, outcome.failure()
+    env = __import__("json").loads(files["env.json"])
+    assert SECRET not in files["env.json"].decode()
+    assert env["OMP_NUM_THREADS"] == "2" and env["HF_HUB_OFFLINE"] == "1"
+    assert Path(env["HOME"]).name.startswith("rtsr-sandbox-") and env["TMPDIR"] == env["HOME"] + "/tmp"
+
+
+def test_the_scratch_folder_is_removed(tmp_path):
+    (tmp_path / "work").mkdir()
+    code = "import os; open(os.environ['TMPDIR'] + '/big', 'wb').write(b'x' * 1000); print(os.environ['HOME'])"
+    outcome, _ = sandbox.run([sys.executable, "-c", code], tmp_path / "work")
+    assert outcome.ok, outcome.failure()
+    assert not Path(outcome.stdout.strip()).exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("8GB", 8 * 1024**3), ("512MiB", 512 * 1024**2), ("2g", 2 * 1024**3), ("1000", 1000)]
+)
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+def test_a_missing_interpreter_is_the_sandbox_failing_not_the_submission(tmp_path):
+    (tmp_path / "work").mkdir()
+    outcome, _ = sandbox.run(["/nonexistent/python"], tmp_path / "work")
+    assert outcome.returncode is None
+    assert outcome.failure() is not None and outcome.failure().startswith("the sandbox failed: cannot start")
+
+
+def test_the_corpus_is_complete():
+    names = {p.stem for p in HOSTILE.glob("*.py")}
+    lines = (HOSTILE / "README.md").read_text().splitlines()
+    listed = {line.split("`")[1].removesuffix(".py") for line in lines if line.startswith("| `")}
+    assert names == listed and len(names) == 7
