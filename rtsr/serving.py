@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -26,13 +26,15 @@ from torch import nn
 from rtsr.constants import JPEG_QUALITY
 from rtsr.degradation import check_jpeg_quality, crop_for_scale, degrade
 from rtsr.devices import Precision, device_name, resolve_device, resolve_precision
-from rtsr.errors import InputError, ModelError, first_line
+from rtsr.errors import InputError, RTSRError
 from rtsr.images import image_size, read_rgb
 from rtsr.inference import prepare, upscale_timed
 from rtsr.metrics import ImageMetrics, measure
-from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
+from rtsr.models import Bicubic, ModelDescriptor
 from rtsr.scoring import score
 from rtsr.submissions.registry import Registry
+from rtsr.submissions.sandbox import Limits
+from rtsr.submissions.sandboxed_models import SERVING_LIMITS, SandboxedModels
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +71,17 @@ def megapixels(pixels: int) -> str:
 
 
 class ModelPool:
-    """The registered models, loaded once and prepared on first use for one device.
+    """The registered models, served from a sandbox for one device.
 
-    Every entry of the registry is loaded (hashes checked) when the pool is made; entries that
-    fail are kept in :attr:`failures` with the reason, and the others are served. Each model is
-    moved to the device and cast once, on first use: FP16 on CUDA unless its descriptor says
-    it does not support half precision, FP32 on the CPU.
+    Every registry entry's files are checked against their hashes here; the entries that
+    pass are loaded in one sandboxed process (:class:`rtsr.submissions.sandboxed_models.
+    SandboxedModels`), which runs every forward pass: the app never imports a submission's
+    code. Entries that fail either way are kept in :attr:`failures` with the reason, and the
+    others are served: FP16 on CUDA unless a model's descriptor says it does not support half
+    precision, FP32 on the CPU. Bicubic, the reference, is rtsr's own and runs here.
+
+    Raises:
+        SubmissionError: the sandbox cannot be made here (see ``$RTSR_SANDBOX``).
     """
 
     def __init__(
@@ -82,18 +89,29 @@ class ModelPool:
         registry: Registry,
         device: str | torch.device | None = None,
         precision: Precision | None = None,
+        limits: Limits = SERVING_LIMITS,
     ) -> None:
         self.device = resolve_device(device)
         self.precision: Precision = resolve_precision(self.device, precision)
         self.device_name = device_name(self.device)
-        self.models, self.failures = registry.load_all()
-        self._prepared: dict[str, nn.Module] = {}
+        submissions, self.failures = {}, {}
+        for entry in registry.entries:
+            try:
+                submissions[entry.id] = registry.open(entry)
+            except RTSRError as e:
+                logger.warning("registry entry %s failed its checks: %s", entry.id, e)
+                self.failures[entry.id] = str(e)
+        self.sandboxed = SandboxedModels(submissions, self.device, limits)
+        self.failures.update(self.sandboxed.failures)
+        names = {e.id: e.name for e in registry.entries}
+        #: The served models' descriptors by registry id, in registry order.
+        self.models = {k: replace(d, name=names[k]) for k, d in self.sandboxed.descriptors.items()}
         self._bicubic: dict[int, nn.Module] = {}
         self._lock = threading.Lock()
 
     def descriptors(self, scale: int | None = None) -> list[ModelDescriptor]:
         """The served models' descriptors, in registry order, optionally of one scale."""
-        return [m.descriptor for m in self.models.values() if scale is None or m.descriptor.scale == scale]
+        return [d for d in self.models.values() if scale is None or d.scale == scale]
 
     def descriptor(self, model_id: str) -> ModelDescriptor:
         """The descriptor of a served model.
@@ -101,22 +119,30 @@ class ModelPool:
         Raises:
             InputError: ``model_id`` is not served (not registered, or it failed to load).
         """
-        return self._loaded(model_id).descriptor
+        try:
+            return self.models[model_id]
+        except KeyError:
+            if model_id in self.failures:
+                raise InputError(f"model {model_id!r} is unavailable: {self.failures[model_id]}") from None
+            raise InputError(f"unknown model {model_id!r} (served: {', '.join(self.models) or 'none'})") from None
 
     def precision_of(self, model_id: str) -> Precision:
         """The precision ``model_id`` runs in here."""
-        if self.precision == "fp16" and not self._loaded(model_id).descriptor.supports_half:
+        if self.precision == "fp16" and not self.descriptor(model_id).supports_half:
             return "fp32"
         return self.precision
 
-    def module(self, model_id: str) -> nn.Module:
-        """The model, on the pool's device in its precision (prepared once)."""
-        with self._lock:
-            if model_id not in self._prepared:
-                self._prepared[model_id] = prepare(
-                    self._loaded(model_id).module, self.device, self.precision_of(model_id)
-                )
-            return self._prepared[model_id]
+    def upscale(self, model_id: str, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Upscale an ``(H, W, 3)`` uint8 image with a served model in the sandbox; return the
+        output and the forward time in ms.
+
+        Raises:
+            InputError: the model is not served.
+            ModelError: the model failed (one line naming it).
+            torch.OutOfMemoryError: the device ran out of memory.
+        """
+        self.descriptor(model_id)
+        return self.sandboxed.upscale(model_id, image, self.precision_of(model_id))
 
     def bicubic(self, scale: int) -> nn.Module:
         """Bicubic upscaling by ``scale`` in FP32 on the pool's device: the reference."""
@@ -125,13 +151,9 @@ class ModelPool:
                 self._bicubic[scale] = prepare(Bicubic(scale), self.device, "fp32")
             return self._bicubic[scale]
 
-    def _loaded(self, model_id: str) -> LoadedModel:
-        try:
-            return self.models[model_id]
-        except KeyError:
-            if model_id in self.failures:
-                raise InputError(f"model {model_id!r} is unavailable: {self.failures[model_id]}") from None
-            raise InputError(f"unknown model {model_id!r} (served: {', '.join(self.models) or 'none'})") from None
+    def close(self) -> None:
+        """End the sandboxed model process."""
+        self.sandboxed.close()
 
 
 def check_input_size(height: int, width: int, scale: int, mode: Mode, max_input_pixels: int) -> None:
@@ -162,14 +184,16 @@ def check_input_size(height: int, width: int, scale: int, mode: Mode, max_input_
 
 def read_upload(path: str | Path, scale: int, mode: Mode, max_input_pixels: int) -> np.ndarray:
     """Read an uploaded image as ``(H, W, 3)`` uint8 RGB after checking its size from the
-    header, so that an oversized file is refused before it is decoded.
+    header, so that an oversized file is refused before it is decoded. Messages name the file
+    alone: where an upload lies on the server is no business of the user's.
 
     Raises:
         InputError: unreadable, too large or too small.
     """
-    height, width = image_size(path)
+    name = Path(path).name
+    height, width = image_size(path, name)
     check_input_size(height, width, scale, mode, max_input_pixels)
-    return read_rgb(path)
+    return read_rgb(path, name)
 
 
 @dataclass
@@ -291,13 +315,13 @@ def serve(
         if mode == "upscale" and gt is not None:
             expected = (upload.shape[0] * scale, upload.shape[1] * scale)
             # the header's size first: a wrong (or huge) file is refused before it is decoded
-            gt_h, gt_w = gt.shape[:2] if isinstance(gt, np.ndarray) else image_size(gt)
+            gt_h, gt_w = gt.shape[:2] if isinstance(gt, np.ndarray) else image_size(gt, Path(gt).name)
             if (gt_h, gt_w) != expected:
                 raise InputError(
                     f"ground truth is {gt_w}x{gt_h}, but x{scale} of the"
                     f" {upload.shape[1]}x{upload.shape[0]} input is {expected[1]}x{expected[0]}"
                 )
-            reference = gt if isinstance(gt, np.ndarray) else read_rgb(gt)
+            reference = gt if isinstance(gt, np.ndarray) else read_rgb(gt, Path(gt).name)
     quality: int | None = None
     if mode == "simulate":
         quality = check_jpeg_quality(jpeg_quality)
@@ -309,12 +333,7 @@ def serve(
 
     precision = pool.precision_of(model_id)
     with _stage(timings, "model", on_stage):
-        try:
-            sr, forward_ms = upscale_timed(pool.module(model_id), lr, scale, pool.device, precision)
-        except (ModelError, torch.OutOfMemoryError):
-            raise
-        except Exception as e:  # a submission's own code failed: say which model, in one line
-            raise ModelError(f"{model_id} failed on a {lr.shape[1]}x{lr.shape[0]} input: {first_line(e)}") from e
+        sr, forward_ms = pool.upscale(model_id, lr)
     with _stage(timings, "bicubic", on_stage):
         bicubic, _ = upscale_timed(pool.bicubic(scale), lr, scale, pool.device, "fp32")
     metrics = bicubic_metrics = None

@@ -15,7 +15,7 @@ from PIL import Image, JpegImagePlugin
 from bench.bench_metrics import skimage_metrics
 from rtsr.errors import InputError, ModelError
 from rtsr.images import image_size
-from rtsr.inference import upscale, upscale_timed
+from rtsr.inference import prepare, upscale, upscale_timed
 from rtsr.serving import (
     CPU_MAX_INPUT_PIXELS,
     MIN_INPUT_SIDE,
@@ -57,8 +57,12 @@ def test_pool_serves_the_bundled_registry_in_fp32_on_the_cpu(pool):
     assert [d.id for d in pool.descriptors(2)] == ["bicubic-x2", "rtsrn-x2"]
     assert [d.id for d in pool.descriptors(3)] == ["bicubic-x3", "rtsrn-x3"]
     assert (pool.device.type, pool.precision) == ("cpu", "fp32")
-    assert pool.module("rtsrn-x2") is pool.module("rtsrn-x2")  # prepared once, then cached
-    assert next(pool.module("rtsrn-x2").parameters()).dtype == torch.float32
+    # the sandboxed model gives what the same registered model gives run here, in FP32
+    lr = photo("coffee")[:48, :64]
+    in_process = prepare(Registry.read(BUNDLED_REGISTRY).load("rtsrn-x2").module, pool.device, "fp32")
+    sr, forward_ms = pool.upscale("rtsrn-x2", lr)
+    np.testing.assert_array_equal(sr, upscale(in_process, lr, 2, pool.device, "fp32"))
+    assert forward_ms > 0
 
 
 def test_pool_reports_an_entry_that_fails_and_serves_the_rest(tmp_path):
@@ -171,7 +175,7 @@ def test_bad_requests_get_clear_errors(pool, tmp_path):
 
 def test_upscale_timed_returns_what_upscale_returns(pool):
     lr = photo("rocket")[:64, :80]
-    module = pool.module("rtsrn-x3")
+    module = prepare(Registry.read(BUNDLED_REGISTRY).load("rtsrn-x3").module, pool.device, "fp32")
     out, ms = upscale_timed(module, lr, 3, pool.device, "fp32")
     np.testing.assert_array_equal(out, upscale(module, lr, 3, pool.device, "fp32"))
     assert out.shape == (192, 240, 3) and ms > 0

@@ -376,7 +376,7 @@ def _stage_readable(source: Path, stage: Path) -> Path:
 
 
 def _bwrap_args(
-    workdir: Path, readable: Iterable[Path], scratch: Path, gpu: bool, stage: Path | None = None
+    workdir: Path | None, readable: Iterable[Path], scratch: Path, gpu: bool, stage: Path | None = None
 ) -> list[str]:
     """The bubblewrap command line. With ``stage`` (when the payload runs as nobody), inputs
     that not everyone can read (a zip extracted into a private folder) are bound from a
@@ -405,7 +405,7 @@ def _bwrap_args(
         if path.exists() and not any(path.is_relative_to(b) for b in bound):
             mounts.bind("--ro-bind", path)
             bound.append(path)
-    for path in [workdir, *readable]:
+    for path in [*([workdir] if workdir else []), *readable]:
         path = path.resolve()
         if stage is not None and not _readable_by_all(path):
             mounts.bind("--ro-bind", path, _stage_readable(path, stage))
@@ -413,7 +413,7 @@ def _bwrap_args(
         for target in [path, *(_outside_targets(path) if path.is_dir() else ())]:
             mounts.bind("--ro-bind", target)
     mounts.bind("--bind", scratch)
-    return [bwrap, *_namespace_args(), *mounts.args, "--chdir", str(workdir.resolve())]
+    return [bwrap, *_namespace_args(), *mounts.args, "--chdir", str((workdir or scratch).resolve())]
 
 
 def sandbox_env(scratch: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -470,7 +470,8 @@ class Sandbox:
     """A scratch folder and the command line that runs a payload in it; :meth:`close`
     removes the folder. Use :func:`run` or :func:`start` rather than this directly."""
 
-    workdir: Path
+    #: The payload's working directory (read-only); None: the scratch folder.
+    workdir: Path | None
     readable: Sequence[Path] = ()
     limits: Limits = DEFAULT_LIMITS
     gpu: bool = False
@@ -522,7 +523,7 @@ class Sandbox:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,  # bubblewrap's own errors; the payload's go to files
-                cwd=self.workdir,
+                cwd=self.workdir or self.scratch,
                 env=sandbox_env(self.scratch, self.env),
                 pass_fds=(status_write, *pass_fds),
                 start_new_session=True,
@@ -636,7 +637,12 @@ class SandboxedProcess:
             try:
                 self._process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
+                # the supervisor kills the payload and what it left; bubblewrap, its namespace
+                self._process.terminate()
+                try:
+                    self._process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self._process.pid, signal.SIGKILL)
             self._outcome = self.sandbox.finish(self._process, self._status)
             self.sandbox.close()
         return self._outcome
@@ -644,7 +650,7 @@ class SandboxedProcess:
 
 def start(
     argv: Sequence[str],
-    workdir: Path,
+    workdir: Path | None,
     *,
     readable: Sequence[Path] = (),
     limits: Limits = DEFAULT_LIMITS,
@@ -652,9 +658,10 @@ def start(
     env: dict[str, str] | None = None,
 ) -> SandboxedProcess:
     """Start ``argv`` in a sandbox, as :func:`run` does, and return at once with a channel to
-    it. ``limits.wall_seconds`` of None lets it run until :meth:`SandboxedProcess.close`.
+    it. ``limits.wall_seconds`` of None lets it run until :meth:`SandboxedProcess.close`;
+    ``workdir`` of None starts it in its scratch folder.
 
     Raises:
         SubmissionError: as :func:`run`.
     """
-    return SandboxedProcess(Sandbox(Path(workdir), readable, limits, gpu, dict(env or {})), argv)
+    return SandboxedProcess(Sandbox(workdir and Path(workdir), readable, limits, gpu, dict(env or {})), argv)

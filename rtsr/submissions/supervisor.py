@@ -103,6 +103,8 @@ def main(argv: list[str]) -> int:
         except OSError as e:
             status.write(json.dumps({"error": f"cannot start {payload[0]}: {e.strerror or e}"}) + "\n")
             return 1
+    # asked to stop (the app closing its models): end the payload, then clean up as usual
+    signal.signal(signal.SIGTERM, lambda *_: child.kill())
     for fd in config.get("pass_fds", ()):
         os.close(fd)  # only the payload holds the channel: its end closes when the payload ends
     wall = config.get("wall_seconds")

@@ -1,0 +1,313 @@
+"""Registered models served from inside the sandbox, for the app.
+
+The app never imports a submission's code. :class:`SandboxedModels` starts one sandboxed
+process (``python -m rtsr.submissions.sandboxed_models``, under
+:mod:`rtsr.submissions.sandbox`) that loads every submission it is given and answers upscale
+requests over a socket: a small JSON header, then the raw ``uint8`` pixels each way. Nothing
+from the sandbox is unpickled: the app reads JSON and checks every size before it reads the
+pixels. A process that dies (a model that crashed it, a limit it hit) fails the request in
+flight with one line and is started afresh for the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtsr.devices import Precision
+from rtsr.errors import ModelError, RTSRError, SubmissionError, first_line
+from rtsr.models import ModelDescriptor
+from rtsr.submissions import sandbox
+from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits, SandboxedProcess
+from rtsr.submissions.submission import Submission
+
+logger = logging.getLogger(__name__)
+
+#: The model process runs as long as the app: no wall-clock or CPU-time bound; memory,
+#: processes and files as any sandbox.
+SERVING_LIMITS = replace(DEFAULT_LIMITS, wall_seconds=None, cpu_seconds=None)
+#: Seconds to load every model, and to answer one request (a 1080p frame in FP32 on a 2-core
+#: CPU takes about 9 s).
+START_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 300.0
+#: Largest JSON header either side sends.
+_MAX_HEADER = 1024 * 1024
+_LENGTH = struct.Struct(">I")
+
+
+# --- framing --------------------------------------------------------------------------------
+
+
+def send_message(sock: socket.socket, header: dict[str, Any], data: bytes | memoryview = b"") -> None:
+    """Send a JSON header (length-prefixed) and then ``data`` as it is."""
+    encoded = json.dumps(header).encode()
+    sock.sendall(_LENGTH.pack(len(encoded)) + encoded)
+    if len(data):
+        sock.sendall(data)
+
+
+def _receive_exactly(sock: socket.socket, n: int) -> bytes | None:
+    buffer = bytearray(n)
+    view, got = memoryview(buffer), 0
+    while got < n:
+        chunk = sock.recv_into(view[got:], n - got)
+        if chunk == 0:
+            return None
+        got += chunk
+    return bytes(buffer)
+
+
+def receive_header(sock: socket.socket) -> dict[str, Any] | None:
+    """The next JSON header, or None when the other side has closed the socket.
+
+    Raises:
+        ValueError: a header too long, or not a JSON object.
+    """
+    prefix = _receive_exactly(sock, _LENGTH.size)
+    if prefix is None:
+        return None
+    (length,) = _LENGTH.unpack(prefix)
+    if length > _MAX_HEADER:
+        raise ValueError(f"a message header of {length} bytes")
+    raw = _receive_exactly(sock, length)
+    if raw is None:
+        return None
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError("a message header that is not a JSON object")
+    return header
+
+
+def receive_image(sock: socket.socket, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """An ``(H, W, 3)`` uint8 image of exactly ``shape`` from the socket; None on EOF."""
+    raw = _receive_exactly(sock, shape[0] * shape[1] * shape[2])
+    return None if raw is None else np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+
+
+# --- the app's side -------------------------------------------------------------------------
+
+
+def _descriptor(data: Any, submission: Submission, entry_id: str) -> ModelDescriptor:
+    """A descriptor from the model process's JSON, checked field by field (it comes from the
+    process that ran the submission's code); the registry's id and source win."""
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    params, pad, half = data.get("params"), data.get("pad_multiple"), data.get("supports_half")
+    if not (isinstance(params, int) and isinstance(pad, int) and isinstance(half, bool) and 1 <= pad <= 1024):
+        raise ValueError(f"bad fields in {str(data)[:200]}")
+    return ModelDescriptor(
+        id=entry_id,
+        name=submission.meta.method or entry_id,
+        scale=submission.meta.scale,
+        params=params,
+        source=submission.source,
+        supports_half=half,
+        pad_multiple=pad,
+    )
+
+
+class SandboxedModels:
+    """The given submissions, loaded in one sandboxed process for ``device``.
+
+    After construction, :attr:`descriptors` holds the models that loaded and
+    :attr:`failures` why the others did not.
+
+    Raises:
+        SubmissionError: the model process could not be started or did not say hello.
+    """
+
+    def __init__(
+        self,
+        submissions: dict[str, Submission],
+        device: torch.device,
+        limits: Limits = SERVING_LIMITS,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        self.submissions = submissions
+        self.device = device
+        self.limits = limits
+        self.request_timeout_s = request_timeout_s
+        self.descriptors: dict[str, ModelDescriptor] = {}
+        self.failures: dict[str, str] = {}
+        self._process: SandboxedProcess | None = None
+        self._lock = threading.Lock()
+        if submissions:
+            with self._lock:
+                self._start()
+
+    @property
+    def isolation(self) -> sandbox.Isolation:
+        return sandbox.isolation()
+
+    def _start(self) -> SandboxedProcess:
+        job = {
+            "device": self.device.type,
+            "entries": [
+                {"id": i, "root": str(s.root), "source": s.source, "name": s.name} for i, s in self.submissions.items()
+            ],
+        }
+        process = sandbox.start(
+            [sys.executable, "-m", "rtsr.submissions.sandboxed_models", json.dumps(job)],
+            None,
+            readable=[s.root for s in self.submissions.values()],
+            limits=self.limits,
+            gpu=self.device.type == "cuda",
+        )
+        process.channel.settimeout(START_TIMEOUT_S)
+        try:
+            hello = receive_header(process.channel)
+        except (OSError, ValueError) as e:
+            hello = None
+            logger.warning("the model process sent no hello: %s", e)
+        if hello is None or not isinstance(hello.get("descriptors"), dict):
+            outcome = process.close()
+            raise SubmissionError(f"the sandboxed model process failed to start: {outcome.failure() or 'no answer'}")
+        descriptors, failures = {}, dict(hello.get("failures") or {})
+        for entry_id, submission in self.submissions.items():
+            if entry_id in hello["descriptors"]:
+                try:
+                    descriptors[entry_id] = _descriptor(hello["descriptors"][entry_id], submission, entry_id)
+                except ValueError as e:
+                    failures[entry_id] = f"{entry_id}: the model process described it wrongly ({e})"
+        self.descriptors = descriptors
+        self.failures = {k: str(v)[:500] for k, v in failures.items() if k in self.submissions}
+        self._process = process
+        return process
+
+    def _restart(self, reason: str) -> None:
+        if self._process is not None:
+            outcome = self._process.close()
+            logger.warning("model process ended (%s): %s", reason, outcome.failure() or "exited")
+            self._process = None
+
+    def upscale(self, model_id: str, image: np.ndarray, precision: Precision) -> tuple[np.ndarray, float]:
+        """Upscale an ``(H, W, 3)`` uint8 image with ``model_id`` in ``precision``; return the
+        output and the forward time in ms (measured in the model process).
+
+        Raises:
+            ModelError: the model failed, or its process died or stopped answering (it is
+                started again for the next request).
+            torch.OutOfMemoryError: the GPU ran out of memory in the model process.
+        """
+        descriptor = self.descriptors[model_id]
+        h, w = image.shape[:2]
+        expected = (h * descriptor.scale, w * descriptor.scale, 3)
+        with self._lock:
+            process = self._process if self._process is not None and self._process.alive else None
+            if process is None:
+                self._restart("it had died")
+                process = self._start()
+            process.channel.settimeout(self.request_timeout_s)
+            try:
+                header = {"op": "upscale", "model": model_id, "shape": list(image.shape), "precision": precision}
+                send_message(process.channel, header, np.ascontiguousarray(image, dtype=np.uint8).data)
+                answer = receive_header(process.channel)
+                if answer is not None and answer.get("ok") is True:
+                    if answer.get("shape") != list(expected):
+                        raise ValueError(f"an output of shape {answer.get('shape')}, expected {list(expected)}")
+                    sr = receive_image(process.channel, expected)
+                    forward_ms = float(answer["forward_ms"])
+                    if sr is not None:
+                        return sr, forward_ms
+                    answer = None
+            except TimeoutError:
+                self._restart("no answer")
+                raise ModelError(
+                    f"{model_id} did not answer within {self.request_timeout_s:g} s on a {w}x{h} input"
+                ) from None
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                self._restart(f"a broken answer: {e}")
+                raise ModelError(
+                    f"{model_id} failed on a {w}x{h} input: the model process broke the protocol"
+                ) from None
+            if answer is None:
+                outcome = process.close()
+                self._process = None
+                why = outcome.failure() or "it exited"
+                raise ModelError(f"{model_id} failed on a {w}x{h} input: its process ended ({why})")
+        message = str(answer.get("error") or "failed")[:500]
+        if answer.get("kind") == "oom":
+            raise torch.OutOfMemoryError(message)
+        hit = sandbox.limit_hit(self.limits, False, 1, message)
+        raise ModelError(f"{message} (exceeded {hit})" if hit else message)
+
+    def close(self) -> None:
+        """End the model process and everything it started."""
+        with self._lock:
+            self._restart("closed")
+
+
+# --- inside the sandbox ---------------------------------------------------------------------
+
+
+def _serve(job: dict[str, Any]) -> None:
+    from rtsr.devices import device_name, resolve_device
+    from rtsr.inference import prepare, upscale_timed
+    from rtsr.models import LoadedModel
+    from rtsr.submissions.loader import load_submission
+    from rtsr.submissions.submission import find_root, read_meta
+
+    channel = socket.socket(fileno=int(os.environ["RTSR_CHANNEL_FD"]))
+    device = resolve_device(job["device"])
+    loaded: dict[str, LoadedModel] = {}
+    failures: dict[str, str] = {}
+    for entry in job["entries"]:
+        try:
+            root = find_root(Path(entry["root"]))
+            submission = Submission(root=root, meta=read_meta(root), source=entry["source"], name=entry["name"])
+            loaded[entry["id"]] = load_submission(submission)
+        except RTSRError as e:
+            failures[entry["id"]] = first_line(e)
+        except Exception as e:  # a submission's own code failed while loading
+            failures[entry["id"]] = f"{entry['id']}: loading failed: {e.__class__.__name__}: {first_line(e)}"
+    hello = {
+        "descriptors": {k: v.descriptor.as_dict() for k, v in loaded.items()},
+        "failures": failures,
+        "device": device_name(device),
+    }
+    send_message(channel, hello)
+    prepared: dict[tuple[str, str], torch.nn.Module] = {}
+    while True:
+        request = receive_header(channel)
+        if request is None:
+            return  # the app closed the channel
+        model_id, precision = request["model"], request["precision"]
+        shape = tuple(request["shape"])
+        image = receive_image(channel, shape)
+        if image is None:
+            return
+        key = (model_id, precision)
+        try:
+            if key not in prepared:
+                prepared[key] = prepare(loaded[model_id].module, device, precision)
+            scale = loaded[model_id].descriptor.scale
+            sr, forward_ms = upscale_timed(prepared[key], image, scale, device, precision)
+        except torch.OutOfMemoryError:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            send_message(channel, {"ok": False, "kind": "oom", "error": "out of memory on this device"})
+        except ModelError as e:
+            send_message(channel, {"ok": False, "kind": "model", "error": f"{model_id}: {first_line(e)}"})
+        except Exception as e:  # the submission's forward failed
+            detail = first_line(e) if str(e).strip() else e.__class__.__name__
+            error = f"{model_id} failed on a {shape[1]}x{shape[0]} input: {detail}"
+            send_message(channel, {"ok": False, "kind": "model", "error": error})
+        else:
+            send_message(
+                channel, {"ok": True, "shape": list(sr.shape), "forward_ms": forward_ms}, np.ascontiguousarray(sr).data
+            )
+
+
+if __name__ == "__main__":
+    _serve(json.loads(sys.argv[1]))
