@@ -99,17 +99,18 @@ def test_the_cli_validator_hides_hf_token(tmp_path, bubblewrap):
 
 
 def test_a_memory_bomb_stops_at_the_memory_limit(tmp_path):
-    limits = Limits(memory_bytes=parse_size("1GB"), wall_seconds=120)
+    # 2 GB: a CUDA build of torch maps about 1 GB of private memory when it is imported
+    limits = Limits(memory_bytes=parse_size("2GB"), wall_seconds=120)
     checks = run_checks(open_submission(hostile(tmp_path, "memory_bomb")), limits=limits)
     [(name, detail)] = failed(checks)
-    assert name == "srmodel()" and detail.endswith("(exceeded the memory limit of 1 GB)"), detail
+    assert name == "srmodel()" and detail.endswith("(exceeded the memory limit of 2 GB)"), detail
 
 
 def test_a_busy_loop_stops_at_the_cpu_limit(tmp_path):
-    limits = Limits(wall_seconds=120, cpu_seconds=3)
+    limits = Limits(wall_seconds=120, cpu_seconds=10)
     started = time.monotonic()
     checks = run_checks(open_submission(hostile(tmp_path, "busy_loop")), limits=limits)
-    assert failed(checks) == [("srmodel()", "exceeded the CPU-time limit of 3 s")]
+    assert failed(checks) == [("srmodel()", "exceeded the CPU-time limit of 10 s")]
     assert time.monotonic() - started < 60  # stopped by the CPU limit, long before the wall clock's
 
 
@@ -151,7 +152,7 @@ def test_nothing_is_written_outside_the_scratch_folder(tmp_path, bubblewrap):
     root = hostile(tmp_path, "write_outside", outside=str(outside), own=str(own), marker=marker(tmp_path))
     checks = run_checks(open_submission(root), limits=LIMITS)
     [(name, detail)] = failed(checks)
-    # outside: no such folder in the sandbox, or not nobody's; its own folder: read-only
+    # outside: no such folder in the sandbox, or not the payload user's; its own folder: read-only
     assert name == "srmodel()" and detail.endswith("', 'Read-only file system']"), detail
     assert not outside.exists() and not own.exists()
 
@@ -179,9 +180,9 @@ def test_a_bad_sandbox_setting_is_one_line(tmp_path):
 
 def test_the_limits_flags(tmp_path):
     root = hostile(tmp_path, "memory_bomb")
-    result = run_cli("validate", root, "--memory-limit", "1GB", "--timeout", "120")
+    result = run_cli("validate", root, "--memory-limit", "2GB", "--timeout", "120")
     assert result.returncode == 1
-    assert "(exceeded the memory limit of 1 GB)" in result.stdout
+    assert "(exceeded the memory limit of 2 GB)" in result.stdout
     bad = run_cli("validate", root, "--memory-limit", "lots")
     assert bad.returncode == 2 and "expected a size such as 8GB or 512MB, got 'lots'" in bad.stderr
 

@@ -34,7 +34,10 @@ from tests.conftest import make_submission, photo
 
 @pytest.fixture(scope="module")
 def pool() -> ModelPool:
-    return ModelPool(Registry.read(BUNDLED_REGISTRY))
+    # the CPU on every host: these tests compare with references computed on the CPU
+    pool = ModelPool(Registry.read(BUNDLED_REGISTRY), "cpu")
+    yield pool
+    pool.close()
 
 
 def pillow_degrade(gt: np.ndarray, scale: int, quality: int) -> np.ndarray:

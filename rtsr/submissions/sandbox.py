@@ -9,7 +9,7 @@ command in a sandbox made of tools built for it:
   root filesystem that holds only the system's libraries, the Python installation, the rtsr
   package, the GPU's device files, the submission's folder and the inputs, all read-only,
   plus one writable scratch folder; ``--die-with-parent``; a user namespace, or on a root
-  host the unprivileged user ``nobody`` (uid 65534) for the payload.
+  host an unprivileged user of its own (:data:`SANDBOX_UIDS`) for the payload.
 - **Resource limits** (``setrlimit``) on the payload and everything it starts: memory,
   CPU time, processes (threads count), file size, no core dumps.
 - **A supervisor** (:mod:`rtsr.submissions.supervisor`), a child subreaper that enforces the
@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -71,8 +72,9 @@ ENV_ALLOWED = (
 #: ``$RTSR_SANDBOX``: ``auto`` (bubblewrap when it works here, else limits only), ``bubblewrap``
 #: (refuse to run without it) or ``none`` (limits only, even where bubblewrap works).
 SANDBOX_ENV = "RTSR_SANDBOX"
-#: The user a root host runs payloads as: ``nobody``, who owns nothing.
-UNPRIVILEGED_UID = 65534
+#: On a root host each payload runs as a user of its own, drawn from this range: one that owns
+#: no file, and whose process count (the process limit counts per user) is the sandbox's alone.
+SANDBOX_UIDS = range(200_000, 265_536)
 #: Parts of /etc a Python process needs (the dynamic linker's cache, Debian's alternatives
 #: for BLAS, time zones, user names); the rest of /etc stays out.
 ETC_READ = (
@@ -112,7 +114,7 @@ class Limits:
     wall_seconds: float | None = 300.0
     #: Seconds of CPU each process may use; None: as many as the wall clock allows.
     cpu_seconds: float | None = None
-    #: Processes and threads at once (on a root host: all of ``nobody``'s on the machine).
+    #: Processes and threads at once.
     processes: int = 512
     #: Largest file a process may write, bytes.
     file_bytes: int = 4 * GiB
@@ -290,7 +292,7 @@ def _namespace_args() -> list[str]:
     if _is_root():
         # No user namespace: root maps only to root in one, and the kernel exempts root from
         # the process limit. The supervisor keeps these two capabilities to drop the payload
-        # to nobody; bubblewrap drops every other one.
+        # to an unprivileged user; bubblewrap drops every other one.
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         args += ["--unshare-user", "--disable-userns"]
@@ -333,7 +335,7 @@ def _outside_targets(folder: Path) -> set[Path]:
 
 class _Mounts:
     """bubblewrap arguments that bind host paths at the same place, creating each parent
-    folder first as ``0755`` (bubblewrap makes them ``0700``, which ``nobody`` cannot enter)."""
+    folder first as ``0755`` (bubblewrap makes them ``0700``, which the payload's user cannot enter)."""
 
     def __init__(self) -> None:
         self.args: list[str] = []
@@ -378,7 +380,7 @@ def _stage_readable(source: Path, stage: Path) -> Path:
 def _bwrap_args(
     workdir: Path | None, readable: Iterable[Path], scratch: Path, gpu: bool, stage: Path | None = None
 ) -> list[str]:
-    """The bubblewrap command line. With ``stage`` (when the payload runs as nobody), inputs
+    """The bubblewrap command line. With ``stage`` (when the payload runs as another user), inputs
     that not everyone can read (a zip extracted into a private folder) are bound from a
     readable copy made there."""
     bwrap = shutil.which("bwrap")
@@ -401,9 +403,13 @@ def _bwrap_args(
     # /tmp first, as a small tmpfs of its own: the folders bound below may lie inside it
     mounts.args += ["--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     bound: list[Path] = [Path("/usr")]
+    package = Path(__file__).resolve().parents[1]
     for path in [*_python_paths(), *_library_paths()]:
         if path.exists() and not any(path.is_relative_to(b) for b in bound):
-            mounts.bind("--ro-bind", path)
+            # rtsr itself may sit in a private checkout; the installation is assumed readable
+            # (checking every file of it would cost each start seconds)
+            private = path == package and stage is not None and not _readable_by_all(path)
+            mounts.bind("--ro-bind", path, _stage_readable(path, stage) if private and stage else None)
             bound.append(path)
     for path in [*([workdir] if workdir else []), *readable]:
         path = path.resolve()
@@ -483,7 +489,8 @@ class Sandbox:
         self.isolation = isolation()
         self.scratch = Path(tempfile.mkdtemp(prefix="rtsr-sandbox-"))
         (self.scratch / "tmp").mkdir()
-        self._drop_uid = UNPRIVILEGED_UID if self.isolation == "bubblewrap" and _is_root() else None
+        root_host = self.isolation == "bubblewrap" and _is_root()
+        self._drop_uid = SANDBOX_UIDS[secrets.randbelow(len(SANDBOX_UIDS))] if root_host else None
         self._stage: Path | None = None
         if self._drop_uid is not None:
             for path in (self.scratch, self.scratch / "tmp"):
