@@ -28,12 +28,11 @@ def hub_cache(tmp_path, monkeypatch):
 def test_bundled_registry_loads_every_entry():
     registry = Registry.read(BUNDLED_REGISTRY)
     assert {e.id for e in registry.entries} >= {"bicubic-x2", "bicubic-x3"}
-    models, failures = registry.load_all()
-    assert failures == {}
     x = torch.rand(1, 3, 8, 10)
     for entry in registry.entries:
-        assert models[entry.id].module(x).shape == (1, 3, 8 * entry.scale, 10 * entry.scale)
-        assert models[entry.id].descriptor.id == entry.id
+        loaded = registry.load(entry.id)
+        assert loaded.module(x).shape == (1, 3, 8 * entry.scale, 10 * entry.scale)
+        assert loaded.descriptor.id == entry.id
 
 
 def test_hub_submission_through_the_cache(hub_cache):
@@ -92,9 +91,10 @@ def _append(path, text):
 def test_tampered_entries_are_refused_and_the_others_keep_working(tmp_path, tamper, message):
     root, registry = _local_registry(tmp_path)
     tamper(root)
-    models, failures = registry.load_all()
-    assert list(models) == ["other"]
-    assert message in failures["tiny"]
+    registry.open(registry.get("other"))  # untouched: still opens
+    with pytest.raises(SubmissionError) as refused:
+        registry.open(registry.get("tiny"))
+    assert message in str(refused.value)
 
 
 def test_registry_rejects_unpinned_hub_sources_and_bad_files(tmp_path):

@@ -9,18 +9,15 @@ that differ, so only registered code, at its pinned revision, ever runs.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from rtsr.errors import RTSRError, SubmissionError
+from rtsr.errors import SubmissionError
 from rtsr.models import LoadedModel
 from rtsr.outputs import write_json
 from rtsr.submissions.loader import load_submission
 from rtsr.submissions.submission import HUB_SPEC, Submission, open_submission
-
-logger = logging.getLogger(__name__)
 
 REGISTRY_SCHEMA_VERSION = 1
 #: The registry the app serves, next to the bundled submissions.
@@ -127,25 +124,15 @@ class Registry:
         return submission
 
     def load(self, entry_id: str) -> LoadedModel:
-        """Load one registered model (hashes checked first)."""
+        """Load one registered model in this process (hashes checked first): for the CLI's
+        ``sr``/``runtime``/``evaluate --model ID``, run by a user who chose it. The app
+        serves registered models from the sandbox instead (:mod:`rtsr.serving`)."""
         entry = self.get(entry_id)
         loaded = load_submission(self.open(entry))
         descriptor = loaded.descriptor
         # The registry's id and name are the public ones; the source says where it came from.
         source = f"{entry.source}@{entry.revision}" if entry.is_hub else entry.source
         return LoadedModel(loaded.module, replace(descriptor, id=entry.id, name=entry.name, source=source))
-
-    def load_all(self) -> tuple[dict[str, LoadedModel], dict[str, str]]:
-        """Load every entry; return the models by id and, by id, why any failed."""
-        models: dict[str, LoadedModel] = {}
-        failures: dict[str, str] = {}
-        for entry in self.entries:
-            try:
-                models[entry.id] = self.load(entry.id)
-            except RTSRError as e:
-                logger.warning("registry entry %s failed to load: %s", entry.id, e)
-                failures[entry.id] = str(e)
-        return models, failures
 
 
 def entry_for(submission: Submission, registry_dir: Path, entry_id: str | None = None) -> RegistryEntry:
