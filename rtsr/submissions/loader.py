@@ -8,8 +8,9 @@ runs with the submission's folder as the working directory (checkpoints are ofte
 a relative path), and every ``torch.load`` it makes is forced to ``weights_only=True`` on the
 CPU: checkpoints saved on a GPU load anywhere, and no pickle runs code.
 
-This is no sandbox: the code runs in this process. Run unknown submissions through
-:mod:`rtsr.submissions.validation`, which calls this in a child process with a time limit.
+This is no sandbox: the code runs in the process that calls it. Unknown submissions run
+through :mod:`rtsr.submissions.validation` and :mod:`rtsr.submissions.sandboxed_models`,
+which call this inside :mod:`rtsr.submissions.sandbox`.
 """
 
 from __future__ import annotations
