@@ -180,7 +180,10 @@ class Outcome:
 
     def limit_hit(self) -> str | None:
         """Which limit ended the run, in words (``"the memory limit of 8 GB"``), or None."""
-        return limit_hit(self.limits, self.timed_out, self.returncode, self.stderr)
+        returncode = self.returncode
+        if returncode == -signal.SIGKILL and self.cpu_s < (self.limits.cpu_seconds or 0):
+            returncode = None  # killed, but not for its CPU time (the kernel's OOM killer, say)
+        return limit_hit(self.limits, self.timed_out, returncode, self.stderr)
 
     def failure(self) -> str | None:
         """One line on why the run failed, or None when it succeeded."""
