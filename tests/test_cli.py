@@ -124,7 +124,7 @@ def test_crop_larger_than_an_image(tmp_path, hr_dir):
 def test_non_image_file_among_images(tmp_path, hr_dir):
     (hr_dir / "readme.png").write_text("this is text")
     result = _prepare(hr_dir, tmp_path, "--downsample-factor", 2)
-    assert_one_line_error(result, "readme.png: not a readable image")
+    assert_one_line_error(result, f"{hr_dir / 'readme.png'}: not an image file")  # the path as given
     assert _outputs(tmp_path) == []
 
 

@@ -90,6 +90,6 @@ def test_prepare_data_level_zero_is_lossless_png(hr_dir, tmp_path):
 
 def test_prepare_data_leaves_nothing_when_an_image_is_broken(hr_dir, tmp_path):
     (hr_dir / "zz-broken.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match=r"zz-broken\.png: not a readable image"):
+    with pytest.raises(InputError, match=r"zz-broken\.png: not an image file"):
         prepare_data(hr_dir, tmp_path / "lr", tmp_path / "gt", 2, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hr"]
