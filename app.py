@@ -8,21 +8,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 # On a ZeroGPU Space, spaces must be imported before torch initialises CUDA.
 with contextlib.suppress(ImportError):
     import spaces  # noqa: F401
 
+from starlette.middleware import Middleware
+
 from rtsr.errors import RTSRError, first_line
 from rtsr.leaderboard import EVALUATIONS_DIR, OFFICIAL_CSV, load_leaderboard_leniently
 from rtsr.serving import ModelPool
 from rtsr.submissions.registry import Registry
+from rtsr.submissions.sandbox import isolation_note
+from space.doors import Doors, TempStore
 from space.settings import Settings, parse_settings
-from space.ui import Board, build_demo
 
 logger = logging.getLogger("rtsr.app")
 
@@ -30,32 +36,68 @@ logger = logging.getLogger("rtsr.app")
 def launch(settings: Settings) -> None:
     """Build the app from ``settings`` and serve it until interrupted."""
     pool = ModelPool(Registry.read(settings.registry), settings.device)
+    try:
+        _serve(settings, pool)
+    finally:
+        pool.close()  # the sandboxed model process, and its scratch folder
+
+
+def _serve(settings: Settings, pool: ModelPool) -> None:
     for model_id, reason in pool.failures.items():
         logger.warning("not serving %s: %s", model_id, reason)
     logger.info("serving %s on %s (%s)", ", ".join(pool.models) or "no models", pool.device_name, pool.precision)
+    logger.info("models run in the sandbox: %s", isolation_note() or "bubblewrap (no network, read-only files)")
     frame, errors = load_leaderboard_leniently(
         settings.leaderboard_dir / OFFICIAL_CSV.name, settings.leaderboard_dir / EVALUATIONS_DIR.name
     )
     for error in errors:
         logger.warning("left out of the leaderboard: %s", error)
-    board = Board(frame, [f"left out of the leaderboard: {e}" for e in errors])
+    # Everything the app writes, Gradio's uploads and cache included, lies in one folder that
+    # goes when the app stops (main() turns SIGTERM into the same clean exit as Ctrl-C).
     with tempfile.TemporaryDirectory(prefix="rtsr-space-") as workdir:
-        demo = build_demo(pool, board, settings, Path(workdir))
-        demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
-        demo.launch(
-            server_name=settings.host,
-            server_port=settings.port,
-            max_file_size=settings.max_file_size,
-            show_error=True,
-            footer_links=["api", "gradio"],
-        )
+        gradio_dir = Path(workdir) / "gradio"
+        # Gradio reads this when it is imported (hence the import below) and as each component
+        # is made
+        os.environ["GRADIO_TEMP_DIR"] = str(gradio_dir)
+        from space.ui import Board, build_demo
+
+        board = Board(frame, [f"left out of the leaderboard: {e}" for e in errors])
+        store = TempStore(gradio_dir, settings.temp_dir_bytes, settings.temp_file_age)
+        demo = build_demo(pool, board, settings, Path(workdir), gradio_dir / "inline")
+        # api_open=False: Gradio's /run/ routes, which skip the queue, refuse every handler
+        demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size, api_open=False)
+        public = frozenset(fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public" and fn.api_name)
+        # a request may carry two images inline (base64: 4 characters for 3 bytes), and little else
+        max_body = 3 * settings.max_file_bytes
+        doors = Middleware(Doors, public=public, max_file_size=settings.max_file_bytes, max_body=max_body, store=store)
+        store.keep_present()
+        store.start()
+        try:
+            demo.launch(
+                server_name=settings.host,
+                server_port=settings.port,
+                max_file_size=settings.max_file_bytes,
+                show_error=True,
+                footer_links=["api", "gradio"],
+                app_kwargs={"middleware": [doors]},
+            )
+        finally:
+            store.stop()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python app.py``: serve until interrupted; 1 with a one-line message if it cannot start."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # one line per HTTP request from Gradio's own client would drown the app's messages
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = parse_settings(argv)
+    # SIGTERM (docker stop, a Space restarting) ends the app as Ctrl-C does, so that its
+    # temporary folder is deleted rather than left behind
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         launch(settings)
     except RTSRError as e:

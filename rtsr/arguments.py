@@ -4,6 +4,7 @@ argparse's one-line usage error."""
 from __future__ import annotations
 
 import argparse
+import re
 
 
 def non_negative_int(text: str) -> int:
@@ -25,14 +26,26 @@ def positive_int(text: str) -> int:
     return value
 
 
-def byte_size(text: str) -> int:
-    """``text`` as a number of bytes: ``8GB``, ``512MB``, ``2g`` (powers of 1024)."""
-    from rtsr.submissions.sandbox import parse_size
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
+
+def parse_size(text: str) -> int:
+    """``"8GB"``, ``"512MiB"``, ``"50mb"`` (Gradio's notation), ``"2g"`` or a number of bytes, as
+    bytes. Units are powers of 1024, as ``ulimit``, ``free`` and Gradio count them.
+
+    Raises:
+        ValueError: not a size above 0.
+    """
+    match = _SIZE.match(text)
+    value = int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " ")) if match else 0
+    if value <= 0:
+        raise ValueError(f"expected a size such as 512MB or 8GB, got {text!r}")
+    return value
+
+
+def byte_size(text: str) -> int:
+    """argparse type: :func:`parse_size`."""
     try:
-        value = parse_size(text)
+        return parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a size above 0")
-    return value

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtsr.arguments import positive_int
+from rtsr.arguments import byte_size, positive_int
 from rtsr.submissions.registry import BUNDLED_REGISTRY
 
 #: The shipped leaderboard: the official table and ``evaluations/``.
@@ -35,8 +35,38 @@ class Settings:
     concurrency: int = 1
     #: Requests that may wait in the queue before new ones are turned away.
     queue_size: int = 32
-    #: Largest upload, in Gradio's notation ("50mb").
+    #: Largest upload, e.g. "50mb" (powers of 1024, as Gradio counts).
     max_file_size: str = "50mb"
+    #: Most the app's temporary folder (uploads, results) holds; the oldest files go first.
+    temp_dir_size: str = "2gb"
+    #: Seconds an upload or a result is kept.
+    temp_file_age: int = 1800
+
+    @property
+    def max_file_bytes(self) -> int:
+        """:attr:`max_file_size` in bytes."""
+        return file_size(self.max_file_size)
+
+    @property
+    def temp_dir_bytes(self) -> int:
+        """:attr:`temp_dir_size` in bytes."""
+        return file_size(self.temp_dir_size)
+
+
+def file_size(text: str) -> int:
+    """A size as the app's flags take it (``"50mb"``, ``"2gb"``: see
+    :func:`rtsr.arguments.parse_size`) in bytes.
+
+    Raises:
+        argparse.ArgumentTypeError: not a size above 0.
+    """
+    return byte_size(text)
+
+
+def _size(text: str) -> str:
+    """argparse type: a size in Gradio's notation, checked, kept as written."""
+    file_size(text)
+    return text.strip().lower()
 
 
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,10 +134,29 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     )
     parser.add_argument(
         "--max-file-size",
+        type=_size,
         default=env_default("RTSR_MAX_FILE_SIZE", defaults.max_file_size),
         help="largest upload, e.g. 50mb [$RTSR_MAX_FILE_SIZE; default %(default)s]",
     )
+    parser.add_argument(
+        "--temp-dir-size",
+        type=_size,
+        default=env_default("RTSR_TEMP_DIR_SIZE", defaults.temp_dir_size),
+        help="most the app's temporary folder (uploads, results) holds; the oldest files go first"
+        " [$RTSR_TEMP_DIR_SIZE; default %(default)s]",
+    )
+    parser.add_argument(
+        "--temp-file-age",
+        type=positive_int,
+        default=env_default("RTSR_TEMP_FILE_AGE", defaults.temp_file_age),
+        help="seconds an upload or a result is kept [$RTSR_TEMP_FILE_AGE; default %(default)s]",
+    )
     args = parser.parse_args(argv)
+    if file_size(args.temp_dir_size) < 3 * file_size(args.max_file_size):
+        # an input, its ground truth and the results must fit at once
+        parser.error(
+            f"--temp-dir-size {args.temp_dir_size} must hold at least 3 uploads of --max-file-size {args.max_file_size}"
+        )
     # argparse applies `type` to string defaults too, so env values are checked like flags
     return Settings(
         host=args.host,
@@ -119,4 +168,6 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         concurrency=args.concurrency,
         queue_size=args.queue_size,
         max_file_size=args.max_file_size,
+        temp_dir_size=args.temp_dir_size,
+        temp_file_age=args.temp_file_age,
     )

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from rtsr.constants import JPEG_QUALITY, TARGET_SIZE, TRACK_SCALES
-from rtsr.errors import RTSRError, first_line
+from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.leaderboard import COLUMNS, SOURCE_EVALUATED, SOURCE_OFFICIAL, datasets, filter_leaderboard, to_csv
 from rtsr.leaderboard_plot import leaderboard_figure
 from rtsr.serving import (
@@ -36,7 +36,9 @@ from rtsr.serving import (
     megapixels,
     serve,
 )
+from rtsr.submissions.sandbox import isolation_note
 from space.about import ABOUT, INTRO, LEADERBOARD_NOTE, TITLE
+from space.doors import safe_name, save_data_url
 from space.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,22 +70,39 @@ def on_gpu(fn: F) -> F:
     return cast(F, spaces.GPU(duration=60)(fn))
 
 
-def image_upload(**kwargs: Any) -> gr.Image:
+def image_upload(inline_dir: Path, max_bytes: int, max_age_s: int, **kwargs: Any) -> gr.Image:
     """A ``gr.Image(type="filepath")`` whose handler receives the uploaded file's path
     undecoded.
 
     ``gr.Image`` opens every upload with Pillow before the handler runs, so a file that is not
     an image fails there with a many-line message, and a huge one is parsed before any size
-    check; rtsr reads the header first and says what is wrong in one line. The override is on
-    the instance: a subclass would make Gradio write a ``.pyi`` stub beside this file.
+    check; rtsr reads the header first and says what is wrong in one line. An image sent
+    inline as a ``data:`` URL (which Gradio would decode whole) is written undecoded to a file
+    of its own under ``inline_dir``, at most ``max_bytes``; the handler deletes it when done.
+    The override is on the instance: a subclass would make Gradio write a ``.pyi`` stub
+    beside this file.
     """
     component = gr.Image(type="filepath", **kwargs)
-    decode = component.preprocess
 
     def preprocess(payload: Any) -> Any:
-        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        return decode(payload)
+        if payload is None:
+            return None
+        if (payload.url or "").startswith("data:"):
+            try:
+                return str(save_data_url(payload.url, inline_dir, payload.orig_name, max_bytes))
+            except InputError as e:
+                raise _refusal(first_line(e)) from None
+        if not payload.path:
+            raise _refusal("the request names no image: upload a file")
+        path = Path(payload.path)
+        if not path.is_file():
+            # swept for its age, or to make room for newer uploads (space.doors.TempStore)
+            kept = f"{max_age_s // 60} min" if max_age_s >= 120 else f"{max_age_s} s"
+            raise _refusal(
+                f"{safe_name(payload.orig_name or path.name)} is no longer on the server (uploads are kept"
+                f" {kept} at most, less when space runs short): upload it again"
+            )
+        return str(path)
 
     component.preprocess = preprocess  # type: ignore[method-assign]
     return component
@@ -107,11 +126,17 @@ def track_label(track: int) -> str:
 def host_note(pool: ModelPool, max_input_pixels: int) -> str:
     """What the user should know about this host before uploading."""
     limit = f"Inputs up to {megapixels(max_input_pixels)} reach the model"
+    unisolated = isolation_note()
+    sandbox = (
+        f"\n\n⚠️ Models run with resource limits but {unisolated}."
+        if unisolated
+        else "\n\nModels run in a sandbox: no network, read-only files, bounded memory and processes."
+    )
     if pool.device.type == "cuda":
-        return f"Running on **{pool.device_name}** in **{pool.precision.upper()}**. {limit}."
+        return f"Running on **{pool.device_name}** in **{pool.precision.upper()}**. {limit}.{sandbox}"
     return (
         f"⚠️ **This host has no GPU**: models run in **{pool.precision.upper()} on the CPU** ({pool.device_name}),"
-        f" so runtimes are far from the challenge's FP16 GPU figures. {limit} (a 1080p frame is 2.07 MP)."
+        f" so runtimes are far from the challenge's FP16 GPU figures. {limit} (a 1080p frame is 2.07 MP).{sandbox}"
     )
 
 
@@ -161,7 +186,7 @@ def _user_error(error: BaseException) -> gr.Error:
     return gr.Error(f"internal error ({first_line(error)}); the request was not completed", duration=None)
 
 
-def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> None:
+def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inline_dir: Path) -> None:
     max_pixels = settings.max_input_pixels or default_max_input_pixels(pool.device)
     serve_on_gpu = on_gpu(serve)
     tracks = [t for t, s in TRACK_SCALES.items() if pool.descriptors(s)]
@@ -193,18 +218,25 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
             )
             mode = gr.Radio(MODE_CHOICES, value="simulate", label="Mode", elem_id="mode")
             quality = gr.Slider(1, 100, value=JPEG_QUALITY, step=1, label="JPEG quality of the simulated input")
+            upload_limits = (inline_dir, settings.max_file_bytes, settings.temp_file_age)
             image = image_upload(
+                *upload_limits,
                 sources=["upload", "clipboard"],
                 label="Image (the ground truth in simulate mode)",
                 height=320,
                 elem_id="upload",
             )
             with gr.Accordion("Ground truth (optional, upscale mode)", open=False, visible=False) as gt_box:
-                gt = image_upload(sources=["upload"], label="Ground truth, x scale of the input")
+                gt = image_upload(*upload_limits, sources=["upload"], label="Ground truth, x scale of the input")
             run = gr.Button("Upscale", variant="primary", elem_id="run")
             examples = sorted(EXAMPLES_DIR.glob("*.png"))
             if examples:
-                gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples (scikit-image's photos)")
+                gr.Examples(
+                    [[str(p)] for p in examples],
+                    inputs=[image],
+                    label="Examples (scikit-image's photos)",
+                    api_visibility="private",  # the page's: it loads an example into the upload
+                )
         with gr.Column(scale=3, min_width=480):
             slider = gr.ImageSlider(type="filepath", label="Before / after", max_height=640, elem_id="slider")
             compare = gr.Radio(COMPARE_CHOICES, value="bicubic", label="Before")
@@ -234,6 +266,8 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
             raise _refusal("Upload an image or pick an example first.")
         t0 = time.perf_counter()
         folder = Path(tempfile.mkdtemp(dir=workdir))
+        # the queue runs --concurrency of these at once; the log shows it (tests read it)
+        logger.info("upscale started: %s, %s", model_id, mode_id)
         try:
 
             def stage(name: str) -> None:
@@ -276,6 +310,10 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path) -> No
         finally:
             # Gradio has copied every yielded file into its own cache by now.
             shutil.rmtree(folder, ignore_errors=True)
+            for path in (upload, gt_upload):  # an inline image's file is this request's alone
+                if path and Path(path).is_relative_to(inline_dir):
+                    shutil.rmtree(Path(path).parent, ignore_errors=True)
+            logger.info("upscale finished: %s in %.0f ms", model_id, (time.perf_counter() - t0) * 1e3)
 
     def on_compare(previews: Previews | None, which: Before) -> Iterator[Any]:
         if previews is None:
@@ -378,15 +416,19 @@ def _build_leaderboard_tab(board: Board, workdir: Path) -> None:
     query.input(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
 
 
-def build_demo(pool: ModelPool, board: Board, settings: Settings, workdir: Path) -> gr.Blocks:
+def build_demo(pool: ModelPool, board: Board, settings: Settings, workdir: Path, inline_dir: Path) -> gr.Blocks:
     """The whole app. ``workdir`` holds the files it writes (previews, PNGs, CSVs) until
-    Gradio has copied them into its cache."""
+    Gradio has copied them into its cache; ``inline_dir`` the images sent as data: URLs, each
+    until its request is answered."""
+    # Gradio deletes the uploads and results it knows of once settings.temp_file_age old
+    # (space.doors.TempStore bounds the folder's size and sweeps the rest)
+    delete_cache = (max(1, min(60, settings.temp_file_age // 2)), settings.temp_file_age)
     # no usage analytics: the app makes no network calls of its own
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600), analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=delete_cache, analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Upscale", id="upscale"):
-                _build_upscale_tab(pool, settings, workdir)
+                _build_upscale_tab(pool, settings, workdir, inline_dir)
             with gr.Tab("Leaderboard", id="leaderboard"):
                 _build_leaderboard_tab(board, workdir)
             with gr.Tab("Submit / About", id="about"):

@@ -190,6 +190,8 @@ APP_SETTINGS = (
     ("--concurrency", "RTSR_CONCURRENCY"),
     ("--queue-size", "RTSR_QUEUE_SIZE"),
     ("--max-file-size", "RTSR_MAX_FILE_SIZE"),
+    ("--temp-dir-size", "RTSR_TEMP_DIR_SIZE"),
+    ("--temp-file-age", "RTSR_TEMP_FILE_AGE"),
 )
 
 #: Where tests leave what a person should look at (browser screenshots); CI keeps it.

@@ -1,11 +1,20 @@
 """The app as users and API clients reach it: ``python app.py`` in a child process, driven
 with gradio_client, its answers checked against rtsr's library on the same arrays."""
 
+import base64
+import contextlib
+import http.client
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +119,8 @@ def test_bad_requests_get_one_line_messages_and_the_app_stays_up(app, tmp_path):
     shutil.copy(EXAMPLES / "astronaut.png", tmp_path / "lr.png")
     Image.fromarray(photo("coffee")).save(tmp_path / "wrong_gt.png")
     (tmp_path / "notes.png").write_text("not an image")
+    whole = (EXAMPLES / "coffee.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(whole[: len(whole) // 2])
     big, lr, wrong_gt = (handle_file(tmp_path / name) for name in ("big.png", "lr.png", "wrong_gt.png"))
     cases = [
         ({"mode_id": "upscale", "upload": big}, "this host upscales inputs of at most 0.52 MP"),
@@ -118,13 +129,22 @@ def test_bad_requests_get_one_line_messages_and_the_app_stays_up(app, tmp_path):
             "ground truth is 600x400, but x2 of the 512x512 input is 1024x1024",
         ),
         ({"upload": None}, "Upload an image or pick an example first."),
-        ({"upload": handle_file(tmp_path / "notes.png")}, "notes.png: not a readable image (UnidentifiedImageError)"),
+        (
+            {"upload": handle_file(tmp_path / "notes.png")},
+            "notes.png: not an image file (or not one of bmp, jpeg, jpg, png, tif, tiff, webp)",
+        ),
+        (
+            {"mode_id": "upscale", "upload": handle_file(tmp_path / "truncated.png")},
+            "truncated.png: not a readable image (the file is cut short)",
+        ),
     ]
     for request, message in cases:
         with pytest.raises(AppError) as error:
             predict(app, tmp_path, model_id="rtsrn-x2", **request)
         text = str(error.value)
         assert message in text and "\n" not in text.strip() and "Traceback" not in text
+        # the file's own name, never where the server keeps it, nor Python's class names
+        assert "/" not in text and "Error" not in text.replace("AppError", ""), text
     # still serving
     *_, details, png, _ = predict(app, tmp_path, model_id="bicubic-x2", upload=handle_file(tmp_path / "lr.png"))
     assert read(png).shape == (512, 512, 3) and details["psnr_gain"] == pytest.approx(0.0, abs=1e-12)
@@ -193,3 +213,300 @@ def test_app_serves_what_loads_and_says_what_did_not(tmp_path):
         running.stop()
     log = (tmp_path / "app.log").read_text()
     assert "not serving tampered" in log
+
+
+# --- the app's doors: raw HTTP to 127.0.0.1, as a client that is not gradio_client would ----
+
+
+def request(app: RunningApp, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 120):
+    """``(status, body)`` of one request to the app (GET without a body, POST with one)."""
+    sent = urllib.request.Request(app.url + path.lstrip("/"), data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(sent, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def upload(app: RunningApp, name: str, content: bytes) -> tuple[int, bytes]:
+    """POST one file to /gradio_api/upload as multipart, as the page does."""
+    boundary = "rtsr-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return request(app, "gradio_api/upload", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+def call_upscale(app: RunningApp, image: dict, **inputs) -> tuple[str, object]:
+    """/gradio_api/call/upscale, then its result: ``("complete", outputs)``, ``("error", message)``
+    or ``("refused", detail)`` when the call is not taken."""
+    arguments = {"model_id": "rtsrn-x2", "mode_id": "simulate", "jpeg_quality": 90, "gt_upload": None, **inputs}
+    data = [arguments[k] for k in ("model_id", "mode_id", "jpeg_quality")]
+    data += [image, arguments["gt_upload"], "bicubic"]
+    body = json.dumps({"data": data}).encode()
+    status, answer = request(app, "gradio_api/call/upscale", body, {"Content-Type": "application/json"})
+    if status != 200:
+        return "refused", json.loads(answer)["detail"]
+    event_id = json.loads(answer)["event_id"]
+    _, stream = request(app, f"gradio_api/call/upscale/{event_id}", timeout=300)
+    events = stream.decode().strip().split("\n\n")
+    kind, payload = events[-1].split("\n", 1)
+    value = json.loads(payload.removeprefix("data: "))
+    return kind.removeprefix("event: "), value["error"] if isinstance(value, dict) and "error" in value else value
+
+
+FILE_DATA = {"_type": "gradio.FileData"}
+
+
+def uploaded_file(app: RunningApp, path) -> dict:
+    """Upload ``path``; return the file as a request names it."""
+    status, answer = upload(app, path.name, path.read_bytes())
+    assert status == 200, answer
+    (server_path,) = json.loads(answer)
+    return {"path": server_path, "orig_name": path.name, "meta": FILE_DATA}
+
+
+def test_every_route_that_runs_a_model_waits_in_the_queue(tmp_path):
+    # a 1080p ground truth: about 2 s a request on the 2-core CPU host, long enough to overlap
+    frame = np.tile(photo("coffee"), (3, 4, 1))[:1080, :1920]
+    Image.fromarray(frame).save(tmp_path / "frame.png")
+    running = RunningApp("--queue-size", "2", "--concurrency", "1", log=tmp_path / "app.log").wait_ready()
+    try:
+        image = uploaded_file(running, tmp_path / "frame.png")
+        # Gradio's direct route, which skipped the queue, and the page's own handlers are closed
+        run = json.dumps({"data": ["rtsrn-x2", "simulate", 90, image, None, "bicubic"]}).encode()
+        for path in ("gradio_api/run/upscale", "gradio_api/api/upscale", "gradio_api/run/on_view"):
+            status, answer = request(running, path, run, {"Content-Type": "application/json"})
+            assert status == 404 and "does not accept direct HTTP POST requests" in json.loads(answer)["detail"]
+        for name in ("on_view", "on_mode", "on_compare", "on_track", "v2/on_view"):
+            status, answer = request(
+                running, f"gradio_api/call/{name}", b'{"data": []}', {"Content-Type": "application/json"}
+            )
+            assert status == 404 and json.loads(answer)["detail"].startswith("no API endpoint named"), name
+        # eight at once against a queue of 2 and one at a time: the excess is turned away
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: call_upscale(running, image), range(8)))
+    finally:
+        running.stop()
+    kinds = [kind for kind, _ in answers]
+    refused = [detail for kind, detail in answers if kind == "refused"]
+    assert kinds.count("complete") + len(refused) == 8, answers
+    assert 1 <= kinds.count("complete") <= 3  # the one running and the two waiting
+    assert refused and all(detail.startswith("Queue is full. Max size is 2") for detail in refused)
+    # the log shows the requests one at a time: each starts after the one before finished
+    lines = [line for line in (tmp_path / "app.log").read_text().splitlines() if "space.ui: upscale " in line]
+    steps = ["started" if "upscale started" in line else "finished" for line in lines]
+    assert steps == ["started", "finished"] * kinds.count("complete"), lines
+    print(f"8 direct calls, queue 2, concurrency 1: {kinds.count('complete')} ran in turn, {len(refused)} refused")
+
+
+def app_temp_folder(tmp: Path) -> Path:
+    """The ``rtsr-space-*`` folder of the one app started with ``TMPDIR=tmp``."""
+    (folder,) = tmp.glob("rtsr-space-*")
+    return folder
+
+
+def stored_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (some may go while it counts)."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
+
+
+def test_uploads_are_bounded_in_size_count_and_age(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    limits = ("--max-file-size", "2mb", "--temp-dir-size", "8mb", "--temp-file-age", "6")
+    running = RunningApp(*limits, env={"TMPDIR": str(tmp)}, log=tmp_path / "app.log").wait_ready()
+    try:
+        folder = app_temp_folder(tmp) / "gradio"
+        at_start = stored_bytes(folder)  # the examples and the page's first values, kept
+        rng = np.random.default_rng(0)
+        # a flood: 24 incompressible files of 1.9 MB, 4 at a time (46 MB sent, 6 times the cap)
+        sizes, statuses = [], []
+        with ThreadPoolExecutor(4) as pool:
+            for status, answer in pool.map(lambda i: upload(running, f"f{i}.bin", rng.bytes(1_900_000)), range(24)):
+                statuses.append(status)
+                sizes.append(stored_bytes(folder))
+                if status == 503:  # uploads under way fill what the examples leave: come back later
+                    assert (
+                        json.loads(answer)["detail"]
+                        == "the server is receiving too many uploads: try again in a minute"
+                    )
+        assert set(statuses) <= {200, 503} and statuses.count(200) >= 4
+        assert max(sizes) <= 8 * 1024**2, sizes
+        print(
+            f"upload flood: {statuses.count(200)} stored, {statuses.count(503)} refused; folder at most {max(sizes)} B"
+        )
+        # the newest upload stays (the oldest are evicted first), and still the examples
+        status, answer = upload(running, "last.bin", b"x" * 1000)
+        last = Path(json.loads(answer)[0])
+        assert status == 200 and last.is_file()
+        assert stored_bytes(folder) <= 8 * 1024**2
+        assert sorted(p.name for p in folder.rglob("*.png"))[:1] == ["astronaut.png"]
+        # an upload declaring more than the limit is refused from its headers, before its body
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+        connection.putrequest("POST", "/gradio_api/upload")
+        connection.putheader("Content-Type", "multipart/form-data; boundary=b")
+        connection.putheader("Content-Length", str(3 * 1024**2 + 100))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413 and json.loads(response.read())["detail"] == "an upload may be at most 2mb"
+        connection.close()
+        # many tiny files in one request each count 64 KiB: their number is bounded too
+        boundary = "b"
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="t{i}.txt"\r\n\r\nx\r\n'
+            for i in range(300)
+        ]
+        body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+        status, _ = request(
+            running, "gradio_api/upload", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        assert status == 200
+        upload(running, "next.bin", b"y")  # each upload first makes room
+        assert len([p for p in folder.rglob("*") if p.is_file()]) <= 8 * 1024**2 // (64 * 1024)
+        # past their age (6 s), every upload goes; the sweep runs every 3 s
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and stored_bytes(folder) > at_start:
+            time.sleep(1)
+        assert stored_bytes(folder) == at_start
+        assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.txt"))
+        kind, message = call_upscale(running, {"path": str(last), "orig_name": "last.bin", "meta": FILE_DATA})
+        assert (kind, message) == (
+            "error",
+            "last.bin is no longer on the server (uploads are kept 6 s at most, less when space runs short):"
+            " upload it again",
+        )
+    finally:
+        running.stop()
+    assert not tmp.joinpath(folder.parent.name).exists()  # and the whole folder at the end
+
+
+def rss_kb(pid: int) -> dict[str, int]:
+    """The process's current and peak resident memory, kB (Linux /proc)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines) if k in ("VmRSS", "VmHWM")}
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def running_pid(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie awaiting its reaper)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_bytes()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def test_an_inline_image_bomb_is_refused_from_its_header_and_sigterm_cleans_up(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    running = RunningApp(env={"TMPDIR": str(tmp)}, log=tmp_path / "app.log").wait_ready()
+    try:
+        folder = app_temp_folder(tmp)
+        assert (folder / "gradio").is_dir()  # Gradio's uploads and cache live inside it
+        # the registered models run in a sandboxed process of the app's, in a scratch folder
+        sandbox_folders = list(tmp.glob("rtsr-sandbox-*"))
+        assert sandbox_folders
+        model_process = [p for p in descendants(running.process.pid) if b"sandboxed_models" in cmdline(p)]
+        assert model_process
+        # 12000x12000 of one colour: 140 KB of PNG that decodes to 432 MB (1.3 GB as RGB)
+        buffer = io.BytesIO()
+        Image.new("L", (12000, 12000)).save(buffer, "PNG", optimize=True)
+        bomb = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        text = "data:image/png;base64," + base64.b64encode(b"not an image at all " * 50).decode()
+        before = rss_kb(running.process.pid)
+        t0 = time.monotonic()
+        cases = [
+            ({"path": "bomb.png", "url": bomb, "orig_name": "bomb.png"}, "image is 12000x12000 (144.00 MP)"),
+            ({"path": bomb, "meta": {"_type": "gradio.FileData"}}, "image is 12000x12000 (144.00 MP)"),
+            ({"path": "x", "url": text, "orig_name": "notes.png"}, "notes.png: not an image file"),
+            ({"path": "x", "url": "data:image/png;base64,@@@@", "orig_name": "a.png"}, "a.png: the data: URL's base64"),
+            ({"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "passwd: not a file uploaded to this"),
+            (
+                {"path": "https://example.com/a.png", "meta": {"_type": "gradio.FileData"}},
+                "a.png: send the file itself",
+            ),
+        ]
+        for image, message in cases:
+            kind, detail = call_upscale(running, image)
+            assert kind in ("error", "refused") and message in detail, (kind, detail)
+            assert "\n" not in detail and "base64," not in detail and str(tmp) not in detail
+        seconds = time.monotonic() - t0
+        after = rss_kb(running.process.pid)
+        assert seconds < 30  # decoding the bomb took 8.5 s alone; refusing it takes milliseconds
+        assert after["VmHWM"] - before["VmHWM"] < 100_000, (before, after)  # < 100 MB: never decoded
+        assert not list((folder / "gradio").rglob("inline/*/*"))  # each inline image deleted with its request
+        # still serving
+        kind, outputs = call_upscale(running, uploaded_file(running, EXAMPLES / "chelsea.png"), model_id="bicubic-x2")
+        assert kind == "complete" and outputs[3]["input_size"] == [150, 225]
+    finally:
+        running.stop()
+    assert running.process.returncode == 0
+    # SIGTERM: the app's temporary folder, Gradio's inside it, is gone with it, and so are the
+    # model process and its scratch folder
+    assert not folder.exists() and not list(tmp.glob("rtsr-space-*")) and not (tmp / "gradio").exists()
+    assert not [f for f in sandbox_folders if f.exists()]
+    assert not [p for p in model_process if running_pid(p)]
+    log = (tmp_path / "app.log").read_text()
+    assert "Traceback" not in log
+    print(
+        f"inline bomb: VmHWM {before['VmHWM']} -> {after['VmHWM']} kB, VmRSS {before['VmRSS']} -> {after['VmRSS']} kB"
+    )
+
+
+def test_phone_photos_come_back_upright_and_16_bit_images_are_scaled(app, tmp_path):
+    from tests.test_images import jpeg_with_orientation, png_16_bit
+
+    stored = photo("chelsea")[:, :450]  # 300x450, stored sideways as a phone's sensor saw it
+    jpeg_with_orientation(tmp_path / "phone.jpg", stored, 6)  # EXIF 6: show turned 90 degrees clockwise
+    with Image.open(tmp_path / "phone.jpg") as img:
+        upright = np.rot90(np.asarray(img.convert("RGB")), k=-1)
+    *_, details, png, _ = predict(
+        app, tmp_path, model_id="bicubic-x2", mode_id="upscale", upload=handle_file(tmp_path / "phone.jpg")
+    )
+    assert details["input_size"] == [450, 300] and details["output_size"] == [900, 600]  # upright, as shown
+    assert np.array_equal(read(png), upscale(Bicubic(2), upright, 2, CPU, "fp32"))
+    rng = np.random.default_rng(1)
+    colour = rng.integers(0, 65536, (60, 80, 3)).astype(np.uint16)
+    (tmp_path / "colour16.png").write_bytes(png_16_bit(colour))
+    Image.fromarray(colour[..., 0]).save(tmp_path / "gray16.png")
+    scaled = np.rint(colour / 257).astype(np.uint8)  # not Pillow's truncation to the high byte
+    for name, expected in (("colour16.png", scaled), ("gray16.png", np.dstack([scaled[..., 0]] * 3))):
+        *_, details, png, _ = predict(
+            app, tmp_path, model_id="bicubic-x2", mode_id="upscale", upload=handle_file(tmp_path / name)
+        )
+        assert details["input_size"] == [60, 80]
+        assert np.array_equal(read(png), upscale(Bicubic(2), expected, 2, CPU, "fp32")), name

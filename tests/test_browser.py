@@ -43,6 +43,7 @@ def screenshot(page, name: str, full_page: bool = True) -> Path:
 def test_upscale_tab_runs_a_model_and_shows_its_metrics(page):
     expect = playwright.expect
     expect(page.locator("#host-note")).to_contain_text("This host has no GPU")
+    expect(page.locator("#host-note")).to_contain_text("Models run in a sandbox: no network, read-only files")
     page.locator("#upload input[type=file]").set_input_files(str(ROOT / "examples" / "astronaut.png"))
     expect(page.locator("#upload img")).to_be_visible()
     page.locator("#run").click()

@@ -29,6 +29,8 @@ def test_environment_variables_set_what_flags_do_not():
         "RTSR_CONCURRENCY": "2",
         "RTSR_QUEUE_SIZE": "5",
         "RTSR_MAX_FILE_SIZE": "10mb",
+        "RTSR_TEMP_DIR_SIZE": "500MB",
+        "RTSR_TEMP_FILE_AGE": "600",
     }
     settings = parse_settings([], environ=env)
     assert settings == Settings(
@@ -41,7 +43,10 @@ def test_environment_variables_set_what_flags_do_not():
         concurrency=2,
         queue_size=5,
         max_file_size="10mb",
+        temp_dir_size="500mb",
+        temp_file_age=600,
     )
+    assert (settings.max_file_bytes, settings.temp_dir_bytes) == (10 * 1024**2, 500 * 1024**2)  # as Gradio counts
     flags = parse_settings(["--port", "9100", "--max-input-pixels", "1000", "--registry", "r.json"], environ=env)
     assert (flags.port, flags.max_input_pixels, flags.registry) == (9100, 1000, Path("r.json"))
     assert flags.host == "0.0.0.0"  # still from the environment
@@ -63,6 +68,10 @@ def test_gradio_s_own_variables_are_honoured_after_ours():
         (["--port", "0"], {}, "expected a number >= 1, got 0"),
         ([], {"RTSR_MAX_INPUT_PIXELS": "lots"}, "expected a whole number, got 'lots'"),
         (["--device", "tpu"], {}, "invalid choice: 'tpu'"),
+        (["--max-file-size", "50 megs"], {}, "expected a size such as 512MB or 8GB, got '50 megs'"),
+        ([], {"RTSR_TEMP_DIR_SIZE": "0gb"}, "expected a size such as 512MB or 8GB, got '0gb'"),
+        (["--temp-dir-size", "100mb"], {}, "--temp-dir-size 100mb must hold at least 3 uploads of --max-file-size"),
+        (["--temp-file-age", "0"], {}, "expected a number >= 1, got 0"),
     ],
 )
 def test_bad_values_exit_with_argparse_s_usage_error(argv, env, message, capsys):

@@ -54,7 +54,7 @@ def test_the_page_says_when_nothing_can_be_served_or_shown(tmp_path):
     (tmp_path / "registry.json").write_text(json.dumps({"schema_version": 1, "entries": []}))
     pool = ModelPool(Registry.read(tmp_path / "registry.json"))
     board = Board(empty_leaderboard(), ["left out of the leaderboard: x.json: not a readable JSON file"])
-    demo = build_demo(pool, board, Settings(), tmp_path)
+    demo = build_demo(pool, board, Settings(), tmp_path, tmp_path / "inline")
     config = demo.get_config_file()
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
     assert "No registered model could be loaded" in texts

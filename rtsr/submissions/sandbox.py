@@ -137,23 +137,6 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``"8GB"``, ``"512MiB"``, ``"2g"`` or a number of bytes, as bytes (units are powers of
-    1024, as ``ulimit`` and ``free`` count).
-
-    Raises:
-        ValueError: not a size.
-    """
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"expected a size such as 8GB or 512MB, got {text!r}")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * 1024 ** " kmgt".index(unit or " "))
-
-
 @dataclass(frozen=True)
 class Outcome:
     """How one sandboxed run ended."""
