@@ -34,7 +34,8 @@ def to_image(tensor: torch.Tensor) -> np.ndarray:
     """``(1, 3, H, W)`` on [0, 1] -> ``(H, W, 3)`` uint8, clamped and rounded."""
     # clamp out of place: .float() of an FP32 tensor is the tensor itself, which stays untouched
     out = tensor[0].float().clamp(0.0, 1.0).mul_(255.0).round_().byte()
-    return out.permute(1, 2, 0).cpu().numpy()
+    # HWC on the device, where the reordering is nearly free, so the array arrives contiguous
+    return out.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def upscale(
