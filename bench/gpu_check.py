@@ -138,10 +138,8 @@ def app_path() -> list[str]:
         for _ in range(2):  # the first request prepares the model on the GPU
             result = serve(pool, "rtsrn-x2", gt, mode="simulate")
         split = ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items())
-        lines.append(
-            f"- simulate request, 4K GT -> 1080p input -> 4K: forward {result.forward_ms:.2f} ms,"
-            f" PSNR gain {result.psnr_gain:+.3f} dB; ms by stage: {split}"
-        )
+        # (the 4K GT is a photo enlarged by bicubic, so no model gains on it: timings only)
+        lines.append(f"- simulate request, 4K GT -> 1080p -> 4K: forward {result.forward_ms:.2f} ms; ms: {split}")
         lr = result.lr
         here = prepare(registry.load("rtsrn-x2").module, pool.device, "fp16")
         ours, theirs = [], []
