@@ -182,6 +182,20 @@ def test_app_refuses_a_broken_registry_in_one_line(tmp_path):
     assert line.startswith(f"error: {tmp_path / 'registry.json'}: not a valid registry")
 
 
+def test_app_refuses_a_bad_sandbox_setting_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RTSR_SANDBOX": "docker"},
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line == "error: $RTSR_SANDBOX must be auto, bubblewrap or none, got 'docker'"
+
+
 def test_app_serves_what_loads_and_says_what_did_not(tmp_path):
     registry = Registry(tmp_path / "registry.json", [])
     for name in ("tiny", "tampered"):
