@@ -162,6 +162,18 @@ def test_nothing_is_written_outside_the_scratch_folder(tmp_path, bubblewrap):
     assert not outside.exists() and not own.exists()
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o600])
+def test_a_link_out_of_the_folder_is_not_followed(tmp_path, bubblewrap, mode):
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    secret.chmod(mode)  # 0o600: a root host copies the folder for the payload's user
+    root = hostile(tmp_path, "link_snoop")
+    (root / "secret_link").symlink_to(secret)
+    checks = run_checks(open_submission(root), limits=LIMITS)
+    [(name, detail)] = failed(checks)
+    assert name == "srmodel()" and "FileNotFoundError" in detail and SECRET not in detail, detail
+
+
 def test_the_report_names_the_isolation(tmp_path, bubblewrap):
     checks = run_checks(open_submission(make_submission(tmp_path / "s")), limits=LIMITS)
     assert check(checks, "sandbox").status == "pass"
@@ -233,4 +245,4 @@ def test_the_corpus_is_complete():
     names = {p.stem for p in HOSTILE.glob("*.py")}
     lines = (HOSTILE / "README.md").read_text().splitlines()
     listed = {line.split("`")[1].removesuffix(".py") for line in lines if line.startswith("| `")}
-    assert names == listed and len(names) == 7
+    assert names == listed and len(names) == 8

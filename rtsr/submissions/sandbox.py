@@ -307,16 +307,23 @@ def gpu_device_files() -> list[str]:
     return sorted(glob.glob("/dev/nvidia*") + glob.glob("/dev/dri/*"))
 
 
+def _hub_blob(link: Path) -> bool:
+    """Whether ``link`` points at a file in a ``blobs/`` folder, as a Hub snapshot's files do
+    (huggingface_hub's cache: ``snapshots/<commit>/arch.py -> ../../blobs/<sha256>``)."""
+    real = link.resolve()
+    return real.is_file() and real.parent.name == "blobs"
+
+
 def _outside_targets(folder: Path) -> set[Path]:
-    """Folders outside ``folder`` that its symlinks point into (a Hub snapshot's files are
-    links into the cache's ``blobs/``), so they can be bound too."""
-    targets = set()
-    for path in folder.rglob("*"):
-        if path.is_symlink():
-            real = path.resolve()
-            if not real.is_relative_to(folder.resolve()):
-                targets.add(real.parent if real.is_file() else real)
-    return targets
+    """The ``blobs/`` folders that ``folder``'s links point into, to bind beside it. Links
+    anywhere else are not followed: they would carry a host path (a token file, say) in."""
+    return {link.resolve().parent for link in folder.rglob("*") if link.is_symlink() and _hub_blob(link)}
+
+
+def _followed(link: Path, root: Path) -> bool:
+    """Whether a link below ``root`` is followed into the sandbox: one to a file of ``root``'s
+    own, or to a Hub blob."""
+    return link.resolve().is_relative_to(root.resolve()) or _hub_blob(link)
 
 
 class _Mounts:
@@ -344,6 +351,8 @@ class _Mounts:
 def _readable_by_all(folder: Path) -> bool:
     """Whether every file and folder below ``folder`` can be read by any user."""
     for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink() and not _followed(path, folder):
+            continue  # not followed into the sandbox anyway
         mode = path.stat().st_mode  # through links: what the payload would open
         need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
         if mode & need != need:
@@ -352,10 +361,15 @@ def _readable_by_all(folder: Path) -> bool:
 
 
 def _stage_readable(source: Path, stage: Path) -> Path:
-    """A copy of ``source`` that anyone can read, links followed, in ``stage``."""
+    """A copy of ``source`` that anyone can read, in ``stage``: Hub blobs' links followed,
+    other links left out."""
     copy = stage / f"{len(list(stage.iterdir()))}"
     if source.is_dir():
-        shutil.copytree(source, copy, symlinks=False)
+
+        def unfollowed(folder: str, names: list[str]) -> set[str]:
+            return {n for n in names if (Path(folder) / n).is_symlink() and not _followed(Path(folder) / n, source)}
+
+        shutil.copytree(source, copy, symlinks=False, ignore=unfollowed)
     else:
         shutil.copy2(source, copy)
     for path in [copy, *copy.rglob("*")]:
