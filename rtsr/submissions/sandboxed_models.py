@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import mmap
 import os
 import socket
@@ -233,9 +234,12 @@ class SandboxedModels:
                 if answer is not None and answer.get("ok") is True:
                     if answer.get("shape") != list(expected):
                         raise ValueError(f"an output of shape {answer.get('shape')}, expected {list(expected)}")
+                    forward_ms = float(answer["forward_ms"])
+                    if not 0 <= forward_ms < math.inf:
+                        raise ValueError(f"a forward time of {forward_ms} ms")
                     count = expected[0] * expected[1] * 3
                     sr = np.frombuffer(self._shared, np.uint8, count, offset=in_bytes).reshape(expected).copy()
-                    return sr, float(answer["forward_ms"])
+                    return sr, forward_ms
             except TimeoutError:
                 self._restart("no answer")
                 raise ModelError(
