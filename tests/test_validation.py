@@ -155,3 +155,23 @@ def test_a_model_on_the_wrong_value_range_fails_with_a_hint(tmp_path):
     )
     assert _status(checks)["output range"] == "fail"
     assert "is it on [0, 255]?" in _detail(checks, "output range")
+
+
+# Writes a line that is not ours into the validator's report, then leaves without a trace.
+TAMPERS = """
+import json, os
+
+def srmodel():
+    with open(os.path.join(os.environ["HOME"], "report.jsonl"), "a") as report:
+        report.write(json.dumps({"check": {"name": "all", "status": "bogus", "detail": "x" * 100000}}) + "\\n")
+        report.write(json.dumps({"check": {"name": "time", "status": "pass", "detail": "forged"}}) + "\\n")
+    os._exit(0)
+"""
+
+
+def test_a_tampered_report_fails_and_is_read_no_further(tmp_path):
+    root = make_submission(tmp_path / "s", TAMPERS, checkpoint=False)
+    checks = run_checks(open_submission(root), limits=Limits(wall_seconds=120))
+    failed = [(c.name, c.detail) for c in checks if c.status == "fail"]
+    assert failed == [("srmodel()", "the submission's process ended in the middle of this check")]
+    assert all(c.detail != "forged" and len(c.detail) < 1200 for c in checks)

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits
 from rtsr.submissions.submission import ARCH_FILE, METADATA_FILE, Submission, open_submission
 
 Status = Literal["pass", "fail", "warn", "skip"]
+STATUSES: tuple[str, ...] = get_args(Status)
 #: Below this PSNR between FP16 and FP32 outputs, FP16 is flagged (the challenge saw a
 #: transformer lose 4 dB in FP16).
 FP16_WARN_DB = 40.0
@@ -35,8 +36,9 @@ FP16_WARN_DB = 40.0
 REPRODUCE_MIN_DB = 40.0
 #: What the code checks may use: the sandbox's defaults (300 s from start to finish).
 VALIDATION_LIMITS = DEFAULT_LIMITS
-#: The child's report, in the sandbox's scratch folder (its $HOME).
+#: The child's report, in the sandbox's scratch folder (its $HOME), and the step that ends it.
 REPORT_FILE = "report.jsonl"
+DONE = "done"
 #: LR sizes of the forward check: one even, one with odd prime-ish sides (padding).
 FORWARD_SIZES = ((32, 48), (27, 41))
 #: Raw outputs on a natural image must stay within this (models return RGB on [0, 1]).
@@ -142,20 +144,27 @@ def _with_limit(check: Check, limits: Limits) -> Check:
     return replace(check, detail=f"{check.detail} (exceeded {hit})") if hit else check
 
 
-def _report_lines(data: bytes) -> list[dict[str, Any]]:
-    """The child's report, read defensively: it comes from the process that ran the
-    submission's code, so a line that is not one of ours ends the reading."""
-    lines = []
+def _report_lines(data: bytes) -> list[Check | str]:
+    """The child's report as checks and step names, read defensively: it comes from the
+    process that ran the submission's code, so a line that is not one of ours ends the
+    reading, and no text is longer than a line should be."""
+    lines: list[Check | str] = []
     for line in data.decode("utf-8", errors="replace").splitlines():
         try:
             obj = json.loads(line)
-            if "check" in obj:
-                Check(**obj["check"])
-            elif not isinstance(obj.get("step"), str):
-                break
-        except (json.JSONDecodeError, TypeError, AttributeError):
+        except json.JSONDecodeError:
             break
-        lines.append(obj)
+        check = obj.get("check") if isinstance(obj, dict) else None
+        step = obj.get("step") if isinstance(obj, dict) else None
+        if isinstance(check, dict) and set(check) == {"name", "status", "detail"}:
+            name, status, detail = check["name"], check["status"], check["detail"]
+            if not (isinstance(name, str) and isinstance(detail, str) and status in STATUSES):
+                break
+            lines.append(Check(name[:40], status, detail[:1000]))
+        elif isinstance(step, str):
+            lines.append(step[:40])
+        else:
+            break
     return lines
 
 
@@ -184,18 +193,24 @@ def run_checks(submission: Submission, lr_dir: Path | None = None, limits: Limit
     )
     step = None
     for line in _report_lines(files.get(REPORT_FILE, b"")):
-        if "check" in line:
-            checks.append(_with_limit(Check(**line["check"]), limits))
+        if isinstance(line, Check):
+            checks.append(_with_limit(line, limits))
             step = None
         else:
-            step = line["step"]
+            step = line
     if outcome.leftover:
         checks.append(
             Check("processes", "warn", f"{outcome.leftover} processes it started were still running; all killed")
         )
     failure = outcome.failure()
-    if failure is None and step is not None:
-        failure = "the submission's process ended in the middle of this check"
+    if failure is None and step != DONE:
+        failure = (
+            "the submission's process ended in the middle of this check"
+            if step is not None
+            else "the code checks ended without finishing their report"
+        )
+    if step == DONE:
+        step = None
     if failure is not None:
         checks.append(Check(step or "sandbox", "fail", failure))
     else:
@@ -229,6 +244,9 @@ class _Report:
 
     def check(self, name: str, status: Status, detail: str) -> None:
         self._write({"check": Check(name, status, detail).as_dict()})
+
+    def done(self) -> None:
+        self._write({"step": DONE})
 
     def _write(self, obj: dict[str, Any]) -> None:
         self.file.write(json.dumps(obj) + "\n")
@@ -367,7 +385,9 @@ def _child(job: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     try:
-        _child(json.loads(sys.argv[1]))
+        job = json.loads(sys.argv[1])
+        _child(job)
+        _Report(Path(os.environ["HOME"]) / job["report"]).done()
     except SubmissionError as e:
         print(e, file=sys.stderr)
         raise SystemExit(1) from None
