@@ -100,8 +100,9 @@ def main(argv: list[str]) -> int:
                 pass_fds=tuple(config.get("pass_fds", ())),
                 preexec_fn=lambda: _limit_and_drop(config),
             )
-        except OSError as e:
-            status.write(json.dumps({"error": f"cannot start {payload[0]}: {e.strerror or e}"}) + "\n")
+        except (OSError, subprocess.SubprocessError) as e:  # the latter: a limit or the user refused
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            status.write(json.dumps({"error": f"cannot start {payload[0]}: {why}"}) + "\n")
             return 1
     # asked to stop (the app closing its models): end the payload, then clean up as usual
     signal.signal(signal.SIGTERM, lambda *_: child.kill())
