@@ -204,6 +204,62 @@ def test_the_limits_flags(tmp_path):
     assert bad.returncode == 2 and "expected a size such as 512MB or 8GB, got 'lots'" in bad.stderr
 
 
+# What real submissions do: import their utils/, read their own files by relative paths, write
+# temporary files.
+ORDINARY_ARCH = """
+import json
+import tempfile
+
+import torch
+
+from utils.blocks import make
+
+
+def srmodel():
+    with open("utils/config.json") as f:
+        config = json.load(f)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as scratch:
+        scratch.write("cache")
+        scratch.flush()
+    model = make(config["scale"])
+    model.load_state_dict(torch.load("checkpoint.pth"))
+    return model
+"""
+BLOCKS = """
+import torch.nn.functional as F
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+        self.conv = nn.Conv2d(3, 3 * scale * scale, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x):
+        up = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return up + 0.01 * self.shuffle(self.conv(x))
+
+
+def make(scale):
+    return Tiny(scale)
+"""
+
+
+def test_what_real_submissions_do_still_works(tmp_path):
+    import torch
+
+    files = {"utils/blocks.py": BLOCKS, "utils/config.json": '{"scale": 2}'}
+    root = make_submission(tmp_path / "ordinary", ORDINARY_ARCH, files=files, checkpoint=False)
+    namespace: dict = {}
+    exec(BLOCKS, namespace)
+    torch.save(namespace["make"](2).state_dict(), root / "checkpoint.pth")
+    checks = run_checks(open_submission(root), limits=LIMITS)
+    assert failed(checks) == []
+    assert check(checks, "srmodel()").status == check(checks, "forward fp32").status == "pass"
+
+
 @pytest.mark.parametrize("entry_id", [e.id for e in Registry.read(BUNDLED_REGISTRY).entries])
 def test_the_bundled_submissions_pass_in_the_sandbox(entry_id):
     registry = Registry.read(BUNDLED_REGISTRY)
