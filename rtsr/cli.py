@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         help="check a submission: files, srmodel(), forward passes, FP16 fidelity, results/",
         description="Run the checklist on a submission folder, zip or org/name@<commit>. The submission's"
-        " code runs in a child process with a time limit; any failed check exits non-zero.",
+        " code runs in the sandbox (no network, read-only files, limits below); any failed check exits non-zero.",
     )
     p.add_argument("submission", metavar="PATH|ZIP|org/name@rev")
     p.add_argument("--lr-dir", help="LR images whose results/ PNGs to check and reproduce")

@@ -70,8 +70,9 @@ Everything below runs with the `rtsr` command-line tool of this Space's reposito
    ```
    python -m rtsr pack my_team
    ```
-2. **Validate** it: the checks run in a child process with a time limit (imports, output
-   size and range, FP16 fidelity on a GPU, reproduction of your `results/`):
+2. **Validate** it: the checks run in a sandbox, without network and with limits on time,
+   memory and processes (imports, output size and range, FP16 fidelity on a GPU,
+   reproduction of your `results/`):
    ```
    python -m rtsr validate my_team --lr-dir set5/lr_x2
    ```

@@ -1,4 +1,4 @@
-"""Hostile and broken submissions through the real validator, its code checks in a child."""
+"""Hostile and broken submissions through the real validator, its code checks in the sandbox."""
 
 import os
 import sys
