@@ -119,3 +119,20 @@ def test_registered_code_sees_no_token_and_leaves_nothing_running(tmp_path, monk
 def test_serving_limits_have_no_clock():
     assert SERVING_LIMITS.wall_seconds is None and SERVING_LIMITS.cpu_seconds is None
     assert SERVING_LIMITS.memory_bytes == Limits().memory_bytes
+
+
+def test_a_pool_never_closed_still_ends_its_process_and_scratch_folder(tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    scratch_parent = tmp_path / "tmp"
+    scratch_parent.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_parent))
+    mark = marker(tmp_path)
+    pool = ModelPool(registry_of(tmp_path, escape=hostile(tmp_path, "escape", marker=mark)))
+    assert pool.upscale("escape", photo("rocket")[:30, :40])[0].shape == (60, 80, 3)
+    assert list(scratch_parent.glob("rtsr-sandbox-*"))
+    del pool
+    gc.collect()
+    assert list(scratch_parent.iterdir()) == []
+    assert running_with(mark) == []

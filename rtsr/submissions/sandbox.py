@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -631,6 +632,9 @@ class SandboxedProcess:
             theirs.close()
         self._outcome: Outcome | None = None
         self.started = time.monotonic()
+        # one never closed (dropped, or still open when the interpreter exits) is ended all
+        # the same, and its scratch folder removed
+        self._finalizer = weakref.finalize(self, _end, self.channel, self._process, self._status, sandbox)
 
     @property
     def alive(self) -> bool:
@@ -640,19 +644,28 @@ class SandboxedProcess:
         """End the payload (closing its channel first, so it can exit by itself) and every
         process it left, remove the scratch folder, and say how it ended."""
         if self._outcome is None:
-            self.channel.close()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                # the supervisor kills the payload and what it left; bubblewrap, its namespace
-                self._process.terminate()
-                try:
-                    self._process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self._process.pid, signal.SIGKILL)
-            self._outcome = self.sandbox.finish(self._process, self._status)
-            self.sandbox.close()
+            self._finalizer.detach()
+            self._outcome = _end(self.channel, self._process, self._status, self.sandbox)
         return self._outcome
+
+
+def _end(channel: socket.socket, process: subprocess.Popen[bytes], status: int, sandbox: Sandbox) -> Outcome:
+    """Close a long-lived sandbox's channel, wait for its payload to end (then make it), and
+    clean up: :meth:`SandboxedProcess.close`."""
+    channel.close()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        # the supervisor kills the payload and what it left; bubblewrap, its namespace
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    try:
+        return sandbox.finish(process, status)
+    finally:
+        sandbox.close()
 
 
 def start(
