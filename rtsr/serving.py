@@ -103,9 +103,13 @@ class ModelPool:
                 self.failures[entry.id] = str(e)
         self.sandboxed = SandboxedModels(submissions, self.device, limits)
         self.failures.update(self.sandboxed.failures)
-        names = {e.id: e.name for e in registry.entries}
-        #: The served models' descriptors by registry id, in registry order.
-        self.models = {k: replace(d, name=names[k]) for k, d in self.sandboxed.descriptors.items()}
+        entries = {e.id: e for e in registry.entries}
+        #: The served models' descriptors by registry id, in registry order; the registry's
+        #: name and source are the public ones, as :meth:`Registry.load` gives them.
+        self.models = {
+            k: replace(d, name=entries[k].name, source=entries[k].public_source)
+            for k, d in self.sandboxed.descriptors.items()
+        }
         self._bicubic: dict[int, nn.Module] = {}
         self._lock = threading.Lock()
 

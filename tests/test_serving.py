@@ -60,6 +60,8 @@ def test_pool_serves_the_bundled_registry_in_fp32_on_the_cpu(pool):
     assert [d.id for d in pool.descriptors(2)] == ["bicubic-x2", "rtsrn-x2"]
     assert [d.id for d in pool.descriptors(3)] == ["bicubic-x3", "rtsrn-x3"]
     assert (pool.device.type, pool.precision) == ("cpu", "fp32")
+    # what users see as the source: the registry's, not where the folder lies on the server
+    assert pool.descriptor("rtsrn-x2").source == "rtsrn_x2"
     # the sandboxed model gives what the same registered model gives run here, in FP32
     lr = photo("coffee")[:48, :64]
     in_process = prepare(Registry.read(BUNDLED_REGISTRY).load("rtsrn-x2").module, pool.device, "fp32")

@@ -48,6 +48,12 @@ class RegistryEntry:
     def is_hub(self) -> bool:
         return self.revision is not None
 
+    @property
+    def public_source(self) -> str:
+        """Where the entry comes from, as shown to users: ``org/name@commit``, or the folder
+        relative to the registry (never where it lies on the server)."""
+        return f"{self.source}@{self.revision}" if self.is_hub else self.source
+
     def spec(self, registry_dir: Path) -> str:
         """What :func:`rtsr.submissions.submission.open_submission` takes for this entry."""
         return f"{self.source}@{self.revision}" if self.is_hub else str(registry_dir / self.source)
@@ -130,9 +136,9 @@ class Registry:
         entry = self.get(entry_id)
         loaded = load_submission(self.open(entry))
         descriptor = loaded.descriptor
-        # The registry's id and name are the public ones; the source says where it came from.
-        source = f"{entry.source}@{entry.revision}" if entry.is_hub else entry.source
-        return LoadedModel(loaded.module, replace(descriptor, id=entry.id, name=entry.name, source=source))
+        # The registry's id, name and source are the public ones.
+        public = replace(descriptor, id=entry.id, name=entry.name, source=entry.public_source)
+        return LoadedModel(loaded.module, public)
 
 
 def entry_for(submission: Submission, registry_dir: Path, entry_id: str | None = None) -> RegistryEntry:

@@ -38,7 +38,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -631,7 +630,6 @@ class SandboxedProcess:
         finally:
             theirs.close()
         self._outcome: Outcome | None = None
-        self.started = time.monotonic()
         # one never closed (dropped, or still open when the interpreter exits) is ended all
         # the same, and its scratch folder removed
         self._finalizer = weakref.finalize(self, _end, self.channel, self._process, self._status, sandbox)

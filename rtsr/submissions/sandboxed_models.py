@@ -157,10 +157,6 @@ class SandboxedModels:
             with self._lock:
                 self._start()
 
-    @property
-    def isolation(self) -> sandbox.Isolation:
-        return sandbox.isolation()
-
     def _start(self) -> SandboxedProcess:
         job = {
             "device": self.device.type,
