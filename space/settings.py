@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtsr.arguments import byte_size, positive_int
+from rtsr.arguments import byte_size, parse_size, positive_int
 from rtsr.submissions.registry import BUNDLED_REGISTRY
 
 #: The shipped leaderboard: the official table and ``evaluations/``.
@@ -45,27 +45,17 @@ class Settings:
     @property
     def max_file_bytes(self) -> int:
         """:attr:`max_file_size` in bytes."""
-        return file_size(self.max_file_size)
+        return parse_size(self.max_file_size)
 
     @property
     def temp_dir_bytes(self) -> int:
         """:attr:`temp_dir_size` in bytes."""
-        return file_size(self.temp_dir_size)
-
-
-def file_size(text: str) -> int:
-    """A size as the app's flags take it (``"50mb"``, ``"2gb"``: see
-    :func:`rtsr.arguments.parse_size`) in bytes.
-
-    Raises:
-        argparse.ArgumentTypeError: not a size above 0.
-    """
-    return byte_size(text)
+        return parse_size(self.temp_dir_size)
 
 
 def _size(text: str) -> str:
-    """argparse type: a size in Gradio's notation, checked, kept as written."""
-    file_size(text)
+    """argparse type: a size (:func:`rtsr.arguments.parse_size`), checked, kept as written."""
+    byte_size(text)
     return text.strip().lower()
 
 
@@ -152,7 +142,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         help="seconds an upload or a result is kept [$RTSR_TEMP_FILE_AGE; default %(default)s]",
     )
     args = parser.parse_args(argv)
-    if file_size(args.temp_dir_size) < 3 * file_size(args.max_file_size):
+    if parse_size(args.temp_dir_size) < 3 * parse_size(args.max_file_size):
         # an input, its ground truth and the results must fit at once
         parser.error(
             f"--temp-dir-size {args.temp_dir_size} must hold at least 3 uploads of --max-file-size {args.max_file_size}"
