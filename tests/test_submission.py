@@ -4,7 +4,7 @@ import zipfile
 import pytest
 
 from rtsr.errors import SubmissionError
-from rtsr.submissions.submission import open_submission, pack
+from rtsr.submissions.submission import SubmissionMeta, open_submission, pack
 from tests.conftest import make_submission
 
 
@@ -71,9 +71,6 @@ def test_missing_pieces(tmp_path):
     with pytest.raises(SubmissionError, match=r"no arch\.py"):
         open_submission(tmp_path / "empty")
     root = make_submission(tmp_path / "s")
-    (root / "submission.json").unlink()
-    with pytest.raises(SubmissionError, match=r"no submission\.json"):
-        open_submission(root)
     (root / "submission.json").write_text("{not json")
     with pytest.raises(SubmissionError, match="not valid JSON"):
         open_submission(root)
@@ -81,6 +78,34 @@ def test_missing_pieces(tmp_path):
         open_submission(tmp_path / "absent")
     with pytest.raises(SubmissionError, match="40-character commit"):
         open_submission("org/name@main")
+
+
+def test_submission_json_is_optional(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTSR_CACHE", str(tmp_path / "cache"))
+    folder = make_submission(tmp_path / "src", files={"utils/__init__.py": "", "requirements.txt": "torch\n"})
+    (folder / "submission.json").unlink()
+    sub = open_submission(_zip(folder, tmp_path / "submission_team07.zip"))
+    assert not sub.has_metadata and sub.name == "team07"
+    assert sub.meta == SubmissionMeta() and sub.meta.scale is None and sub.meta.track is None
+    known = sub.with_scale(3)
+    assert (known.meta.scale, known.meta.track, known.root, known.name) == (3, 2, sub.root, "team07")
+    assert sub.meta.scale is None  # frozen: with_scale makes a new one
+
+
+def test_a_scale_is_optional_in_submission_json_but_never_contradicted(tmp_path):
+    root = make_submission(tmp_path / "s", meta={"team": "T"})
+    data = json.loads((root / "submission.json").read_text())
+    del data["scale"]
+    (root / "submission.json").write_text(json.dumps(data))
+    sub = open_submission(root)
+    assert sub.has_metadata and sub.meta.scale is None and sub.meta.team == "T"
+    assert sub.with_scale(2).meta.scale == 2
+    declared = open_submission(make_submission(tmp_path / "x2"))
+    assert declared.with_scale(2) == declared
+    with pytest.raises(SubmissionError, match=r"submission\.json declares x2, not x3"):
+        declared.with_scale(3)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        declared.with_scale(4)
 
 
 def test_pack_writes_the_challenge_layout(tmp_path):

@@ -1,19 +1,24 @@
 """Hostile and broken submissions through the real validator, its code checks in the sandbox."""
 
+import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale
+from rtsr.submissions import sandbox
 from rtsr.submissions.loader import load_submission
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import open_submission
-from rtsr.submissions.validation import run_checks
-from tests.conftest import make_submission, photo
+from rtsr.submissions.validation import run_checks, run_validation
+from tests.conftest import make_submission, photo, populate_hub_cache, run_cli
+from tests.test_loader import challenge_submission, pickle_calling, write_checkpoint, zip_folder
 
 
 def _status(checks):
@@ -46,7 +51,7 @@ PRINTS = "import os\nprint('noise on stdout')\n\ndef srmodel():\n    raise Runti
     [
         (NEEDS_ARGS, "srmodel()", "must take no arguments, but requires scale"),
         (CRASHES, "srmodel()", "process died (exit status 7)"),
-        (WRONG_SIZE, "forward fp32", "expected (1, 3, 64, 96)"),
+        (WRONG_SIZE, "scale", "x2 in submission.json, but a 37x43 -> 111x129 forward pass upscales x3"),
         (NANS, "forward fp32", "NaN or infinite"),
     ],
 )
@@ -175,3 +180,131 @@ def test_a_tampered_report_fails_and_is_read_no_further(tmp_path):
     failed = [(c.name, c.detail) for c in checks if c.status == "fail"]
     assert failed == [("srmodel()", "the submission's process ended in the middle of this check")]
     assert all(c.detail != "forged" and len(c.detail) < 1200 for c in checks)
+
+
+# --- the challenge's layout as it is: no submission.json, whole-model pickles ----------------
+
+HOSTILE = Path(__file__).parent / "hostile"
+REVISION = "5e1f0c2d3b4a69788796a5b4c3d2e1f0a9b8c7d6"
+
+
+@pytest.fixture
+def bubblewrap():
+    """The sandboxed tests here run under bubblewrap where it works; they skip without it,
+    except under CI, where .ci/run installs it."""
+    problem = sandbox.bubblewrap_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem}; .ci/run installs bubblewrap")
+        pytest.skip(problem)
+
+
+def _line(stdout: str, name: str) -> tuple[str, str]:
+    """The status and detail of the checklist line ``name`` (a name without spaces)."""
+    status, _, detail = next(line.split(None, 2) for line in stdout.splitlines() if line.split()[1:2] == [name])
+    return status, detail
+
+
+def test_without_metadata_the_sandbox_finds_the_scale_and_checks_results_at_it(tmp_path, bubblewrap):
+    root = make_submission(tmp_path / "team_x2")
+    (root / "submission.json").unlink()
+    lr_dir = _lr_dir_and_results(tmp_path, root)
+    validation = run_validation(open_submission(root), lr_dir, limits=Limits(wall_seconds=120))
+    assert validation.passed and validation.submission.meta.scale == 2
+    assert _detail(validation.checks, "scale") == "x2 (inferred from a 37x43 -> 74x86 forward pass)"
+    assert _detail(validation.checks, "metadata") == (
+        "no submission.json (optional): scale from the model, named team_x2, team unknown"
+    )
+    assert _detail(validation.checks, "files") == "arch.py, checkpoint.pth"
+    assert _detail(validation.checks, "results/") == "2 PNGs, one per LR image, all x2"
+    names = [c.name for c in validation.checks]
+    assert names.index("results/") < names.index("sandbox") < names.index("srmodel()") < names.index("scale")
+
+
+def test_a_declared_scale_is_confirmed(tmp_path, bubblewrap):
+    checks = run_checks(open_submission(make_submission(tmp_path / "s")), limits=Limits(wall_seconds=120))
+    assert _detail(checks, "scale") == "x2 (as declared, confirmed by a 37x43 -> 74x86 forward pass)"
+
+
+def test_a_challenge_zip_as_it_is_validates_registers_and_runs_through_the_cli(tmp_path, bubblewrap):
+    lr_images = {name: photo(name)[:48, :64] for name in ("chelsea", "coffee")}
+    lr_dir = tmp_path / "lr"
+    lr_dir.mkdir()
+    for name, image in lr_images.items():
+        Image.fromarray(image).save(lr_dir / f"{name}.png")
+    folder = challenge_submission(tmp_path / "rtsrn_pickled", lr_images)
+    archive = zip_folder(folder, tmp_path / "submission_rtsrn_pickled.zip")
+    env = {"RTSR_CACHE": str(tmp_path / "cache")}
+
+    out = run_cli("validate", archive, "--lr-dir", lr_dir, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[0] == f"validate {archive} (x2, Track 1)"
+    assert _line(out.stdout, "scale") == ("PASS", "x2 (inferred from a 37x43 -> 74x86 forward pass)")
+    assert _line(out.stdout, "files") == ("PASS", "arch.py, model.pth")
+    assert _line(out.stdout, "metadata")[1].startswith("no submission.json (optional)")
+    assert _line(out.stdout, "requirements") == ("PASS", "everything in requirements.txt is installed")
+    assert _line(out.stdout, "results/") == ("PASS", "2 PNGs, one per LR image, all x2")
+    status, detail = next((line.split()[0], line) for line in out.stdout.splitlines() if "reproduce results/" in line)
+    assert status == "PASS" and float(detail.split("PSNR ")[1].split(" dB")[0]) > 60
+
+    wrong = run_cli("validate", archive, "--scale", "3", env=env)
+    assert wrong.returncode == 1 and wrong.stdout.splitlines()[0] == f"validate {archive} (x3, Track 2)"
+    failed = [line for line in wrong.stdout.splitlines() if line.split()[:1] == ["FAIL"]]
+    assert len(failed) == 1, wrong.stdout
+    assert _line(wrong.stdout, "scale") == ("FAIL", "x3 given, but a 37x43 -> 74x86 forward pass upscales x2")
+
+    # registered from the Hub at the scale validation found, then run by its id
+    cache = tmp_path / "hub"
+    populate_hub_cache(cache, "team/rtsrn-pickled", REVISION, folder)
+    env = {"HF_HUB_CACHE": str(cache), "RTSR_REGISTRY": str(tmp_path / "registry.json")}
+    added = run_cli("registry", "add", f"team/rtsrn-pickled@{REVISION}", env=env)
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "registered rtsrn-pickled (x2, 4 files hashed)" in added.stdout
+    entry = json.loads((tmp_path / "registry.json").read_text())["entries"][0]
+    assert (entry["scale"], entry["track"], entry["name"], entry["team"]) == (2, 1, "rtsrn-pickled", "")
+    run_cli("sr", "--model", "rtsrn-pickled", "--lr-dir", lr_dir, "--out-dir", tmp_path / "sr", env=env, check=True)
+    for name in lr_images:
+        ours = read_rgb(tmp_path / "sr" / f"{name}.png").astype(int)
+        theirs = read_rgb(folder / "results" / f"{name}.png").astype(int)
+        assert ours.shape == (96, 128, 3) and np.abs(ours - theirs).max() <= 1
+
+
+def test_a_model_of_another_ratio_fails_one_line_in_the_cli(tmp_path, bubblewrap):
+    arch = "import torch\n\ndef srmodel():\n    return torch.nn.Upsample(scale_factor=4)\n"
+    root = make_submission(tmp_path / "x4", arch, checkpoint=False)
+    (root / "submission.json").unlink()
+    out = run_cli("validate", root)
+    assert out.returncode == 1 and out.stdout.splitlines()[0] == f"validate {root} (scale unknown)"
+    failed = [line for line in out.stdout.splitlines() if line.split()[:1] == ["FAIL"]]
+    assert len(failed) == 1, out.stdout
+    assert _line(out.stdout, "scale") == (
+        "FAIL",
+        "the model upscales a 37x43 input to 148x172: x4; the scale must be exactly x2 or x3",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "argument"),
+    [
+        ("os.system", "touch {marker}"),
+        ("posix.system", "touch {marker}"),
+        ("builtins.exec", "open('{marker}', 'w').close()"),
+        ("numpy.ndarray", "{marker}"),
+    ],
+)
+@pytest.mark.parametrize("isolation", ["bubblewrap", "none"])
+def test_a_pickle_that_would_run_code_fails_naming_it_and_runs_nothing(
+    tmp_path, monkeypatch, bubblewrap, name, argument, isolation
+):
+    # Without namespaces the payload could write the marker, had anything run: the refusal
+    # itself is what stops it, not the sandbox.
+    monkeypatch.setenv("RTSR_SANDBOX", isolation)
+    marker = tmp_path / "ran"
+    arch = (HOSTILE / "pickled_code.py").read_text().replace("{global_name}", name)
+    root = make_submission(tmp_path / "s", arch, checkpoint=False)
+    write_checkpoint(root / "model.pth", pickle_calling(name, argument.format(marker=marker)))
+    checks = run_checks(open_submission(root), limits=Limits(wall_seconds=120))
+    [(step, detail)] = [(c.name, c.detail) for c in checks if c.status == "fail"]
+    assert step == "srmodel()" and "\n" not in detail
+    assert f"UnpicklingError: model.pth: refused to unpickle {name} (" in detail
+    assert not marker.exists()

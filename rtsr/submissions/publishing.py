@@ -11,7 +11,7 @@ from rtsr.errors import SubmissionError
 from rtsr.submissions.hub import model_card, publish_folder
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import Submission, submission_files
-from rtsr.submissions.validation import VALIDATION_LIMITS, Check, run_checks
+from rtsr.submissions.validation import VALIDATION_LIMITS, Check, run_validation
 
 
 @dataclass(frozen=True)
@@ -21,13 +21,20 @@ class Publication:
     checks: list[Check]
     stage: Path
     commit: str | None
+    #: What was published, its scale known.
+    submission: Submission
 
     def registry_command(self, repo_id: str) -> str:
         return f"python -m rtsr registry add {repo_id}@{self.commit}"
 
 
 def read_evaluation(path: Path | None, submission: Submission) -> dict | None:
-    """An ``rtsr evaluate`` document for the card, checked to be about this scale."""
+    """An ``rtsr evaluate`` document for the card, checked to be about the submission's scale
+    when it is known (a submission without ``submission.json`` knows it once validated).
+
+    Raises:
+        SubmissionError: no such file, not an evaluation, or one of another scale.
+    """
     if path is None:
         return None
     if not path.is_file():
@@ -39,13 +46,24 @@ def read_evaluation(path: Path | None, submission: Submission) -> dict | None:
         raise SubmissionError(f"{path}: not an rtsr evaluate document ({e.__class__.__name__})") from None
     if doc.get("schema") != "rtsr.evaluate":
         raise SubmissionError(f"{path}: not an rtsr evaluate document")
-    if scale != submission.meta.scale:
-        raise SubmissionError(f"{path}: measures a x{scale} model, the submission is x{submission.meta.scale}")
+    _same_scale(scale, path, submission)
     return doc
 
 
+def _same_scale(scale: object, path: Path, submission: Submission) -> None:
+    """Refuse an evaluation (at ``path``) of another scale than the submission's, when known."""
+    if submission.meta.scale is not None and scale != submission.meta.scale:
+        raise SubmissionError(f"{path}: measures a x{scale} model, the submission is x{submission.meta.scale}")
+
+
 def stage(submission: Submission, repo_id: str, evaluation: dict | None, out: Path) -> Path:
-    """Copy exactly what will be uploaded into ``out`` (replaced if present), with README.md."""
+    """Copy exactly what will be uploaded into ``out`` (replaced if present), with README.md.
+
+    Raises:
+        SubmissionError: the submission's scale is unknown (validate it first).
+    """
+    if submission.meta.scale is None:
+        raise SubmissionError(f"{submission.source}: its scale is unknown (no submission.json); validate it first")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -68,7 +86,9 @@ def publish(
     lr_dir: Path | None = None,
     limits: Limits = VALIDATION_LIMITS,
 ) -> Publication:
-    """Validate, stage into ``out`` and, unless ``dry_run``, upload as one commit.
+    """Validate, stage into ``out`` and, unless ``dry_run``, upload as one commit. The card
+    gives the scale validation confirmed, or found for a submission without
+    ``submission.json`` (:attr:`Publication.submission`).
 
     Raises:
         SubmissionError: a failed check (nothing is staged or uploaded), a bad evaluation
@@ -77,10 +97,13 @@ def publish(
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise SubmissionError(f"--repo-id must be user/name or org/name, got {repo_id!r}")
     measured = read_evaluation(evaluation, submission)  # before the slow checks: fail fast
-    checks = run_checks(submission, lr_dir, limits)
-    failed = [c for c in checks if c.status == "fail"]
+    validation = run_validation(submission, lr_dir, limits)
+    failed = [c for c in validation.checks if c.status == "fail"]
     if failed:
         raise SubmissionError(f"validation failed ({failed[0].name}: {failed[0].detail}); nothing was published")
+    submission = validation.submission
+    if measured is not None and evaluation is not None:
+        _same_scale(measured["model"]["scale"], evaluation, submission)  # the scale may have just been found
     staged = stage(submission, repo_id, measured, out)
     commit = None if dry_run else publish_folder(staged, repo_id, private)
-    return Publication(checks, staged, commit)
+    return Publication(validation.checks, staged, commit, submission)

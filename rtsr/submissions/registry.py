@@ -3,7 +3,8 @@
 ``submissions/registry.json`` lists every entry: id, display name, team, scale and track,
 source (a folder relative to the registry file, or a Hub repo pinned to a full commit) and the
 sha256 of every code and weight file. Loading an entry re-hashes its files and refuses any
-that differ, so only registered code, at its pinned revision, ever runs.
+that differ, so only registered code, at its pinned revision, ever runs. The scale recorded
+is the one validation confirmed (or found, for a submission without ``submission.json``).
 """
 
 from __future__ import annotations
@@ -101,14 +102,28 @@ class Registry:
 
     def add(self, entry: RegistryEntry) -> None:
         """Append an entry; an id already taken is refused, never overwritten."""
-        if any(e.id == entry.id for e in self.entries):
-            raise SubmissionError(f"{self.path}: id {entry.id!r} is already registered")
+        self._require_free(entry.id)
         if entry.is_hub and not HUB_SPEC.match(f"{entry.source}@{entry.revision}"):
             raise SubmissionError(f"{entry.id}: a Hub source must be pinned to a full 40-character commit")
         self.entries.append(entry)
 
+    def _require_free(self, entry_id: str) -> None:
+        if any(e.id == entry_id for e in self.entries):
+            raise SubmissionError(f"{self.path}: id {entry_id!r} is already registered")
+
+    def check_addable(self, submission: Submission, entry_id: str | None = None) -> None:
+        """Refuse, before any slow check, what registering ``submission`` would refuse: a
+        taken id (default: the submission's name), or a local folder outside this registry's.
+
+        Raises:
+            SubmissionError: one of those.
+        """
+        self._require_free(entry_id or submission.name)
+        _source(submission, self.path.parent)
+
     def open(self, entry: RegistryEntry) -> Submission:
-        """The entry's files, after checking every hash.
+        """The entry's files, after checking every hash, with the entry's scale (a submission
+        without ``submission.json`` declares none; the registry recorded the one validated).
 
         Raises:
             SubmissionError: the source cannot be had, or a file is missing, extra or changed.
@@ -123,11 +138,11 @@ class Registry:
         extra = sorted(set(actual) - set(entry.sha256))
         if extra:
             raise SubmissionError(f"{entry.id}: unregistered code or weights: {', '.join(extra)}")
-        if submission.meta.scale != entry.scale:
+        if submission.meta.scale not in (None, entry.scale):
             raise SubmissionError(
                 f"{entry.id}: registered as x{entry.scale} but submission.json says x{submission.meta.scale}"
             )
-        return submission
+        return submission.with_scale(entry.scale)
 
     def load(self, entry_id: str) -> LoadedModel:
         """Load one registered model in this process (hashes checked first): for the CLI's
@@ -141,26 +156,44 @@ class Registry:
         return LoadedModel(loaded.module, public)
 
 
-def entry_for(submission: Submission, registry_dir: Path, entry_id: str | None = None) -> RegistryEntry:
-    """A registry entry describing ``submission`` as it is now (hashes computed here)."""
-    meta = submission.meta
+def _source(submission: Submission, registry_dir: Path) -> str:
+    """Where an entry for ``submission`` comes from: ``org/name`` on the Hub, or its folder
+    relative to ``registry_dir``.
+
+    Raises:
+        SubmissionError: a local submission outside ``registry_dir``.
+    """
     if submission.revision is not None:
-        source = submission.source.split("@")[0]
-    else:
-        try:
-            source = submission.root.resolve().relative_to(registry_dir.resolve()).as_posix()
-        except ValueError:
-            raise SubmissionError(
-                f"{submission.root}: a local submission must sit below {registry_dir} to be registered;"
-                " publish it to the Hub and register org/name@<commit> instead"
-            ) from None
+        return submission.source.split("@")[0]
+    try:
+        return submission.root.resolve().relative_to(registry_dir.resolve()).as_posix()
+    except ValueError:
+        raise SubmissionError(
+            f"{submission.root}: a local submission must sit below {registry_dir} to be registered;"
+            " publish it to the Hub and register org/name@<commit> instead"
+        ) from None
+
+
+def entry_for(submission: Submission, registry_dir: Path, entry_id: str | None = None) -> RegistryEntry:
+    """A registry entry describing ``submission`` as it is now (hashes computed here).
+
+    Raises:
+        SubmissionError: a local submission outside ``registry_dir``, or one whose scale is
+            still unknown (no ``submission.json``: validate it first, which finds the scale,
+            and register what :func:`rtsr.submissions.validation.run_validation` returns).
+    """
+    meta = submission.meta
+    if meta.scale is None or meta.track is None:
+        raise SubmissionError(
+            f"{submission.source}: its scale is unknown (no submission.json); validate it first, or give --scale"
+        )
     return RegistryEntry(
         id=entry_id or submission.name,
         name=meta.method or submission.name,
         team=meta.team,
         scale=meta.scale,
         track=meta.track,
-        source=source,
+        source=_source(submission, registry_dir),
         revision=submission.revision,
         sha256=submission.hashes(),
     )

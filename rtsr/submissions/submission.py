@@ -4,8 +4,12 @@ Hub repository, and reading its metadata.
 A submission is a folder (or ``submission_<id>.zip``) holding ``arch.py`` with a
 ``srmodel()`` that takes no arguments and returns the model with its weights loaded, an
 optional ``utils/`` package, a checkpoint (``.pth``, ``.pt`` or ``.safetensors``), ``results/``
-with the SR outputs as PNG, ``requirements.txt`` for anything extra, and ``submission.json``,
-our one addition: what the app and the leaderboard need to know without guessing.
+with the SR outputs as PNG, and ``requirements.txt`` for anything extra: the challenge's
+layout, accepted as it is. ``submission.json``, our one addition, is optional: it holds what
+the files cannot say (team, license, links) and may declare the scale and the pad multiple.
+Without it the scale is unknown here (:attr:`SubmissionMeta.scale` is None) until the model
+is run (:func:`rtsr.submissions.loader.infer_scale`, in the sandbox for unknown code), and
+the submission goes by its name (the folder's, the zip's ``<id>``, the Hub repo's).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +42,11 @@ HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)@(?P<revision>[0-9a-f]{40})$")
 
 @dataclass(frozen=True)
 class SubmissionMeta:
-    """The contents of ``submission.json``. ``scale`` is required; the rest is for people."""
+    """The contents of ``submission.json``, every field optional (all empty without the file)."""
 
-    scale: int
+    #: 2 or 3; None when nothing declares it (no ``submission.json``, or none in it): then the
+    #: model is run to find it, and :meth:`Submission.with_scale` records what was found.
+    scale: int | None = None
     team: str = ""
     method: str = ""
     license: str = ""
@@ -50,8 +56,9 @@ class SubmissionMeta:
     pad_multiple: int = 0
 
     @property
-    def track(self) -> int:
-        return next(t for t, s in TRACK_SCALES.items() if s == self.scale)
+    def track(self) -> int | None:
+        """The challenge track of the scale (1 for x2, 2 for x3), or None while it is unknown."""
+        return next((t for t, s in TRACK_SCALES.items() if s == self.scale), None)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,8 +72,8 @@ class SubmissionMeta:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SubmissionError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        if data.get("scale") not in SCALES:
-            raise SubmissionError(f"{where}: 'scale' must be 2 or 3, got {data.get('scale')!r}")
+        if "scale" in data and data["scale"] not in SCALES:
+            raise SubmissionError(f"{where}: 'scale' must be 2 or 3 (or left out), got {data['scale']!r}")
         for key in ("team", "method", "license", "training_data"):
             if not isinstance(data.get(key, ""), str):
                 raise SubmissionError(f"{where}: {key!r} must be a string")
@@ -110,6 +117,27 @@ class Submission:
     def results_dir(self) -> Path:
         return self.root / RESULTS_DIR
 
+    @property
+    def has_metadata(self) -> bool:
+        """Whether the submission ships a ``submission.json`` (it is optional)."""
+        return (self.root / METADATA_FILE).is_file()
+
+    def with_scale(self, scale: int) -> Submission:
+        """This submission with its scale known: given by the user (``--scale``), recorded in
+        the registry, or found by running the model.
+
+        Raises:
+            ValueError: ``scale`` is not one of the challenge's.
+            SubmissionError: ``submission.json`` declares another scale.
+        """
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        if self.meta.scale is not None and self.meta.scale != scale:
+            raise SubmissionError(
+                f"{self.root / METADATA_FILE} declares x{self.meta.scale}, not x{scale}; correct one or the other"
+            )
+        return replace(self, meta=replace(self.meta, scale=scale))
+
     def hashes(self) -> dict[str, str]:
         """sha256 of every code and weight file, by path relative to the root (POSIX)."""
         return {p.relative_to(self.root).as_posix(): sha256_file(p) for p in self.code_files + self.checkpoints}
@@ -149,12 +177,14 @@ def find_root(folder: Path) -> Path:
 
 
 def read_meta(root: Path) -> SubmissionMeta:
+    """``root``'s ``submission.json``, or empty metadata (scale unknown) when it has none.
+
+    Raises:
+        SubmissionError: the file is not valid JSON or holds a bad field.
+    """
     path = root / METADATA_FILE
     if not path.is_file():
-        raise SubmissionError(
-            f"{root}: no {METADATA_FILE}; add one with at least the scale, e.g. "
-            '{"scale": 2, "team": "...", "method": "..."}'
-        )
+        return SubmissionMeta()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -201,8 +231,11 @@ def open_submission(spec: str | Path, cache: Path | None = None) -> Submission:
     Hub repositories come through ``huggingface_hub.snapshot_download`` and its cache (set
     ``HF_HUB_OFFLINE=1`` to use only the cache).
 
+    ``submission.json`` is optional: without it the scale is unknown (None) until
+    :meth:`Submission.with_scale` records it.
+
     Raises:
-        SubmissionError: nothing there, no ``arch.py``, bad ``submission.json``, a bad zip,
+        SubmissionError: nothing there, no ``arch.py``, a bad ``submission.json``, a bad zip,
             or a Hub revision that cannot be had.
     """
     text = str(spec)

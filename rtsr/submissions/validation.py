@@ -5,6 +5,11 @@ The parent only reads files. Everything that executes the submission's code (imp
 inside :mod:`rtsr.submissions.sandbox`, which reports each check as a JSON line in a file of
 its scratch folder. A submission that hangs, crashes the interpreter, exhausts a limit or
 leaves processes behind fails a check (or is named in one); the validator goes on.
+
+The scale is a code check too: the child reads it from a forward pass on a small input
+(:func:`rtsr.submissions.loader.infer_scale`), confirms the declared one (``submission.json``
+or ``--scale``) or, with none, reports what it found; :func:`run_validation` returns the
+submission with that scale recorded, and checks ``results/`` against it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
+from rtsr.constants import SCALES
 from rtsr.errors import RTSRError, SubmissionError, first_line
 from rtsr.images import list_images, read_rgb
 from rtsr.submissions import sandbox
@@ -43,8 +49,10 @@ DONE = "done"
 FORWARD_SIZES = ((32, 48), (27, 41))
 #: Raw outputs on a natural image must stay within this (models return RGB on [0, 1]).
 OUTPUT_RANGE = (-0.5, 1.5)
-#: Side of the centre crop used for FP16 fidelity on an LR image (CPU FP16 is slow).
+#: Side of the centre crop used for FP16 fidelity on an LR image, and on a CPU, whose FP16 is
+#: emulated and slow (a 128x128 RTSRN pass: 18 s on 2 cores; 48x48: about 2 s).
 FIDELITY_CROP = 128
+CPU_FIDELITY_CROP = 48
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,26 @@ class Check:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """A checklist and the submission it ran on, with the scale the code checks found
+    recorded (:meth:`Submission.with_scale`) when it declared none."""
+
+    submission: Submission
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """A report line: the scale the code checks found."""
+
+    value: int
+
+
 def _psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     from rtsr.metrics import psnr
 
@@ -68,14 +96,18 @@ def _psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
 # --- the parent: file checks, then the child ---------------------------------------------------
 
 
-def file_checks(submission: Submission, lr_dir: Path | None) -> list[Check]:
-    """Checks that only read files: the layout, the metadata, and ``results/`` against LR."""
+def file_checks(submission: Submission) -> list[Check]:
+    """Checks that only read files: the layout and the metadata (``submission.json`` is
+    optional: without it, the scale is found by the code checks)."""
     meta = submission.meta
-    found = [ARCH_FILE, METADATA_FILE] + [p.relative_to(submission.root).as_posix() for p in submission.checkpoints]
-    checks = [
-        Check("files", "pass", ", ".join(found)),
-        Check("metadata", "pass", f"x{meta.scale} (Track {meta.track}), team {meta.team or '?'}, {meta.method or '?'}"),
-    ]
+    metadata = [METADATA_FILE] if submission.has_metadata else []
+    found = [ARCH_FILE, *metadata, *(p.relative_to(submission.root).as_posix() for p in submission.checkpoints)]
+    scale = f"x{meta.scale} (Track {meta.track})" if meta.scale else "scale from the model"
+    if submission.has_metadata:
+        about = f"{scale}, team {meta.team or '?'}, {meta.method or '?'}"
+    else:
+        about = f"no {METADATA_FILE} (optional): {scale}, named {submission.name}, team unknown"
+    checks = [Check("files", "pass", ", ".join(found)), Check("metadata", "pass", about)]
     requirements = submission.root / "requirements.txt"
     if requirements.is_file():
         checks.append(_requirements_check(requirements))
@@ -83,24 +115,30 @@ def file_checks(submission: Submission, lr_dir: Path | None) -> list[Check]:
         checks.append(
             Check("checkpoint", "warn", "no .pth, .pt or .safetensors file: fine only for a model without weights")
         )
-    if lr_dir is None:
-        return checks
+    return checks
+
+
+def results_check(submission: Submission, lr_dir: Path) -> Check:
+    """``results/`` against the LR images of ``lr_dir``: a PNG for each, at the submission's
+    scale (skipped while the scale is unknown: the code checks that would find it failed)."""
     lr_paths = list_images(lr_dir)
     results = submission.results_dir
     if not results.is_dir():
-        return [*checks, Check("results/", "fail", f"no {results.name}/ folder with the SR outputs")]
+        return Check("results/", "fail", f"no {results.name}/ folder with the SR outputs")
     pngs = {p.stem: p for p in results.iterdir() if p.suffix.lower() == ".png"}
     missing = [p.stem for p in lr_paths if p.stem not in pngs]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        return [*checks, Check("results/", "fail", f"no {missing[0]}.png{more} for the LR images of {lr_dir}")]
+        return Check("results/", "fail", f"no {missing[0]}.png{more} for the LR images of {lr_dir}")
+    scale = submission.meta.scale
+    if scale is None:
+        return Check("results/", "skip", f"{len(lr_paths)} PNGs, sizes unchecked: the scale is unknown")
     for lr_path in lr_paths:
         lr_h, lr_w = read_rgb(lr_path).shape[:2]
         sr_h, sr_w = read_rgb(pngs[lr_path.stem]).shape[:2]
-        if (sr_h, sr_w) != (lr_h * meta.scale, lr_w * meta.scale):
-            detail = f"{lr_path.stem}.png is {sr_h}x{sr_w}, expected x{meta.scale} of {lr_h}x{lr_w}"
-            return [*checks, Check("results/", "fail", detail)]
-    return [*checks, Check("results/", "pass", f"{len(lr_paths)} PNGs, one per LR image, all x{meta.scale}")]
+        if (sr_h, sr_w) != (lr_h * scale, lr_w * scale):
+            return Check("results/", "fail", f"{lr_path.stem}.png is {sr_h}x{sr_w}, expected x{scale} of {lr_h}x{lr_w}")
+    return Check("results/", "pass", f"{len(lr_paths)} PNGs, one per LR image, all x{scale}")
 
 
 def _requirements_check(path: Path) -> Check:
@@ -144,11 +182,11 @@ def _with_limit(check: Check, limits: Limits) -> Check:
     return replace(check, detail=f"{check.detail} (exceeded {hit})") if hit else check
 
 
-def _report_lines(data: bytes) -> list[Check | str]:
-    """The child's report as checks and step names, read defensively: it comes from the
-    process that ran the submission's code, so a line that is not one of ours ends the
-    reading, and no text is longer than a line should be."""
-    lines: list[Check | str] = []
+def _report_lines(data: bytes) -> list[Check | str | _Scale]:
+    """The child's report as checks, step names and the scale it found, read defensively:
+    it comes from the process that ran the submission's code, so a line that is not one of
+    ours ends the reading, no text is longer than a line should be, and a scale is 2 or 3."""
+    lines: list[Check | str | _Scale] = []
     for line in data.decode("utf-8", errors="replace").splitlines():
         try:
             obj = json.loads(line)
@@ -156,7 +194,10 @@ def _report_lines(data: bytes) -> list[Check | str]:
             break
         check = obj.get("check") if isinstance(obj, dict) else None
         step = obj.get("step") if isinstance(obj, dict) else None
-        if isinstance(check, dict) and set(check) == {"name", "status", "detail"}:
+        scale = obj.get("scale") if isinstance(obj, dict) else None
+        if type(scale) is int and scale in SCALES:
+            lines.append(_Scale(scale))
+        elif isinstance(check, dict) and set(check) == {"name", "status", "detail"}:
             name, status, detail = check["name"], check["status"], check["detail"]
             if not (isinstance(name, str) and isinstance(detail, str) and status in STATUSES):
                 break
@@ -168,18 +209,22 @@ def _report_lines(data: bytes) -> list[Check | str]:
     return lines
 
 
-def run_checks(submission: Submission, lr_dir: Path | None = None, limits: Limits = VALIDATION_LIMITS) -> list[Check]:
+def run_validation(
+    submission: Submission, lr_dir: Path | None = None, limits: Limits = VALIDATION_LIMITS
+) -> Validation:
     """The whole checklist: file checks here, code checks in the sandbox
-    (:mod:`rtsr.submissions.sandbox`) under ``limits``.
+    (:mod:`rtsr.submissions.sandbox`) under ``limits``, and ``results/`` against ``lr_dir``
+    at the scale declared or found.
 
     Raises:
         SubmissionError: ``$RTSR_SANDBOX`` demands bubblewrap where it does not work.
     """
-    checks = [*file_checks(submission, lr_dir), _sandbox_check(limits)]
+    isolation = _sandbox_check(limits)
     job = {
         "root": str(submission.root),
         "source": submission.source,
         "name": submission.name,
+        "scale": submission.meta.scale,
         "lr_dir": str(lr_dir.resolve()) if lr_dir else None,
         "report": REPORT_FILE,
     }
@@ -191,15 +236,18 @@ def run_checks(submission: Submission, lr_dir: Path | None = None, limits: Limit
         gpu=bool(sandbox.gpu_device_files()),
         collect=[REPORT_FILE],
     )
-    step = None
+    code: list[Check] = []
+    step, found = None, None
     for line in _report_lines(files.get(REPORT_FILE, b"")):
         if isinstance(line, Check):
-            checks.append(_with_limit(line, limits))
+            code.append(_with_limit(line, limits))
             step = None
+        elif isinstance(line, _Scale):
+            found = line.value
         else:
             step = line
     if outcome.leftover:
-        checks.append(
+        code.append(
             Check("processes", "warn", f"{outcome.leftover} processes it started were still running; all killed")
         )
     failure = outcome.failure()
@@ -212,24 +260,41 @@ def run_checks(submission: Submission, lr_dir: Path | None = None, limits: Limit
     if step == DONE:
         step = None
     if failure is not None:
-        checks.append(Check(step or "sandbox", "fail", failure))
+        code.append(Check(step or "sandbox", "fail", failure))
     else:
-        checks.append(
+        code.append(
             Check("time", "pass", f"code checks took {outcome.elapsed_s:.1f} s of the {limits.wall_seconds:g} s limit")
         )
-    return checks
+    resolved = (
+        submission.with_scale(found) if found is not None and submission.meta.scale in (None, found) else submission
+    )
+    results = [results_check(resolved, lr_dir)] if lr_dir else []
+    return Validation(resolved, [*file_checks(submission), *results, isolation, *code])
+
+
+def run_checks(submission: Submission, lr_dir: Path | None = None, limits: Limits = VALIDATION_LIMITS) -> list[Check]:
+    """The checklist of :func:`run_validation`, alone.
+
+    Raises:
+        SubmissionError: ``$RTSR_SANDBOX`` demands bubblewrap where it does not work.
+    """
+    return run_validation(submission, lr_dir, limits).checks
 
 
 def validate(
-    spec: str | Path, lr_dir: Path | None = None, limits: Limits = VALIDATION_LIMITS
-) -> tuple[Submission, list[Check]]:
-    """Open a submission (folder, zip or ``org/name@commit``) and run its checklist.
+    spec: str | Path, lr_dir: Path | None = None, limits: Limits = VALIDATION_LIMITS, scale: int | None = None
+) -> Validation:
+    """Open a submission (folder, zip or ``org/name@commit``) and run its checklist, at
+    ``scale`` when given (``--scale``: the checks confirm it rather than find it).
 
     Raises:
-        SubmissionError: the submission cannot even be opened (no ``arch.py``, bad metadata).
+        SubmissionError: the submission cannot even be opened (no ``arch.py``, bad metadata),
+            or ``scale`` contradicts its ``submission.json``.
     """
     submission = open_submission(spec)
-    return submission, run_checks(submission, lr_dir, limits)
+    if scale is not None:
+        submission = submission.with_scale(scale)
+    return run_validation(submission, lr_dir, limits)
 
 
 # --- the child: everything that runs the submission's code ------------------------------------
@@ -241,6 +306,9 @@ class _Report:
 
     def step(self, name: str) -> None:
         self._write({"step": name})
+
+    def scale(self, value: int) -> None:
+        self._write({"scale": value})
 
     def check(self, name: str, status: Status, detail: str) -> None:
         self._write({"check": Check(name, status, detail).as_dict()})
@@ -308,25 +376,44 @@ def _range_check(report: _Report, model: torch.nn.Module, image: np.ndarray, dev
 
 def _child(job: dict[str, Any]) -> None:
     from rtsr.inference import prepare, upscale
-    from rtsr.submissions.loader import load_submission
+    from rtsr.models import count_params
+    from rtsr.submissions.loader import call_srmodel, infer_scale, wrap_model
     from rtsr.submissions.submission import find_root, read_meta
 
     report = _Report(Path(os.environ["HOME"]) / job["report"])
     root = find_root(Path(job["root"]))
     submission = Submission(root=root, meta=read_meta(root), source=job["source"], name=job["name"])
-    scale = submission.meta.scale
+    declared: int | None = job["scale"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     report.step("srmodel()")
     started = time.monotonic()
     try:
-        loaded = load_submission(submission)
+        built = call_srmodel(submission)
     except RTSRError as e:
         report.check("srmodel()", "fail", str(e))
         return
-    d = loaded.descriptor
-    pad = f", pads LR sides to multiples of {d.pad_multiple}" if d.pad_multiple > 1 else ""
-    report.check("srmodel()", "pass", f"built in {time.monotonic() - started:.1f} s, {d.params:,} parameters{pad}")
+    report.check(
+        "srmodel()", "pass", f"built in {time.monotonic() - started:.1f} s, {count_params(built):,} parameters"
+    )
+
+    report.step("scale")
+    try:
+        probe = infer_scale(built)
+    except SubmissionError as e:
+        report.check("scale", "fail", str(e))
+        return
+    if declared is not None and probe.scale != declared:
+        where = f"in {METADATA_FILE}" if submission.meta.scale == declared else "given"
+        report.check("scale", "fail", f"x{declared} {where}, but {probe.describe()} upscales x{probe.scale}")
+        return
+    scale = probe.scale
+    pad_multiple = submission.meta.pad_multiple or probe.pad_multiple
+    report.scale(scale)
+    how = "inferred from" if declared is None else "as declared, confirmed by"
+    pads = f"; pads LR sides to multiples of {pad_multiple}" if pad_multiple > 1 else ""
+    report.check("scale", "pass", f"x{scale} ({how} {probe.describe()}){pads}")
+    loaded = wrap_model(submission, built, scale, pad_multiple)
 
     report.step("forward fp32")
     model = prepare(loaded.module, device, "fp32")
@@ -354,14 +441,22 @@ def _child(job: dict[str, Any]) -> None:
         report.check("forward fp16", "skip", "no CUDA device here (FP16 timing needs one)")
 
     report.step("fp16 fidelity")
+    sample, expected = image, reference
+    if device.type != "cuda":
+        # FP16 convolutions are emulated on a CPU: a 128x128 RTSRN pass takes 18 s on 2 cores
+        h, w = image.shape[:2]
+        top, left = max(0, (h - CPU_FIDELITY_CROP) // 2), max(0, (w - CPU_FIDELITY_CROP) // 2)
+        sample = image[top : top + CPU_FIDELITY_CROP, left : left + CPU_FIDELITY_CROP]
     try:
+        if sample is not image:
+            expected = upscale(model, sample, scale, device, "fp32")
         half = prepare(loaded.module, device, "fp16")
-        fp16 = upscale(half, image, scale, device, "fp16")
+        fp16 = upscale(half, sample, scale, device, "fp16")
     except Exception as e:
         report.check("fp16 fidelity", "skip", f"FP16 does not run on {device.type} ({e.__class__.__name__})")
     else:
-        db = _psnr_uint8(fp16, reference)
-        where = f"on {device.type}, {image.shape[0]}x{image.shape[1]} LR crop"
+        db = _psnr_uint8(fp16, expected)
+        where = f"on {device.type}, {sample.shape[0]}x{sample.shape[1]} LR crop"
         status: Status = "warn" if db < FP16_WARN_DB else "pass"
         note = f" (below {FP16_WARN_DB:g} dB: FP16 loses quality)" if status == "warn" else ""
         report.check("fp16 fidelity", status, f"PSNR(FP16, FP32) = {db:.1f} dB {where}{note}")
