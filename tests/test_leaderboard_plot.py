@@ -3,14 +3,16 @@ import math
 import pandas as pd
 import pytest
 
-from rtsr.leaderboard import SOURCE_EVALUATED, SOURCE_OFFICIAL, filter_leaderboard, load_leaderboard
-from rtsr.leaderboard_plot import (
+from rtsr.leaderboard import METRICS, filter_leaderboard, load_leaderboard, metric
+from rtsr.leaderboard.plot import (
     EMPTY_MESSAGE,
+    HOVER_KEYS,
     PARETO_NAME,
     REFERENCE_NAME,
     leaderboard_figure,
     score_levels,
 )
+from rtsr.leaderboard.sources import SOURCE_EVALUATED, SOURCE_OFFICIAL
 from rtsr.scoring import score
 
 #: Read by hand from leaderboard/ntire23_track1_final.csv.
@@ -30,7 +32,9 @@ MODES = [(y, x) for y in ("score", "psnr_rgb") for x in ("runtime_ms", "relative
 
 @pytest.fixture(scope="module")
 def leaderboard():
-    return load_leaderboard()
+    frame, problems = load_leaderboard()
+    assert problems == []
+    return frame
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +84,45 @@ def test_mixed_sources_get_one_trace_each(leaderboard, official):
     assert by_name == {SOURCE_OFFICIAL: 24, SOURCE_EVALUATED: 1, REFERENCE_NAME: 2}
 
 
+def _hover(trace, method):
+    """The hover fields of ``method``'s marker in ``trace``, by name."""
+    (fields,) = [row for row in trace.customdata if row[HOVER_KEYS.index("method")] == method]
+    return dict(zip(HOVER_KEYS, fields, strict=True))
+
+
 def test_hover_says_what_each_point_is(official):
     figure = leaderboard_figure(official)
     entries = next(t for t in figure.data if t.name == SOURCE_OFFICIAL)
-    noah = next(row for row in entries.customdata if row[0] == "Noah TerminalVision")
-    assert "24.13" in noah and "35.020" in noah and "3.19" in noah and "NVIDIA RTX 3090 (reported)" in noah
-    assert "—" in noah  # SSIM Y is not reported
-    for label in ("PSNR RGB", "SSIM", "params", "GFLOPs", "runtime", "FPS", "bicubic", "score"):
-        assert label in entries.hovertemplate
+    noah = _hover(entries, "Noah TerminalVision")
+    assert (noah["score"], noah["psnr_rgb"], noah["runtime_ms"]) == ("24.13", "35.0200", "3.19")
+    assert noah["device"] == "NVIDIA RTX 3090 (reported)" and noah["precision"] == "fp16"
+    assert noah["ssim_y"] == "—"  # SSIM Y is not reported
+    # every metric of the specification, labelled, each field looked up by its name
+    for m in METRICS:
+        assert f"{m.label}: %{{customdata[{HOVER_KEYS.index(m.key)}]}}" in entries.hovertemplate
+        assert noah[m.key] == m.text(official.loc[official["method"] == "Noah TerminalVision", m.key].iloc[0])
+    assert f"%{{customdata[{HOVER_KEYS.index('device')}]}}" in entries.hovertemplate
+    reference = next(t for t in figure.data if t.name == REFERENCE_NAME)
+    assert _hover(reference, "Bicubic")["params_m"] == "—"  # the table leaves it empty
+
+
+def test_hover_names_the_team_of_a_submission(leaderboard):
+    rows = filter_leaderboard(leaderboard, track=1, dataset="Set5").assign(team=["", "Team Fast"])
+    figure = leaderboard_figure(rows)
+    entries = next(t for t in figure.data if t.name == SOURCE_EVALUATED)
+    assert _hover(entries, "RTSRN x2")["team"] == " (Team Fast)"
+    assert _hover(next(t for t in figure.data if t.name == REFERENCE_NAME), "Bicubic x2")["team"] == ""
+
+
+def test_a_source_keeps_its_colour_whichever_are_shown(leaderboard):
+    rows = filter_leaderboard(leaderboard, track=1, dataset="Set5")
+    names = [SOURCE_OFFICIAL, SOURCE_EVALUATED, "Submissions"]
+    alone = leaderboard_figure(rows, sources=names)
+    entries = next(t for t in alone.data if t.name == SOURCE_EVALUATED)
+    assert entries.marker.color == "#d62728"  # the second source's, though the first is not shown
+    store = rows.assign(source="Submissions")
+    figure = leaderboard_figure(store, sources=names)
+    assert next(t for t in figure.data if t.name == "Submissions").marker.color == "#2ca02c"
 
 
 @pytest.mark.parametrize(("y", "front"), [("score", FRONT_BY_SCORE), ("psnr_rgb", FRONT_BY_PSNR)])
@@ -138,6 +173,7 @@ def test_axes_are_log_runtime_with_units(official):
     assert figure.layout.xaxis.type == "log"
     assert "ms" in figure.layout.xaxis.title.text
     assert "dB" in figure.layout.yaxis.title.text
+    assert figure.layout.yaxis.title.text == metric("psnr_rgb").label
     assert figure.layout.title.text == "Track 1"
     # log axis ranges are log10: the range covers every point
     low, high = (10**v for v in figure.layout.xaxis.range)
@@ -214,3 +250,13 @@ def test_rendered_points_equal_rows_in_a_browser(tmp_path, leaderboard, official
         page.wait_for_selector(".scatterlayer .trace")
         assert page.locator(".scatterlayer .trace path.point").count() == len(rows), name
     page.close()
+
+
+def test_names_in_the_hover_are_text_not_markup(leaderboard):
+    rows = filter_leaderboard(leaderboard, track=1, dataset="Set5")
+    rows = rows.assign(method=["Bicubic x2", "<a href='https://x'>Net</a>"], team=["", "A & <b>B</b>"])
+    entries = next(t for t in leaderboard_figure(rows).data if t.name == SOURCE_EVALUATED)
+    (fields,) = entries.customdata
+    hover = dict(zip(HOVER_KEYS, fields, strict=True))
+    assert hover["method"] == "&lt;a href='https://x'&gt;Net&lt;/a&gt;"
+    assert hover["team"] == " (A &amp; &lt;b&gt;B&lt;/b&gt;)"

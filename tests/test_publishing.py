@@ -2,25 +2,24 @@ import json
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 
-from rtsr.errors import SubmissionError
+from rtsr.errors import InputError, SubmissionError
+from rtsr.leaderboard import IMAGE_METRICS, METRICS, Evaluation
+from rtsr.leaderboard.sources import EVALUATIONS_DIR
 from rtsr.submissions.hub import CARD_TAGS, model_card, publish_folder
 from rtsr.submissions.publishing import publish
 from rtsr.submissions.submission import open_submission
 from tests.conftest import make_submission
 
-EVALUATION = {
-    "schema": "rtsr.evaluate",
-    "rtsr_version": "0.1.0",
-    "model": {"scale": 2, "params": 1234, "flops": 5.5e9},
-    "dataset": {"name": "Set5", "images": 5},
-    "device": "NVIDIA H100 80GB HBM3",
-    "precision": "fp16",
-    "metrics": {"mean": {"psnr_rgb": 31.5, "ssim_rgb": 0.9, "psnr_y": 34.2, "ssim_y": 0.93}},
-    "bicubic": {"mean": {"psnr_rgb": 29.9, "ssim_rgb": 0.86, "psnr_y": 33.2, "ssim_y": 0.91}},
-    "runtime": {"runtime": {"mean_ms": 1.25, "passes": 244}, "timer": "cuda-event", "relative_to_bicubic": 3.1},
-    "score": 54.3,
-}
+
+def _evaluation(name: str) -> dict:
+    """A real rtsr evaluate document, as measured on a GPU in FP16."""
+    doc = json.loads((EVALUATIONS_DIR / name).read_text())
+    return {**doc, "device": "NVIDIA H100 80GB HBM3", "precision": "fp16"}
+
+
+EVALUATION = _evaluation("rtsrn-x2_Set5.json")
 
 
 def _front_matter(card: str) -> dict:
@@ -28,15 +27,51 @@ def _front_matter(card: str) -> dict:
     return yaml.safe_load(card.split("---\n")[1])
 
 
+META = {"scale": 3, "track": 2, "team": "T", "method": "FastNet", "license": "mit", "links": {"code": "https://x"}}
+
+
 def test_model_card_metadata_and_measurements():
-    meta = {"scale": 3, "track": 2, "team": "T", "method": "FastNet", "license": "mit", "links": {"code": "https://x"}}
-    card = model_card(meta, "user/fastnet", {**EVALUATION, "model": {**EVALUATION["model"], "scale": 3}})
+    doc = _evaluation("rtsrn-x3_Set5.json")
+    card = model_card(META, "user/fastnet", doc)
     front = _front_matter(card)
     assert set(CARD_TAGS) <= set(front["tags"]) and "x3" in front["tags"]
     assert front["license"] == "mit" and front["rtsr"] == {"scale": 3, "track": 2, "team": "T"}
-    assert "| this model | 31.500 | 0.9000 | 34.200 | 0.9300 |" in card
-    assert "NVIDIA H100 80GB HBM3" in card and "1.250 ms" in card and "Track 2" in card
-    assert "Nothing measured" in model_card(meta, "user/fastnet", None)
+    mean, bicubic = doc["metrics"]["mean"], doc["bicubic"]["mean"]
+    keys = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
+    assert "| | PSNR RGB (dB) | SSIM RGB | PSNR Y (dB) | SSIM Y |" in card
+    assert "| this model | " + " | ".join(f"{mean[k]:.4f}" for k in keys) + " |" in card
+    assert "| bicubic | " + " | ".join(f"{bicubic[k]:.4f}" for k in keys) + " |" in card
+    assert "NVIDIA H100 80GB HBM3" in card and "Track 2" in card
+    assert f"| {doc['score']:.2f} | {doc['psnr_gain']:+.4f} | {doc['runtime']['runtime']['mean_ms']:.2f} |" in card
+    assert "Nothing measured" in model_card(META, "user/fastnet", None)
+    assert "model-index" not in model_card(META, "user/fastnet", None)
+
+
+def test_model_card_results_are_its_model_index():
+    doc = _evaluation("rtsrn-x3_Set5.json")
+    card = ModelCard(model_card(META, "user/fastnet", doc))
+    assert card.data.model_name == "FastNet"
+    results = card.data.eval_results
+    expected = {m.key: m.read(Evaluation.from_document(doc, "doc")) for m in METRICS if m.on_card}
+    assert {r.metric_type: r.metric_value for r in results} == expected
+    assert expected["psnr_rgb"] == doc["metrics"]["mean"]["psnr_rgb"] and expected["score"] == doc["score"]
+    assert expected["runtime_ms"] == doc["runtime"]["runtime"]["mean_ms"]
+    labels = {m.key: m.label for m in METRICS}
+    for r in results:
+        assert r.metric_name == labels[r.metric_type]
+        assert (r.task_type, r.dataset_type, r.dataset_name) == ("image-to-image", "Set5", "Set5")
+        # the device that measured the numbers travels with them
+        assert r.dataset_args == {"device": "NVIDIA H100 80GB HBM3", "precision": "fp16"}
+        assert "x3" in r.task_name and "Track 2" in r.task_name
+    assert {m.key for m in IMAGE_METRICS} <= set(expected)
+
+
+def test_model_card_refuses_a_document_that_is_not_an_evaluation():
+    broken = {k: v for k, v in EVALUATION.items() if k != "score"}
+    with pytest.raises(
+        InputError, match=r"the evaluation document: not a valid rtsr\.evaluate v1 document \(no score\)"
+    ):
+        model_card({**META, "scale": 2, "track": 1}, "user/fastnet", broken)
 
 
 def test_dry_run_stages_exactly_the_upload(tmp_path):
@@ -47,7 +82,7 @@ def test_dry_run_stages_exactly_the_upload(tmp_path):
     assert result.commit is None and result.stage == out
     staged = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert staged == ["README.md", "arch.py", "checkpoint.pth", "results/a.png", "submission.json", "utils/m.py"]
-    assert "31.500" in (out / "README.md").read_text()
+    assert f"{EVALUATION['metrics']['mean']['psnr_rgb']:.4f}" in (out / "README.md").read_text()
 
 
 def test_nothing_is_staged_when_validation_fails(tmp_path):

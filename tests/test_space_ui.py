@@ -61,3 +61,38 @@ def test_the_page_says_when_nothing_can_be_served_or_shown(tmp_path):
     assert "left out of the leaderboard: x.json" in texts
     assert "no results for this selection" in texts  # the empty figure's annotation
     assert not any(d.get("api_name") == "upscale" for d in config["dependencies"])
+
+
+def test_the_leaderboard_tab_is_built_from_the_list_of_sources(tmp_path):
+    import json
+
+    from rtsr.leaderboard import EvaluationFolder, default_sources, load_leaderboard
+    from rtsr.leaderboard.sources import EVALUATIONS_DIR
+    from rtsr.serving import ModelPool
+    from rtsr.submissions.registry import Registry
+    from space.settings import Settings
+    from space.ui import Board, build_demo
+
+    results = tmp_path / "store" / "results" / "req-1"
+    results.mkdir(parents=True)
+    doc = json.loads((EVALUATIONS_DIR / "rtsrn-x2_Set5.json").read_text())
+    url = "https://huggingface.co/team/fastnet/tree/0123456789abcdef"
+    doc["submission"] = {"request": "req-1", "repo": "team/fastnet", "commit": "0123456789abcdef", "url": url}
+    (results / "Set5.json").write_text(json.dumps(doc))
+    (results / "Set14.json").write_text("{")  # half-written
+    sources = [*default_sources(), EvaluationFolder("Submissions", tmp_path / "store" / "results", recursive=True)]
+    frame, problems = load_leaderboard(sources)
+    (tmp_path / "registry.json").write_text(json.dumps({"schema_version": 1, "entries": []}))
+    pool = ModelPool(Registry.read(tmp_path / "registry.json"))
+    board = Board(frame, [f"left out of the leaderboard: {p}" for p in problems], sources)
+    config = build_demo(pool, board, Settings(), tmp_path, tmp_path / "inline").get_config_file()
+    props = {c["props"].get("elem_id"): c["props"] for c in config["components"]}
+    assert [value for _, value in props["lb-sources"]["choices"]] == [s.name for s in sources]
+    assert props["lb-sources"]["value"] == [s.name for s in sources]
+    texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+    assert f"left out of the leaderboard: {results / 'Set14.json'}: not a readable JSON file" in texts
+    assert all(f"**{s.name}**: {s.description}" in texts for s in sources)
+    table = props["leaderboard-table"]
+    headers = table["value"]["headers"]
+    assert "Device" in headers and "Team" in headers
+    assert table["datatype"][headers.index("Link")] == "markdown"

@@ -13,15 +13,18 @@ axis title names it; with several devices they are left out, and the axis title 
 
 from __future__ import annotations
 
+import html
 import math
-from typing import Final, Literal
+from collections.abc import Sequence
+from typing import Final, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from rtsr.constants import FPS_BANDS
-from rtsr.leaderboard import SOURCE_EVALUATED, SOURCE_OFFICIAL, pareto_front
+from rtsr.leaderboard.columns import METRICS, metric
+from rtsr.leaderboard.table import pareto_front
 from rtsr.scoring import psnr_for_score
 
 YAxis = Literal["score", "psnr_rgb"]
@@ -31,13 +34,16 @@ REFERENCE_NAME: Final = "Bicubic (reference)"
 PARETO_NAME: Final = "Pareto front"
 EMPTY_MESSAGE: Final = "no results for this selection"
 
-_Y_TITLES: Final[dict[str, str]] = {"score": "score (challenge formula)", "psnr_rgb": "PSNR RGB (dB)"}
+#: The quality axes, each titled by its metric's label.
+Y_AXES: Final[dict[str, str]] = {key: metric(key).label for key in get_args(YAxis)}
+#: The runtime axes (always log scale), for the app's choices.
+X_AXES: Final[dict[str, str]] = {"runtime_ms": "Runtime (ms)", "relative_runtime": "Runtime relative to bicubic"}
 _X_TITLES: Final[dict[str, str]] = {
     "runtime_ms": "runtime per 4K output (ms, log scale)",
     "relative_runtime": "runtime relative to bicubic (× bicubic, log scale)",
 }
-_SOURCE_COLORS: Final[dict[str, str]] = {SOURCE_OFFICIAL: "#1f77b4", SOURCE_EVALUATED: "#d62728"}
-_OTHER_COLORS: Final = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+#: One colour per source, in the order of the sources (the official table's blue first).
+_SOURCE_COLORS: Final = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
 _BAND_COLORS: Final = ("rgba(44, 160, 44, 0.16)", "rgba(44, 160, 44, 0.10)", "rgba(44, 160, 44, 0.05)")
 #: Score levels of the iso-score curves are drawn from these times powers of ten.
 _NICE: Final = (1.0, 2.0, 5.0)
@@ -45,50 +51,42 @@ _MAX_LEVELS: Final = 5
 _HEIGHT: Final = 520
 
 
-def _fmt(value: str | float, spec: str) -> str:
-    """A value for the hover label: text as is, numbers by ``spec``, unknown as an em dash."""
-    if isinstance(value, str):
-        return value
-    number = float(value)
-    if math.isnan(number):
-        return "—"
-    if math.isinf(number):
-        return "∞" if number > 0 else "-∞"
-    return format(number, spec)
+#: The hover's fields, by column key: the entry, each metric of the specification, and where
+#: it was measured. The customdata of a marker is these fields' text, in this order.
+HOVER_KEYS: Final[tuple[str, ...]] = ("method", "team", *(m.key for m in METRICS), "device", "precision", "source")
 
 
-_HOVER_FIELDS: Final = (
-    ("method", "s"),
-    ("score", ".2f"),
-    ("psnr_rgb", ".3f"),
-    ("psnr_y", ".3f"),
-    ("ssim_rgb", ".4f"),
-    ("ssim_y", ".4f"),
-    ("params_m", ".4f"),
-    ("flops_g", ".2f"),
-    ("runtime_ms", ".2f"),
-    ("fps", ".1f"),
-    ("relative_runtime", ".2f"),
-    ("device", "s"),
-    ("precision", "s"),
-    ("source", "s"),
-)
+def _at(key: str) -> str:
+    """The hover template's reference to the field ``key``."""
+    return f"%{{customdata[{HOVER_KEYS.index(key)}]}}"
+
+
+#: One line per metric, labelled as in the table.
 _HOVER: Final = (
-    "<b>%{customdata[0]}</b><br>"
-    "score %{customdata[1]}<br>"
-    "PSNR RGB %{customdata[2]} dB · Y %{customdata[3]} dB<br>"
-    "SSIM RGB %{customdata[4]} · Y %{customdata[5]}<br>"
-    "%{customdata[6]} M params · %{customdata[7]} GFLOPs<br>"
-    "runtime %{customdata[8]} ms · %{customdata[9]} FPS · %{customdata[10]}× bicubic<br>"
-    "%{customdata[11]}, %{customdata[12]}"
-    "<extra>%{customdata[13]}</extra>"
+    f"<b>{_at('method')}</b>{_at('team')}<br>"
+    + "".join(f"{m.label}: {_at(m.key)}<br>" for m in METRICS)
+    + f"{_at('device')}, {_at('precision')}"
+    + f"<extra>{_at('source')}</extra>"
 )
+
+
+_METRIC_KEYS: Final = frozenset(m.key for m in METRICS)
+
+
+def _hover_text(row: pd.Series, key: str) -> str:
+    if key in _METRIC_KEYS:
+        return metric(key).text(row[key])
+    # Names come from submissions: plotly reads tags in hover text, so they go in as text.
+    text = html.escape(str(row[key]), quote=False)
+    if key == "team":
+        return f" ({text})" if text else ""
+    return text
 
 
 def _customdata(rows: pd.DataFrame) -> list[list[str]]:
     # Preformatted strings: NaN (unknown SSIM Y, the reference's params) reads as a dash
     # instead of plotly's "NaN", and infinities survive JSON.
-    return [[_fmt(row[key], spec) for key, spec in _HOVER_FIELDS] for _, row in rows.iterrows()]
+    return [[_hover_text(row, key) for key in HOVER_KEYS] for _, row in rows.iterrows()]
 
 
 def _device_bicubic_ms(df: pd.DataFrame) -> tuple[float | None, str]:
@@ -143,11 +141,14 @@ def leaderboard_figure(
     y: YAxis = "score",
     x: XAxis = "runtime_ms",
     title: str = "",
+    sources: Sequence[str] = (),
 ) -> go.Figure:
     """Plot ``y`` (score, or PSNR RGB in dB) against ``x`` (runtime in ms, or relative to
     bicubic), log x, for leaderboard rows of one track and one dataset.
 
-    One marker per row: entries per source (Pareto-optimal ones as larger stars) and the
+    One marker per row: entries per source (Pareto-optimal ones as larger stars; each source
+    in the colour of its place in ``sources``, the names of all the leaderboard's sources, so
+    that a source keeps its colour whichever are shown; sources not there follow) and the
     bicubic reference (at score 0 in score mode). Lines without markers: the Pareto front
     (staircase through the optimal entries), and in PSNR mode the iso-score curves of
     :func:`score_levels` of the entries' scores (dotted, named ``score = N``). FPS bands
@@ -157,8 +158,8 @@ def leaderboard_figure(
     Raises:
         ValueError: ``y`` or ``x`` is not one of the above, or ``df`` mixes tracks or datasets.
     """
-    if y not in _Y_TITLES:
-        raise ValueError(f"y must be one of {', '.join(_Y_TITLES)}, got {y!r}")
+    if y not in Y_AXES:
+        raise ValueError(f"y must be one of {', '.join(Y_AXES)}, got {y!r}")
     if x not in _X_TITLES:
         raise ValueError(f"x must be one of {', '.join(_X_TITLES)}, got {x!r}")
     if df.empty:
@@ -213,13 +214,14 @@ def leaderboard_figure(
             },
         )
 
-    for k, source in enumerate(dict.fromkeys(entries["source"])):
+    order = list(dict.fromkeys([*sources, *df["source"]]))
+    for source in dict.fromkeys(entries["source"]):
         rows = entries[entries["source"] == source]
         # Front points last: drawn on top of the others, and the legend shows a plain marker
         # (it takes the first point's symbol).
         rows = rows.iloc[np.argsort(front[rows.index].to_numpy(dtype="bool"), kind="stable")]
         on_front = front[rows.index].to_numpy(dtype="bool")
-        color = _SOURCE_COLORS.get(source, _OTHER_COLORS[k % len(_OTHER_COLORS)])
+        color = _SOURCE_COLORS[order.index(source) % len(_SOURCE_COLORS)]
         figure.add_trace(
             go.Scatter(
                 x=rows[x],
@@ -266,7 +268,7 @@ def leaderboard_figure(
 
     ys = df[y].to_numpy(dtype="float64")
     ys = ys[np.isfinite(ys)]
-    yaxis: dict[str, object] = {"title": {"text": _Y_TITLES[y]}, "zeroline": y == "score"}
+    yaxis: dict[str, object] = {"title": {"text": Y_AXES[y]}, "zeroline": y == "score"}
     if y == "psnr_rgb" and len(ys):
         # Fixed to the data: the iso-score curves climb far above it and would flatten it.
         pad = max(0.08 * float(ys.max() - ys.min()), 0.1)

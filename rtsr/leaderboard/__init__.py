@@ -1,0 +1,85 @@
+"""The leaderboard: results and their display, without torch.
+
+* :mod:`~rtsr.leaderboard.schema`: the ``rtsr.evaluate`` results document, read and written.
+* :mod:`~rtsr.leaderboard.columns`: the metric specification (:data:`METRICS`) and the
+  columns (:data:`COLUMNS`) that every view reads.
+* :mod:`~rtsr.leaderboard.sources`: where rows come from (the official table, folders of
+  documents), as a list of sources.
+* :mod:`~rtsr.leaderboard.table`: selecting rows, test sets, the Pareto front, the CSV.
+* :mod:`~rtsr.leaderboard.plot`: the figure of score or PSNR against runtime.
+
+A leaderboard with the bundled sources and a submissions store's results::
+
+    from rtsr.leaderboard import EvaluationFolder, default_sources, load_leaderboard
+
+    sources = [*default_sources(), EvaluationFolder("Submissions", "store/results", recursive=True)]
+    frame, problems = load_leaderboard(sources)
+"""
+
+from rtsr.leaderboard.columns import (
+    COLUMNS,
+    IMAGE_METRICS,
+    METRICS,
+    Column,
+    Metric,
+    column,
+    empty_leaderboard,
+    metric,
+)
+from rtsr.leaderboard.plot import EMPTY_MESSAGE, PARETO_NAME, REFERENCE_NAME, leaderboard_figure, score_levels
+from rtsr.leaderboard.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Evaluation,
+    Submission,
+    read_evaluation,
+    write_evaluation,
+)
+from rtsr.leaderboard.sources import (
+    EVALUATIONS_DIR,
+    LEADERBOARD_DIR,
+    OFFICIAL_CSV,
+    EvaluationFolder,
+    Loaded,
+    OfficialTable,
+    Source,
+    default_sources,
+    load_leaderboard,
+)
+from rtsr.leaderboard.table import datasets, filter_leaderboard, pareto_front, shown_table, to_csv
+
+__all__ = [
+    "COLUMNS",
+    "EMPTY_MESSAGE",
+    "EVALUATIONS_DIR",
+    "IMAGE_METRICS",
+    "LEADERBOARD_DIR",
+    "METRICS",
+    "OFFICIAL_CSV",
+    "PARETO_NAME",
+    "REFERENCE_NAME",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "Column",
+    "Evaluation",
+    "EvaluationFolder",
+    "Loaded",
+    "Metric",
+    "OfficialTable",
+    "Source",
+    "Submission",
+    "column",
+    "datasets",
+    "default_sources",
+    "empty_leaderboard",
+    "filter_leaderboard",
+    "leaderboard_figure",
+    "load_leaderboard",
+    "metric",
+    "pareto_front",
+    "read_evaluation",
+    "score_levels",
+    "shown_table",
+    "to_csv",
+    "write_evaluation",
+]

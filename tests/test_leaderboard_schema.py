@@ -1,0 +1,167 @@
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from rtsr.errors import InputError
+from rtsr.leaderboard.schema import (
+    FIELDS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Evaluation,
+    Submission,
+    read_evaluation,
+    write_evaluation,
+)
+from rtsr.leaderboard.sources import EVALUATIONS_DIR
+from tests.conftest import ROOT
+
+SUBMISSION = {
+    "request": "r-0001",
+    "repo": "team/fastnet",
+    "commit": "0123456789abcdef0123456789abcdef01234567",
+    "team": "Team Fast",
+    "license": "mit",
+    "url": "https://huggingface.co/team/fastnet/tree/0123456789abcdef0123456789abcdef01234567",
+}
+
+
+def _document(name="rtsrn-x2_Set5.json"):
+    return json.loads((EVALUATIONS_DIR / name).read_text())
+
+
+def test_the_schema_is_named_once_and_evaluate_writes_it():
+    import rtsr.evaluate
+
+    assert (SCHEMA, SCHEMA_VERSION) == ("rtsr.evaluate", 1)
+    assert (rtsr.evaluate.SCHEMA, rtsr.evaluate.SCHEMA_VERSION) == (SCHEMA, SCHEMA_VERSION)
+
+
+@pytest.mark.parametrize("module", ["rtsr.leaderboard", "rtsr.leaderboard.schema"])
+def test_reading_results_needs_no_torch(module):
+    code = f"import sys, {module}; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_bundled_document_is_valid_and_holds_every_field():
+    paths = sorted(EVALUATIONS_DIR.glob("*.json"))
+    assert len(paths) == 12
+    for path in paths:
+        evaluation = read_evaluation(path)
+        assert evaluation.where == str(path)
+        doc = json.loads(path.read_text())
+        assert evaluation.model_id == doc["model"]["id"]
+        assert (evaluation.track, evaluation.scale) == (doc["model"]["track"], doc["model"]["scale"])
+        assert (evaluation.dataset, evaluation.device, evaluation.precision) == (
+            doc["dataset"]["name"],
+            doc["device"],
+            doc["precision"],
+        )
+        assert evaluation.number("runtime.runtime.mean_ms") == doc["runtime"]["runtime"]["mean_ms"]
+        assert evaluation.submission is None
+
+
+def test_unknown_flops_read_as_nan():
+    doc = _document()
+    doc["model"]["flops"] = None
+    assert math.isnan(Evaluation.from_document(doc, "x.json").number("model.flops"))
+
+
+def _delete_relative(doc):
+    del doc["runtime"]["relative_to_bicubic"]
+    return json.dumps(doc)
+
+
+def _with_model(**changes):
+    def change(doc):
+        doc["model"].update(changes)
+        return json.dumps(doc)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "needle"),
+    [
+        ("broken.json", lambda doc: json.dumps(doc)[:-20], "not a readable JSON file"),
+        ("empty.json", lambda doc: "", "not a readable JSON file"),
+        ("metrics.json", lambda doc: json.dumps({**doc, "schema": "rtsr.metrics"}), "expected 'rtsr.evaluate' v1"),
+        ("future.json", lambda doc: json.dumps({**doc, "schema_version": 2}), "expected 'rtsr.evaluate' v1"),
+        ("list.json", lambda doc: json.dumps([doc]), "top level is not an object"),
+        ("partial.json", _delete_relative, "no runtime.relative_to_bicubic"),
+        ("text.json", lambda doc: json.dumps({**doc, "score": "high"}), "score is not a number"),
+        ("yes.json", lambda doc: json.dumps({**doc, "psnr_gain": True}), "psnr_gain is not a number"),
+        ("device.json", lambda doc: json.dumps({**doc, "device": 3090}), "device is not text"),
+        ("track.json", _with_model(track=3), "model.track is 3, expected one of 1, 2"),
+        ("scale.json", _with_model(scale=3), "model.scale is 3, but Track 1 is x2"),
+        ("float.json", _with_model(scale=2.0), "model.scale is not an integer"),
+        ("sub.json", lambda doc: json.dumps({**doc, "submission": "team/x"}), "submission is not an object"),
+        (
+            "link.json",
+            lambda doc: json.dumps({**doc, "submission": {**SUBMISSION, "url": "javascript:alert(1)"}}),
+            "submission.url is not a https://huggingface.co/ address",
+        ),
+        (
+            "repo.json",
+            lambda doc: json.dumps({**doc, "submission": {**SUBMISSION, "repo": "no slash"}}),
+            "submission.repo is not org/name",
+        ),
+        (
+            "team.json",
+            lambda doc: json.dumps({**doc, "submission": {**SUBMISSION, "team": ["a"]}}),
+            "submission.team is not text",
+        ),
+    ],
+)
+def test_bad_documents_raise_one_line_naming_the_file(tmp_path, name, change, needle):
+    path = tmp_path / name
+    path.write_text(change(_document()))
+    with pytest.raises(InputError) as error:
+        read_evaluation(path)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(f"{path}: ") and needle in message, message
+
+
+def test_every_field_is_checked():
+    for dotted in FIELDS:
+        doc = _document()
+        *parents, last = dotted.split(".")
+        holder = doc
+        for part in parents:
+            holder = holder[part]
+        del holder[last]
+        with pytest.raises(InputError, match=f"no {dotted}"):
+            Evaluation.from_document(doc, "doc")
+
+
+def test_submission_fields_and_link():
+    doc = {**_document(), "submission": SUBMISSION}
+    submission = Evaluation.from_document(doc, "doc").submission
+    assert submission == Submission(**SUBMISSION)
+    assert submission.link == SUBMISSION["url"]
+    # a worker's local submission: no repo, no url; null fields read as empty
+    local = {"request": "r-2", "repo": None, "commit": "sha256:0123456789abcdef", "team": "T", "url": None}
+    submission = Evaluation.from_document({**doc, "submission": local}, "doc").submission
+    assert (submission.repo, submission.url, submission.link, submission.team) == ("", "", "", "T")
+    # without a url, the link is the repo at the commit
+    no_url = Submission(repo="team/fastnet", commit="abc")
+    assert no_url.link == "https://huggingface.co/team/fastnet/tree/abc"
+
+
+def test_write_checks_then_writes_what_reads_back(tmp_path):
+    doc = {**_document(), "submission": SUBMISSION}
+    doc["metrics"]["mean"]["psnr_rgb"] = math.inf
+    path = write_evaluation(doc, tmp_path / "sub" / "out.json")
+    assert path == tmp_path / "sub" / "out.json"
+    assert "Infinity" in path.read_text()
+    back = read_evaluation(path)
+    assert back.document == doc and back.number("metrics.mean.psnr_rgb") == math.inf
+    assert back.submission == Submission(**SUBMISSION)
+
+    with pytest.raises(InputError, match=r"bad\.json: not a valid rtsr\.evaluate v1 document \(no score\)"):
+        write_evaluation({k: v for k, v in doc.items() if k != "score"}, tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
