@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -23,9 +24,10 @@ with contextlib.suppress(ImportError):
 from starlette.middleware import Middleware
 
 from rtsr.errors import RTSRError, first_line
-from rtsr.leaderboard import EVALUATIONS_DIR, OFFICIAL_CSV, load_leaderboard_leniently
+from rtsr.leaderboard import EvaluationFolder, default_sources, load_leaderboard
 from rtsr.serving import ModelPool
 from rtsr.submissions.registry import Registry
+from rtsr.submissions.requests import Store
 from rtsr.submissions.sandbox import isolation_note
 from space.doors import Doors, TempStore
 from space.settings import Settings, parse_settings
@@ -35,21 +37,52 @@ logger = logging.getLogger("rtsr.app")
 
 def launch(settings: Settings) -> None:
     """Build the app from ``settings`` and serve it until interrupted."""
-    pool = ModelPool(Registry.read(settings.registry), settings.device)
+    requests = Store(settings.store)
+    pool = ModelPool(
+        Registry.read(settings.registry),
+        settings.device,
+        evaluated=requests.registry(),
+        max_live=settings.max_live_models,
+    )
+    stop = threading.Event()
+    worker = _start_worker(settings, requests, stop)
     try:
-        _serve(settings, pool)
+        _serve(settings, pool, requests)
     finally:
-        pool.close()  # the sandboxed model process, and its scratch folder
+        stop.set()
+        if worker is not None:
+            worker.join()
+        pool.close()  # the sandboxed model processes, and their scratch folders
 
 
-def _serve(settings: Settings, pool: ModelPool) -> None:
+def _start_worker(settings: Settings, requests: Store, stop: threading.Event) -> threading.Thread | None:
+    """With ``--worker local``, a thread that evaluates pending requests (each in the sandbox)."""
+    if settings.worker != "local":
+        return None
+    from rtsr.submissions.worker import LocalBackend, Worker
+
+    worker = Worker(requests, LocalBackend())
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, name="rtsr-worker")
+    thread.start()
+    logger.info("evaluating requests from %s in this process (worker %s)", requests.folder, worker.name)
+    return thread
+
+
+def _serve(settings: Settings, pool: ModelPool, requests: Store) -> None:
     for model_id, reason in pool.failures.items():
         logger.warning("not serving %s: %s", model_id, reason)
     logger.info("serving %s on %s (%s)", ", ".join(pool.models) or "no models", pool.device_name, pool.precision)
     logger.info("models run in the sandbox: %s", isolation_note() or "bubblewrap (no network, read-only files)")
-    frame, errors = load_leaderboard_leniently(
-        settings.leaderboard_dir / OFFICIAL_CSV.name, settings.leaderboard_dir / EVALUATIONS_DIR.name
-    )
+    sources = [
+        *default_sources(settings.leaderboard_dir),
+        EvaluationFolder(
+            "Submissions",
+            requests.results_dir,
+            recursive=True,
+            description="Submissions evaluated by this Space's worker, on its test set, on the device each row names.",
+        ),
+    ]
+    frame, errors = load_leaderboard(sources)
     for error in errors:
         logger.warning("left out of the leaderboard: %s", error)
     # Everything the app writes, Gradio's uploads and cache included, lies in one folder that
@@ -61,9 +94,9 @@ def _serve(settings: Settings, pool: ModelPool) -> None:
         os.environ["GRADIO_TEMP_DIR"] = str(gradio_dir)
         from space.ui import Board, build_demo
 
-        board = Board(frame, [f"left out of the leaderboard: {e}" for e in errors])
+        board = Board(frame, [f"left out of the leaderboard: {e}" for e in errors], sources)
         store = TempStore(gradio_dir, settings.temp_dir_bytes, settings.temp_file_age)
-        demo = build_demo(pool, board, settings, Path(workdir), gradio_dir / "inline")
+        demo = build_demo(pool, board, settings, Path(workdir), gradio_dir / "inline", requests)
         # api_open=False: Gradio's /run/ routes, which skip the queue, refuse every handler
         demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size, api_open=False)
         public = frozenset(fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public" and fn.api_name)

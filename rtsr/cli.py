@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +17,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from rtsr import __version__
 from rtsr.arguments import byte_size, non_negative_int, positive_int
-from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
+from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
 from rtsr.errors import RTSRError
+from rtsr.submissions.requests import LEASE_S
 
 if TYPE_CHECKING:
     import torch
@@ -51,17 +51,16 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _fmt(value: float, digits: int = 4) -> str:
-    """A metric for a table: ``inf`` for identical images, fixed decimals otherwise."""
-    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
-
-
 def _print_metrics_table(rows: list[tuple[str, dict[str, float]]], first: str = "image") -> None:
-    """Print rows of PSNR/SSIM (RGB and Y) under a header, names padded to one width."""
+    """Print rows of the per-image metrics under a header, names padded to one width; the
+    columns, headers and formats are the metric specification's (rtsr.leaderboard)."""
+    from rtsr.leaderboard import IMAGE_METRICS
+
     width = max(len(first), *(len(name) for name, _ in rows))
-    print(f"{first:<{width}}  {'PSNR-RGB':>9}  {'SSIM-RGB':>8}  {'PSNR-Y':>9}  {'SSIM-Y':>8}")
-    for name, m in rows:
-        cells = (f"{_fmt(m[k]):>{w}}" for k, w in (("psnr_rgb", 9), ("ssim_rgb", 8), ("psnr_y", 9), ("ssim_y", 8)))
+    widths = [max(len(m.label), 9) for m in IMAGE_METRICS]
+    print(f"{first:<{width}}  " + "  ".join(f"{m.label:>{w}}" for m, w in zip(IMAGE_METRICS, widths, strict=True)))
+    for name, values in rows:
+        cells = (f"{m.text(values[m.key]):>{w}}" for m, w in zip(IMAGE_METRICS, widths, strict=True))
         print(f"{name:<{width}}  " + "  ".join(cells))
 
 
@@ -239,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("submission", metavar="PATH|ZIP|org/name@rev")
     p.add_argument("--lr-dir", help="LR images whose results/ PNGs to check and reproduce")
+    p.add_argument(
+        "--scale",
+        type=_scale,
+        metavar="{2,3}",
+        help="the model's scale when it has no submission.json (default: read from a forward pass in the"
+        " sandbox); the checks confirm it",
+    )
     _add_sandbox_args(p)
 
     p = sub.add_parser("pack", help="write submission_<id>.zip in the challenge's layout")
@@ -258,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="staging folder (default: publish-<name> here)")
     p.add_argument("--eval", metavar="FILE.json", help="an rtsr evaluate document whose numbers go on the card")
     p.add_argument("--lr-dir", help="also check results/ against these LR images")
+    p.add_argument(
+        "--scale",
+        type=_scale,
+        metavar="{2,3}",
+        help="the model's scale when it has no submission.json (default: found by the checks)",
+    )
     _add_sandbox_args(p)
 
     p = sub.add_parser("registry", help="list or add the submissions the app may run")
@@ -268,7 +280,65 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("submission", metavar="org/name@rev|PATH", help="a Hub commit, or a folder below the registry's")
     a.add_argument("--id", help="registry id (default: the repo's or folder's name)")
     a.add_argument("--lr-dir", help="also check results/ against these LR images")
+    a.add_argument(
+        "--scale",
+        type=_scale,
+        metavar="{2,3}",
+        help="the model's scale when it has no submission.json (default: found by the checks)",
+    )
     _add_sandbox_args(a)
+
+    store_help = "the request store (default: $RTSR_STORE or store/ in the repository)"
+    p = sub.add_parser("submit", help="queue a submission for evaluation by a worker; print the request id")
+    p.add_argument(
+        "spec", metavar="org/name[@rev]|PATH", help="a Hub repo (pinned now to its commit), or a folder or zip"
+    )
+    p.add_argument("--track", type=int, choices=sorted(TRACK_SCALES), default=1, help="1 (x2) or 2 (x3); default 1")
+    p.add_argument("--submitter", default=None, help="who submits (default: this machine's user)")
+    p.add_argument("--store", help=store_help)
+
+    p = sub.add_parser("requests", help="list the evaluation requests and their states")
+    p.add_argument("--status", choices=["pending", "running", "finished", "failed"], help="only this state")
+    p.add_argument("--json", action="store_true", help="print a JSON list of request objects")
+    p.add_argument("--store", help=store_help)
+
+    p = sub.add_parser("worker", help="evaluate pending requests in the sandbox and record their results")
+    p.add_argument("--once", action="store_true", help="evaluate what is pending, then exit (default: keep polling)")
+    p.add_argument("--backend", choices=["local", "hf-jobs"], default="local", help="where to evaluate (default local)")
+    p.add_argument("--store", help=store_help)
+    p.add_argument(
+        "--test-set",
+        action="append",
+        metavar="[NAME=]FOLDER|datasets/org/name[@rev][:folder]",
+        help="HR images to evaluate on, degraded as the challenge does; repeatable"
+        " (default: Set5, bundled in testsets/)",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument(
+        "--poll", type=float, default=10.0, metavar="S", help="seconds between looks at the queue (default 10)"
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=1, metavar="N", help="requests evaluated at once (default 1)"
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=LEASE_S,
+        metavar="S",
+        help=f"a request whose worker stops renewing for this long goes back to pending (default {LEASE_S:g})",
+    )
+    j = p.add_argument_group("hf-jobs backend", "each request as a Hugging Face Job (HfApi.run_job)")
+    j.add_argument("--flavor", default="l4x1", help="the one GPU flavor every submission is timed on (default l4x1)")
+    j.add_argument("--image", default=None, help="the job's image, e.g. hf.co/spaces/org/space (required for hf-jobs)")
+    j.add_argument(
+        "--test-set-token-env",
+        default="RTSR_TEST_SET_TOKEN",
+        metavar="VAR",
+        help="environment variable holding a read-only token for a private test set (default RTSR_TEST_SET_TOKEN)",
+    )
+    j.add_argument("--job-timeout", type=positive_int, default=3600, metavar="S", help="seconds a job may run")
+    _add_protocol_args(p)
+    _add_sandbox_args(p)
     return parser
 
 
@@ -370,7 +440,9 @@ def _cmd_score(args: argparse.Namespace) -> None:
             )
         )
     else:
-        print(f"{value:.4f}")
+        from rtsr.leaderboard import metric
+
+        print(metric("score").text(value))
 
 
 def _load(args: argparse.Namespace) -> tuple[LoadedModel, torch.device, Precision]:
@@ -430,7 +502,7 @@ def _cmd_sr(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from rtsr.evaluate import evaluate
-    from rtsr.outputs import write_json
+    from rtsr.leaderboard import METRICS, read_evaluation, write_evaluation
 
     loaded, device, precision = _load(args)
     doc = evaluate(
@@ -446,19 +518,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         repeat=args.repeat,
         progress=not args.quiet,
     )
-    write_json(doc, args.out)
+    # checked against the schema before it is written, and printed as the leaderboard reads it
+    evaluation = read_evaluation(write_evaluation(doc, args.out))
     print(
         f"{doc['model']['id']} on {doc['dataset']['name']} ({doc['dataset']['images']} images),"
         f" {precision.upper()} on {doc['device']}"
     )
     _print_metrics_table([("model", doc["metrics"]["mean"]), ("bicubic", doc["bicubic"]["mean"])], first="mean of")
-    rt = doc["runtime"]
-    print(f"gain     {doc['psnr_gain']:+.3f} dB PSNR-RGB over bicubic")
-    print(
-        f"runtime  {rt['runtime']['mean_ms']:.3f} ms mean ({rt['relative_to_bicubic']:.2f}x bicubic), "
-        f"{doc['model']['params']:,} params, {doc['model']['flops'] / 1e9:.2f} GFLOPs"
-    )
-    print(f"score    {doc['score']:.4f}")
+    others = [m for m in METRICS if not m.per_image]
+    width = max(len(m.label) for m in others)
+    for m in others:
+        print(f"{m.label:<{width}}  {m.text(m.read(evaluation))}")
     print(f"wrote {args.out}")
 
 
@@ -502,9 +572,10 @@ def _print_checks(title: str, checks: list[Any]) -> bool:
 def _cmd_validate(args: argparse.Namespace) -> None:
     from rtsr.submissions.validation import validate
 
-    submission, checks = validate(args.submission, args.lr_dir and Path(args.lr_dir), _limits(args))
-    meta = submission.meta
-    if not _print_checks(f"validate {submission.source} (x{meta.scale}, Track {meta.track})", checks):
+    validation = validate(args.submission, args.lr_dir and Path(args.lr_dir), _limits(args), args.scale)
+    submission, meta = validation.submission, validation.submission.meta
+    about = f"x{meta.scale}, Track {meta.track}" if meta.scale else "scale unknown"
+    if not _print_checks(f"validate {submission.source} ({about})", validation.checks):
         raise SystemExit(1)
 
 
@@ -521,6 +592,8 @@ def _cmd_publish(args: argparse.Namespace) -> None:
     from rtsr.submissions.submission import open_submission
 
     submission = open_submission(args.submission)
+    if args.scale is not None:
+        submission = submission.with_scale(args.scale)
     out = Path(args.out or f"publish-{submission.name}")
     result = publish(
         submission,
@@ -545,7 +618,7 @@ def _cmd_publish(args: argparse.Namespace) -> None:
 def _cmd_registry(args: argparse.Namespace) -> None:
     from rtsr.submissions.registry import Registry, entry_for
     from rtsr.submissions.submission import open_submission
-    from rtsr.submissions.validation import run_checks
+    from rtsr.submissions.validation import run_validation
 
     registry = Registry.read(args.registry)
     if args.action == "list":
@@ -556,13 +629,87 @@ def _cmd_registry(args: argparse.Namespace) -> None:
             print(f"{e.id:<20} x{e.scale} Track {e.track}  {e.name} ({e.team or '?'})  {where}")
         return
     submission = open_submission(args.submission)
-    entry = entry_for(submission, registry.path.parent, args.id)
-    registry.add(entry)  # refuses a taken id before the slow checks
-    checks = run_checks(submission, args.lr_dir and Path(args.lr_dir), _limits(args))
-    if not _print_checks(f"validate {submission.source}", checks):
+    if args.scale is not None:
+        submission = submission.with_scale(args.scale)
+    registry.check_addable(submission, args.id)  # a taken id, a folder outside: refused before the slow checks
+    validation = run_validation(submission, args.lr_dir and Path(args.lr_dir), _limits(args))
+    if not _print_checks(f"validate {submission.source}", validation.checks):
         raise RTSRError(f"{args.submission} failed validation; not registered")
+    entry = entry_for(validation.submission, registry.path.parent, args.id)  # with the scale confirmed or found
+    registry.add(entry)
     registry.write()
     print(f"registered {entry.id} (x{entry.scale}, {len(entry.sha256)} files hashed) in {_shown(registry.path)}")
+
+
+def _cmd_submit(args: argparse.Namespace) -> None:
+    import getpass
+
+    from rtsr.submissions.requests import Store, submit
+
+    store = Store(args.store)
+    request = submit(store, args.spec, args.track, args.submitter or getpass.getuser())
+    what = f"{request.repo}@{request.revision[:12]}" if request.repo else f"{args.spec} (copied as {request.spec})"
+    print(f"{request.id}: {what}, Track {request.track}, pending in {_shown(store.folder)}")
+
+
+def _cmd_requests(args: argparse.Namespace) -> None:
+    from rtsr.submissions.requests import Store
+
+    store = Store(args.store)
+    requests = store.list(args.status)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in requests], indent=2))
+        return
+    if not requests:
+        print(f"{_shown(store.folder)}: no requests" + (f" {args.status}" if args.status else ""))
+    for r in requests:
+        d = r.as_dict()
+        what = f"{r.repo}@{r.revision[:12]}" if r.repo else r.spec
+        when = d["finished"] or d["started"] or d["submitted"]
+        print(f"{r.id}  {r.status:<8}  Track {r.track}  {what}  {r.submitter}  {when}")
+        if r.reason:
+            print(f"    {r.reason}")
+        if r.entry_id:
+            print(f"    served as {r.entry_id}; results: {', '.join(r.results)}")
+
+
+def _cmd_worker(args: argparse.Namespace) -> None:
+    import os
+
+    from rtsr.submissions.requests import Store
+    from rtsr.submissions.worker import Backend, EvaluationSettings, HfJobsBackend, LocalBackend, TestSet, run_workers
+
+    store = Store(args.store)
+    settings = EvaluationSettings(
+        device=args.device,
+        target_size=tuple(args.crop_size),
+        warmup=args.warmup,
+        repeat=args.repeat,
+        limits=_limits(args),
+    )
+    if args.test_set:
+        settings = EvaluationSettings(
+            **{**settings.__dict__, "test_sets": tuple(TestSet.parse(t) for t in args.test_set)}
+        )
+    backend: Backend
+    if args.backend == "local":
+        backend = LocalBackend(settings, progress=not args.quiet)
+    else:
+        from huggingface_hub import HfApi
+
+        if not args.image:
+            raise RTSRError("--backend hf-jobs needs --image (the job's image, e.g. hf.co/spaces/org/space)")
+        backend = HfJobsBackend(
+            HfApi(), args.image, args.flavor, settings, os.environ.get(args.test_set_token_env), args.job_timeout
+        )
+    if not args.quiet:
+        logging.getLogger("rtsr.submissions.worker").setLevel(logging.INFO)
+    done = run_workers(store, backend, args.workers, args.once, args.poll, lease_s=args.lease)
+    for r in done:
+        outcome = f"finished, served as {r.entry_id}" if r.status == "finished" else f"{r.status}: {r.reason}"
+        print(f"{r.id}: {outcome}")
+    if args.once:
+        print(f"{len(done)} requests evaluated; {len(store.list('pending'))} pending")
 
 
 COMMANDS = {
@@ -577,6 +724,9 @@ COMMANDS = {
     "pack": _cmd_pack,
     "publish": _cmd_publish,
     "registry": _cmd_registry,
+    "submit": _cmd_submit,
+    "requests": _cmd_requests,
+    "worker": _cmd_worker,
 }
 
 

@@ -1,7 +1,8 @@
 """Evaluate a model on a set: upscale, metrics, the bicubic reference, runtime, score.
 
 The result is one JSON document, the file the leaderboard reads. Its schema is versioned
-(``schema_version``); README.md documents every field. Version 1:
+(``schema_version``), named and checked in :mod:`rtsr.leaderboard.schema`; README.md
+documents every field. Version 1:
 
 ``schema`` ("rtsr.evaluate"), ``schema_version`` (1), ``created`` (UTC, ISO 8601),
 ``rtsr_version``, ``torch_version``, ``model`` (the descriptor: id, name, scale, track,
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -29,15 +32,14 @@ from rtsr.devices import Precision
 from rtsr.errors import InputError, ModelError
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale
+from rtsr.leaderboard.schema import SCHEMA, SCHEMA_VERSION
 from rtsr.metrics import ImageMetrics, mean_metrics, measure, pair_by_stem
-from rtsr.models import Bicubic, LoadedModel
-from rtsr.runtime import measure_runtime
+from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
+from rtsr.runtime import RuntimeReport, measure_runtime
 from rtsr.scoring import score
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "rtsr.evaluate"
-SCHEMA_VERSION = 1
 _RUNTIME_KEYS = ("timer", "input_size", "output_size", "warmup", "runtime", "bicubic", "relative_to_bicubic")
 
 
@@ -46,6 +48,10 @@ def _summary(per_image: dict[str, ImageMetrics]) -> dict[str, Any]:
         "mean": mean_metrics(list(per_image.values())).as_dict(),
         "images": [{"name": name, **m.as_dict()} for name, m in per_image.items()],
     }
+
+
+#: Upscales one ``(H, W, 3)`` uint8 LR image to its ``(sH, sW, 3)`` uint8 output.
+Upscaler = Callable[[np.ndarray], np.ndarray]
 
 
 def evaluate(
@@ -74,13 +80,46 @@ def evaluate(
         ModelError: the model's output has the wrong size or is not finite.
     """
     scale = loaded.descriptor.scale
-    pairs = pair_by_stem(lr_dir, gt_dir, sr_label="LR")
     module = prepare(loaded.module, device, precision)
+
+    def upscaler(lr: np.ndarray) -> np.ndarray:
+        return upscale(module, lr, scale, device, precision)
+
+    def runtime() -> RuntimeReport:
+        return measure_runtime(loaded, device, precision, target_size, warmup, repeat, progress)
+
+    return evaluate_with(
+        loaded.descriptor, upscaler, runtime, lr_dir, gt_dir, device, precision, crop_border, dataset, progress
+    )
+
+
+def evaluate_with(
+    descriptor: ModelDescriptor,
+    upscaler: Upscaler,
+    runtime: Callable[[], RuntimeReport],
+    lr_dir: str | Path,
+    gt_dir: str | Path,
+    device: torch.device,
+    precision: Precision,
+    crop_border: int = 0,
+    dataset: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`evaluate` for a model that runs elsewhere: ``upscaler`` gives its outputs (e.g.
+    from a sandboxed process that never sees the GT) and ``runtime`` its runtime report;
+    metrics and the bicubic reference are computed here, on ``device``.
+
+    Raises:
+        InputError: unpaired or unreadable images, or a GT that is not ``scale`` times its LR.
+        ModelError: the model's output has the wrong size or is not finite.
+    """
+    scale = descriptor.scale
+    pairs = pair_by_stem(lr_dir, gt_dir, sr_label="LR")
     # The reference is a property of the set, not of the model's precision: always FP32.
     bicubic = prepare(Bicubic(scale), device, "fp32")
     model_metrics: dict[str, ImageMetrics] = {}
     bicubic_metrics: dict[str, ImageMetrics] = {}
-    for lr_path, gt_path in tqdm(pairs, desc=f"evaluate {loaded.descriptor.id}", unit="img", disable=not progress):
+    for lr_path, gt_path in tqdm(pairs, desc=f"evaluate {descriptor.id}", unit="img", disable=not progress):
         lr, gt = read_rgb(lr_path), read_rgb(gt_path)
         if gt.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
             raise InputError(
@@ -88,24 +127,26 @@ def evaluate(
                 f" ({lr.shape[0]}x{lr.shape[1]})"
             )
         try:
-            sr = upscale(module, lr, scale, device, precision)
+            sr = upscaler(lr)
         except ModelError as e:
-            raise ModelError(f"{lr_path}: {e}") from None
+            raise ModelError(f"{lr_path.name}: {e}") from None
+        if sr.shape != gt.shape or sr.dtype != np.uint8:
+            raise ModelError(f"{lr_path.name}: the model's output is {sr.shape} {sr.dtype}, expected {gt.shape} uint8")
         model_metrics[gt_path.stem] = measure(sr, gt, crop_border, device)
         bicubic_sr = upscale(bicubic, lr, scale, device, "fp32")
         bicubic_metrics[gt_path.stem] = measure(bicubic_sr, gt, crop_border, device)
-    report = measure_runtime(loaded, device, precision, target_size, warmup, repeat, progress)
+    report = runtime()
     metrics, reference = _summary(model_metrics), _summary(bicubic_metrics)
     psnr, bicubic_psnr = metrics["mean"]["psnr_rgb"], reference["mean"]["psnr_rgb"]
     # The report's device, precision, FLOPs and params sit at the top level and in "model".
-    runtime = {k: v for k, v in report.as_dict().items() if k in _RUNTIME_KEYS}
+    runtime_fields = {k: v for k, v in report.as_dict().items() if k in _RUNTIME_KEYS}
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rtsr_version": rtsr.__version__,
         "torch_version": torch.__version__,
-        "model": {**loaded.descriptor.as_dict(), "flops": report.flops},
+        "model": {**descriptor.as_dict(), "flops": report.flops},
         "dataset": {
             "name": dataset or Path(gt_dir).name,
             "lr_dir": str(lr_dir),
@@ -118,7 +159,7 @@ def evaluate(
         "precision": precision,
         "metrics": metrics,
         "bicubic": reference,
-        "runtime": runtime,
+        "runtime": runtime_fields,
         "psnr_gain": psnr - bicubic_psnr,
         "score": score(psnr, report.runtime.mean_ms, bicubic_psnr),
     }

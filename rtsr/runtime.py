@@ -56,18 +56,18 @@ class RuntimeStats:
         )
 
 
-def time_forward(
+def time_passes(
     module: nn.Module,
     x: torch.Tensor,
     warmup: int = WARMUP_PASSES,
     repeat: int = TIMED_PASSES,
     progress: bool = True,
     desc: str = "timing",
-) -> RuntimeStats:
+) -> list[float]:
     """Time ``module(x)``: ``warmup`` untimed passes, then ``repeat`` passes timed one by one.
 
     On CUDA each pass is timed between CUDA events and the device is synchronised after each;
-    on the CPU with ``time.perf_counter``.
+    on the CPU with ``time.perf_counter``. Returns the timed passes' times in ms, in order.
     """
     if repeat < 1 or warmup < 0:
         raise InputError(f"need repeat >= 1 and warmup >= 0, got {repeat} and {warmup}")
@@ -90,7 +90,19 @@ def time_forward(
                 t0 = time.perf_counter()
                 module(x)
                 times.append((time.perf_counter() - t0) * 1e3)
-    return RuntimeStats.from_times(times)
+    return times
+
+
+def time_forward(
+    module: nn.Module,
+    x: torch.Tensor,
+    warmup: int = WARMUP_PASSES,
+    repeat: int = TIMED_PASSES,
+    progress: bool = True,
+    desc: str = "timing",
+) -> RuntimeStats:
+    """:func:`time_passes`, summarised."""
+    return RuntimeStats.from_times(time_passes(module, x, warmup, repeat, progress, desc))
 
 
 def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:

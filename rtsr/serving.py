@@ -12,6 +12,7 @@ import io
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -32,9 +33,10 @@ from rtsr.inference import prepare, upscale_timed
 from rtsr.metrics import ImageMetrics, measure
 from rtsr.models import Bicubic, ModelDescriptor
 from rtsr.scoring import score
-from rtsr.submissions.registry import Registry
+from rtsr.submissions.registry import Registry, RegistryEntry
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.sandboxed_models import SERVING_LIMITS, SandboxedModels
+from rtsr.submissions.submission import Submission
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +73,17 @@ def megapixels(pixels: int) -> str:
 
 
 class ModelPool:
-    """The registered models, served from a sandbox for one device.
+    """The registered models, served from sandboxes for one device.
 
-    Every registry entry's files are checked against their hashes here; the entries that
-    pass are loaded in one sandboxed process (:class:`rtsr.submissions.sandboxed_models.
-    SandboxedModels`), which runs every forward pass: the app never imports a submission's
-    code. Entries that fail either way are kept in :attr:`failures` with the reason, and the
-    others are served: FP16 on CUDA unless a model's descriptor says it does not support half
+    Every registry entry's files are checked against their hashes here, and the app never
+    imports a submission's code: every forward pass runs in a sandboxed process
+    (:class:`rtsr.submissions.sandboxed_models.SandboxedModels`). ``registry`` (the bundled
+    models, reviewed when registered) is loaded at once in one process. ``evaluated`` (the
+    store's registry: submissions the worker evaluated, that nobody reviewed) gets one
+    process per model, started on first use, reused, and ended when more than
+    ``max_live`` are running (the least recently used first); :meth:`refresh` picks up the
+    entries added since. Entries that fail are kept in :attr:`failures` with the reason.
+    Models run in FP16 on CUDA unless a descriptor says it does not support half
     precision, FP32 on the CPU. Bicubic, the reference, is rtsr's own and runs here.
 
     Raises:
@@ -90,17 +96,15 @@ class ModelPool:
         device: str | torch.device | None = None,
         precision: Precision | None = None,
         limits: Limits = SERVING_LIMITS,
+        evaluated: Registry | None = None,
+        max_live: int = 4,
     ) -> None:
         self.device = resolve_device(device)
         self.precision: Precision = resolve_precision(self.device, precision)
         self.device_name = device_name(self.device)
-        submissions, self.failures = {}, {}
-        for entry in registry.entries:
-            try:
-                submissions[entry.id] = registry.open(entry)
-            except RTSRError as e:
-                logger.warning("registry entry %s failed its checks: %s", entry.id, e)
-                self.failures[entry.id] = str(e)
+        self.limits, self.max_live = limits, max_live
+        self.failures: dict[str, str] = {}
+        submissions = self._open(registry, registry.entries)
         self.sandboxed = SandboxedModels(submissions, self.device, limits)
         self.failures.update(self.sandboxed.failures)
         entries = {e.id: e for e in registry.entries}
@@ -112,6 +116,39 @@ class ModelPool:
         }
         self._bicubic: dict[int, nn.Module] = {}
         self._lock = threading.Lock()
+        self._evaluated = evaluated
+        self._pending: dict[str, Submission] = {}  # served on first use
+        self._live: OrderedDict[str, SandboxedModels] = OrderedDict()
+        if evaluated is not None:
+            self.refresh()
+
+    def _open(self, registry: Registry, entries: list[RegistryEntry]) -> dict[str, Submission]:
+        submissions = {}
+        for entry in entries:
+            try:
+                submissions[entry.id] = registry.open(entry)
+            except RTSRError as e:
+                logger.warning("registry entry %s failed its checks: %s", entry.id, e)
+                self.failures[entry.id] = str(e)
+        return submissions
+
+    def refresh(self) -> list[str]:
+        """Serve the entries added to the evaluated registry since the last look (hashes
+        checked now, loaded on first use); return their ids."""
+        if self._evaluated is None:
+            return []
+        registry = Registry.read(self._evaluated.path)
+        with self._lock:
+            known = self.models.keys() | self.failures.keys()
+            new = [e for e in registry.entries if e.id not in known]
+            for entry_id, submission in self._open(registry, new).items():
+                entry = registry.get(entry_id)
+                self._pending[entry_id] = submission
+                # what the registry knows until the model's process describes it
+                self.models[entry_id] = ModelDescriptor(
+                    id=entry_id, name=entry.name, scale=entry.scale, params=0, source=entry.public_source
+                )
+        return [e.id for e in new if e.id in self.models]
 
     def descriptors(self, scale: int | None = None) -> list[ModelDescriptor]:
         """The served models' descriptors, in registry order, optionally of one scale."""
@@ -136,6 +173,33 @@ class ModelPool:
             return "fp32"
         return self.precision
 
+    def _process_for(self, model_id: str) -> SandboxedModels:
+        """The sandboxed process serving ``model_id``: the bundled models' one, or the
+        model's own, started now if it is not running."""
+        if model_id in self.sandboxed.descriptors:
+            return self.sandboxed
+        with self._lock:
+            if model_id in self._live:
+                self._live.move_to_end(model_id)
+                return self._live[model_id]
+            submission = self._pending[model_id]
+        process = SandboxedModels({model_id: submission}, self.device, self.limits)
+        with self._lock:
+            if model_id in process.failures:
+                process.close()
+                self.failures[model_id] = process.failures[model_id]
+                self.models.pop(model_id, None)
+                raise InputError(f"model {model_id!r} is unavailable: {process.failures[model_id]}")
+            described = process.descriptors[model_id]
+            self.models[model_id] = replace(
+                described, name=self.models[model_id].name, source=self.models[model_id].source
+            )
+            self._live[model_id] = process
+            while len(self._live) > self.max_live:
+                _, oldest = self._live.popitem(last=False)
+                oldest.close()
+        return process
+
     def upscale(self, model_id: str, image: np.ndarray) -> tuple[np.ndarray, float]:
         """Upscale an ``(H, W, 3)`` uint8 image with a served model in the sandbox; return the
         output and the forward time in ms.
@@ -146,7 +210,8 @@ class ModelPool:
             torch.OutOfMemoryError: the device ran out of memory.
         """
         self.descriptor(model_id)
-        return self.sandboxed.upscale(model_id, image, self.precision_of(model_id))
+        process = self._process_for(model_id)
+        return process.upscale(model_id, image, self.precision_of(model_id))
 
     def bicubic(self, scale: int) -> nn.Module:
         """Bicubic upscaling by ``scale`` in FP32 on the pool's device: the reference."""
@@ -156,8 +221,11 @@ class ModelPool:
             return self._bicubic[scale]
 
     def close(self) -> None:
-        """End the sandboxed model process."""
+        """End every sandboxed model process."""
         self.sandboxed.close()
+        with self._lock:
+            while self._live:
+                self._live.popitem()[1].close()
 
 
 def check_input_size(height: int, width: int, scale: int, mode: Mode, max_input_pixels: int) -> None:

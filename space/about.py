@@ -33,10 +33,8 @@ or compare every entry's quality against its runtime on the leaderboard.
 """
 
 LEADERBOARD_NOTE = """\
-**NTIRE 2023 (reported)**: the challenge's final Track 1 table as published (its test set,
-FP16 on an NVIDIA RTX 3090). **rtsr evaluate**: our evaluations of the registered models, each
-with the device and precision that measured it; milliseconds from different devices do not
-compare, **× bicubic** (the runtime over bicubic's on the same device) does. Stars mark the
+Every row names the device and precision that measured it: milliseconds from different devices
+do not compare, **× bicubic** (the runtime over bicubic's on the same device) does. Stars mark the
 Pareto front: no other entry is both at least as fast and at least as good. Scores of runs
 timed on a CPU are far below the official ones and say nothing about a GPU.
 """
@@ -87,11 +85,24 @@ Everything below runs with the `rtsr` command-line tool of this Space's reposito
    ```
    python -m rtsr publish my_team --repo-id my-team/espcn-x2 --eval my_team_set5.json
    ```
-5. **Register** it, pinned to the commit the upload printed, in a pull request to this
-   Space's `submissions/registry.json`. The Space runs only registered code, at its pinned
-   revision, with the sha256 of every file checked:
+5. **Submit** the repo in the **Submit** tab (sign in with Hugging Face, enter `org/name`,
+   pick the track), or from the command line:
    ```
-   python -m rtsr registry add my-team/espcn-x2@<40-character commit>
+   python -m rtsr submit my-team/espcn-x2 --track 1
    ```
-   Add the evaluation files to `leaderboard/evaluations/` in the same pull request.
+   The request is pinned to the repo's commit at that moment. A worker downloads that
+   commit, runs the checklist in the sandbox and evaluates it on the Space's test set; your
+   code sees the degraded inputs only, never the ground truth. A passing submission appears
+   on the leaderboard, linked to the commit measured, and in the Upscale tab, where it runs in
+   a sandboxed process of its own.
+"""
+
+SUBMIT_INTRO = """\
+## Submit a model for evaluation
+Publish your submission to the Hugging Face Hub first (`python -m rtsr publish`, see About),
+then sign in and enter its repo. The request is pinned to the repo's current commit (or the
+one you name with `@<commit>`). A worker evaluates requests one at a time, in a sandbox with
+no network and bounded memory, time and processes: it runs the validation checklist, then the
+challenge's protocol on this Space's test set, whose ground truth your code never sees.
+Failed requests say why; you may submit a fixed commit again.
 """

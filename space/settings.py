@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rtsr.arguments import byte_size, parse_size, positive_int
 from rtsr.submissions.registry import BUNDLED_REGISTRY
+from rtsr.submissions.requests import DAILY_LIMIT, DEFAULT_STORE
 
 #: The shipped leaderboard: the official table and ``evaluations/``.
 DEFAULT_LEADERBOARD_DIR = Path(__file__).resolve().parents[1] / "leaderboard"
@@ -41,6 +42,17 @@ class Settings:
     temp_dir_size: str = "2gb"
     #: Seconds an upload or a result is kept.
     temp_file_age: int = 1800
+    #: The request store: requests, results and the evaluated models' registry.
+    store: Path = DEFAULT_STORE
+    #: Requests one signed-in user may make in 24 hours.
+    daily_limit: int = DAILY_LIMIT
+    #: Seconds between the page's refreshes of the queues, the leaderboard and the models.
+    refresh: int = 60
+    #: "local": evaluate pending requests in a worker thread of the app; "none": leave them to
+    #: ``python -m rtsr worker`` processes.
+    worker: str = "none"
+    #: Evaluated (unreviewed) models whose sandboxed processes may run at once.
+    max_live_models: int = 4
 
     @property
     def max_file_bytes(self) -> int:
@@ -141,6 +153,38 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         default=env_default("RTSR_TEMP_FILE_AGE", defaults.temp_file_age),
         help="seconds an upload or a result is kept [$RTSR_TEMP_FILE_AGE; default %(default)s]",
     )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=env_default("RTSR_STORE", defaults.store),
+        help="the request store (requests, results, evaluated models); on a Space, under /data"
+        " [$RTSR_STORE; default store/]",
+    )
+    parser.add_argument(
+        "--daily-limit",
+        type=positive_int,
+        default=env_default("RTSR_DAILY_LIMIT", defaults.daily_limit),
+        help="requests one signed-in user may make in 24 hours [$RTSR_DAILY_LIMIT; default %(default)s]",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=positive_int,
+        default=env_default("RTSR_REFRESH", defaults.refresh),
+        help="seconds between refreshes of the queues, leaderboard and models [$RTSR_REFRESH; default %(default)s]",
+    )
+    parser.add_argument(
+        "--worker",
+        choices=("none", "local"),
+        default=env_default("RTSR_WORKER", defaults.worker),
+        help="local: evaluate requests in a worker thread of the app; none: leave them to"
+        " `python -m rtsr worker` [$RTSR_WORKER; default %(default)s]",
+    )
+    parser.add_argument(
+        "--max-live-models",
+        type=positive_int,
+        default=env_default("RTSR_MAX_LIVE_MODELS", defaults.max_live_models),
+        help="evaluated models whose sandboxed processes may run at once [$RTSR_MAX_LIVE_MODELS; default %(default)s]",
+    )
     args = parser.parse_args(argv)
     if parse_size(args.temp_dir_size) < 3 * parse_size(args.max_file_size):
         # an input, its ground truth and the results must fit at once
@@ -160,4 +204,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         max_file_size=args.max_file_size,
         temp_dir_size=args.temp_dir_size,
         temp_file_age=args.temp_file_age,
+        store=Path(args.store),
+        daily_limit=args.daily_limit,
+        refresh=args.refresh,
+        worker=args.worker,
+        max_live_models=args.max_live_models,
     )

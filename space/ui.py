@@ -1,6 +1,6 @@
 """The Gradio app: components wired to the rtsr library, and nothing else.
 
-Three tabs: Upscale (rtsr.serving), Leaderboard (rtsr.leaderboard, rtsr.leaderboard_plot)
+Three tabs: Upscale (rtsr.serving), Leaderboard (rtsr.leaderboard)
 and Submit / About (space.about). Errors a user can act on (rtsr's own exceptions) become a
 ``gr.Error`` with their one-line message; anything else is logged with its traceback and shown
 as a one-line internal error, and the server stays up.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +24,18 @@ import torch
 
 from rtsr.constants import JPEG_QUALITY, TARGET_SIZE, TRACK_SCALES
 from rtsr.errors import InputError, RTSRError, first_line
-from rtsr.leaderboard import COLUMNS, SOURCE_EVALUATED, SOURCE_OFFICIAL, datasets, filter_leaderboard, to_csv
-from rtsr.leaderboard_plot import leaderboard_figure
+from rtsr.leaderboard import (
+    COLUMNS,
+    Source,
+    datasets,
+    default_sources,
+    filter_leaderboard,
+    leaderboard_figure,
+    load_leaderboard,
+    shown_table,
+    to_csv,
+)
+from rtsr.leaderboard.plot import X_AXES, Y_AXES, XAxis, YAxis
 from rtsr.serving import (
     STAGES,
     Mode,
@@ -36,10 +47,12 @@ from rtsr.serving import (
     megapixels,
     serve,
 )
+from rtsr.submissions.requests import Store
 from rtsr.submissions.sandbox import isolation_note
-from space.about import ABOUT, INTRO, LEADERBOARD_NOTE, TITLE
+from space.about import ABOUT, INTRO, LEADERBOARD_NOTE, SUBMIT_INTRO, TITLE
 from space.doors import safe_name, save_data_url
 from space.settings import Settings
+from space.submit import build_submit_tab, queue_version
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +68,6 @@ _STAGE_LABELS = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
-YAxis = Literal["score", "psnr_rgb"]
-XAxis = Literal["runtime_ms", "relative_runtime"]
 Before = Literal["bicubic", "lr"]
 
 
@@ -110,10 +121,17 @@ def image_upload(inline_dir: Path, max_bytes: int, max_age_s: int, **kwargs: Any
 
 @dataclass
 class Board:
-    """The leaderboard the app shows, and what went wrong loading it (shown, not raised)."""
+    """The leaderboard the app shows, what went wrong loading it (shown, not raised), and
+    the sources it was loaded from (the page's checkboxes, in this order)."""
 
     frame: pd.DataFrame
     errors: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=default_sources)
+
+    def reload(self) -> None:
+        """Read every source again (new results, a file fixed or broken since)."""
+        frame, problems = load_leaderboard(self.sources)
+        self.frame, self.errors = frame, [f"left out of the leaderboard: {p}" for p in problems]
 
 
 def track_label(track: int) -> str:
@@ -186,16 +204,17 @@ def _user_error(error: BaseException) -> gr.Error:
     return gr.Error(f"internal error ({first_line(error)}); the request was not completed", duration=None)
 
 
-def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inline_dir: Path) -> None:
+def model_choices(pool: ModelPool) -> list[tuple[str, str]]:
+    """The Model dropdown's choices: one list grouped by track (Track 1 first), so that both
+    tracks' ids are valid values of one component."""
+    return [(f"Track {t} (x{s}) · {d.name}", d.id) for t, s in TRACK_SCALES.items() for d in pool.descriptors(s)]
+
+
+def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inline_dir: Path) -> gr.Dropdown | None:
     max_pixels = settings.max_input_pixels or default_max_input_pixels(pool.device)
     serve_on_gpu = on_gpu(serve)
     tracks = [t for t, s in TRACK_SCALES.items() if pool.descriptors(s)]
-
-    # One list grouped by track (Track 1 first); a per-track list would make the API refuse the
-    # other track's ids, since Gradio checks a value against the choices the page started with.
-    choices = [
-        (f"Track {t} (x{TRACK_SCALES[t]}) · {d.name}", d.id) for t in tracks for d in pool.descriptors(TRACK_SCALES[t])
-    ]
+    choices = model_choices(pool)
     # a learned model rather than bicubic (no parameters), which heads each track
     default = next((d.id for t in tracks for d in pool.descriptors(TRACK_SCALES[t]) if d.params > 0), None)
 
@@ -205,7 +224,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
         gr.Markdown(f"⚠️ Registered models that failed to load and are not served:\n{failed}", elem_id="load-failures")
     if not tracks:
         gr.Markdown("**No registered model could be loaded**, so there is nothing to run.")
-        return
+        return None
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -333,24 +352,28 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
         api_name="upscale",
     )
     compare.change(on_compare, [last, compare], slider, api_visibility="private")
+    return model
 
 
-def _table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard rows as shown: the table's columns, labelled, numbers rounded."""
-    # The track and test set are the selection's, shown above the table; the CSV keeps them.
-    hidden = ("track", "scale", "dataset", "is_reference", "model_id")
-    shown = [c for c in COLUMNS if c.key in frame.columns and c.key not in hidden]
-    table = frame[[c.key for c in shown]].copy()
-    for c in shown:
-        if c.kind == "float":
-            table[c.key] = table[c.key].round(4)
-    return table.rename(columns={c.key: c.label for c in shown})
+@dataclass
+class LeaderboardView:
+    """What a refresh of the leaderboard tab reads and writes."""
+
+    inputs: list[Any]
+    outputs: list[Any]
+    errors: gr.Markdown
+    dataset: gr.Dropdown
+    view: Callable[..., Iterator[tuple[Any, pd.DataFrame, str]]]
 
 
-def _build_leaderboard_tab(board: Board, workdir: Path) -> None:
+def _errors_markdown(board: Board) -> str:
+    return "\n\n".join(f"⚠️ {error}" for error in board.errors)
+
+
+def _build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
+    # the board's frame is read at each view: a refresh replaces it
+    errors = gr.Markdown(_errors_markdown(board), elem_id="leaderboard-errors")
     frame = board.frame
-    for error in board.errors:
-        gr.Markdown(f"⚠️ {error}")
     tracks = sorted(int(t) for t in frame["track"].unique()) if len(frame) else list(TRACK_SCALES)
     with gr.Row():
         track = gr.Radio(
@@ -360,32 +383,34 @@ def _build_leaderboard_tab(board: Board, workdir: Path) -> None:
         dataset = gr.Dropdown(
             first_sets, value=first_sets[0] if first_sets else None, label="Test set", scale=1, elem_id="lb-dataset"
         )
+        names = [s.name for s in board.sources]
         sources = gr.CheckboxGroup(
-            [SOURCE_OFFICIAL, SOURCE_EVALUATED],
-            value=[SOURCE_OFFICIAL, SOURCE_EVALUATED],
+            names,
+            value=names,
             label="Sources",
             scale=2,
             elem_id="lb-sources",
         )
     with gr.Row():
         y_axis = gr.Radio(
-            [("Score", "score"), ("PSNR RGB (dB)", "psnr_rgb")], value="score", label="Quality axis", elem_id="lb-y"
+            [(label, key) for key, label in Y_AXES.items()], value="score", label="Quality axis", elem_id="lb-y"
         )
         x_axis = gr.Radio(
-            [("Runtime (ms)", "runtime_ms"), ("Runtime relative to bicubic", "relative_runtime")],
+            [(label, key) for key, label in X_AXES.items()],
             value="runtime_ms",
             label="Runtime axis",
             elem_id="lb-x",
         )
-        query = gr.Textbox(label="Search method or device", placeholder="e.g. RTSRN, 3090", elem_id="lb-query")
+        query = gr.Textbox(label="Search method, team or device", placeholder="e.g. RTSRN, 3090", elem_id="lb-query")
 
     def render(
         track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str, folder: Path
     ) -> tuple[Any, pd.DataFrame, str]:
-        rows = filter_leaderboard(frame, track=track_id, sources=source_names, dataset=dataset_name, query=text)
+        rows = filter_leaderboard(board.frame, track=track_id, sources=source_names, dataset=dataset_name, query=text)
         title = f"{track_label(track_id)} · {dataset_name or 'no results'}"
         path = to_csv(rows, folder / f"rtsr_leaderboard_track{track_id}.csv")
-        return leaderboard_figure(rows, y=y, x=x, title=title), _table(rows), str(path)
+        figure = leaderboard_figure(rows, y=y, x=x, title=title, sources=names)
+        return figure, shown_table(rows), str(path)
 
     def on_view(
         track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str
@@ -398,12 +423,21 @@ def _build_leaderboard_tab(board: Board, workdir: Path) -> None:
 
     first = render(track.value, dataset.value, sources.value, y_axis.value, x_axis.value, "", workdir)
     plot = gr.Plot(first[0], elem_id="leaderboard-plot")
-    gr.Markdown(LEADERBOARD_NOTE)
-    table = gr.Dataframe(first[1], interactive=False, show_search="filter", max_height=520, elem_id="leaderboard-table")
+    gr.Markdown("".join(f"- **{s.name}**: {s.description}\n" for s in board.sources) + "\n" + LEADERBOARD_NOTE)
+    # links (the submission on the Hub at the commit measured) as Markdown, the rest as text
+    datatype = ["markdown" if c.kind == "url" else "str" for c in COLUMNS if c.shown]
+    table = gr.Dataframe(
+        first[1],
+        datatype=datatype,  # type: ignore[arg-type]
+        interactive=False,
+        show_search="filter",
+        max_height=520,
+        elem_id="leaderboard-table",
+    )
     csv = gr.DownloadButton("Download CSV", value=first[2], elem_id="leaderboard-csv")
 
     def on_track(track_id: int) -> Any:
-        names = datasets(frame, track_id)
+        names = datasets(board.frame, track_id)
         return gr.Dropdown(choices=names, value=names[0] if names else None)
 
     inputs = [track, dataset, sources, y_axis, x_axis, query]
@@ -414,23 +448,105 @@ def _build_leaderboard_tab(board: Board, workdir: Path) -> None:
     for control in (dataset, sources, y_axis, x_axis):
         control.input(on_view, inputs, outputs, api_visibility="private")
     query.input(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
+    return LeaderboardView(inputs, outputs, errors, dataset, on_view)
 
 
-def build_demo(pool: ModelPool, board: Board, settings: Settings, workdir: Path, inline_dir: Path) -> gr.Blocks:
+def build_demo(
+    pool: ModelPool,
+    board: Board,
+    settings: Settings,
+    workdir: Path,
+    inline_dir: Path,
+    store: Store | None = None,
+) -> gr.Blocks:
     """The whole app. ``workdir`` holds the files it writes (previews, PNGs, CSVs) until
     Gradio has copied them into its cache; ``inline_dir`` the images sent as data: URLs, each
-    until its request is answered."""
+    until its request is answered. With a request ``store``, the Submit tab takes requests
+    and shows the queues, and the page refreshes what the workers add (see :class:`Live`)."""
     # Gradio deletes the uploads and results it knows of once settings.temp_file_age old
     # (space.doors.TempStore bounds the folder's size and sweeps the rest)
     delete_cache = (max(1, min(60, settings.temp_file_age // 2)), settings.temp_file_age)
     # no usage analytics: the app makes no network calls of its own
     with gr.Blocks(title=TITLE, delete_cache=delete_cache, analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
+        submit_tab: dict[str, Any] | None = None
         with gr.Tabs():
             with gr.Tab("Upscale", id="upscale"):
-                _build_upscale_tab(pool, settings, workdir, inline_dir)
+                model = _build_upscale_tab(pool, settings, workdir, inline_dir)
             with gr.Tab("Leaderboard", id="leaderboard"):
-                _build_leaderboard_tab(board, workdir)
-            with gr.Tab("Submit / About", id="about"):
+                leaderboard = _build_leaderboard_tab(board, workdir)
+            if store is not None:
+                with gr.Tab("Submit", id="submit"):
+                    submit_tab = build_submit_tab(store, settings.daily_limit, SUBMIT_INTRO)
+            with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
+        if store is not None and submit_tab is not None:
+            _wire_refresh(Live(pool, board, store, settings.refresh), model, leaderboard, submit_tab)
     return demo
+
+
+class Live:
+    """The page's view of what changes while it runs: the evaluated models (``pool``), the
+    leaderboard (``board``) and the queues (``store``). The page asks every
+    :data:`POLL_S` seconds; the store's state is one cheap query, and the models and the
+    leaderboard are read again only when it changed (a request made, claimed, finished or
+    failed) or ``period`` seconds went by, once for all sessions."""
+
+    def __init__(self, pool: ModelPool, board: Board, store: Store, period: float) -> None:
+        self.pool, self.board, self.store, self.period = pool, board, store, period
+        self._lock = threading.Lock()
+        self._version, self._loaded_at = queue_version(store), time.monotonic()
+
+    def current(self) -> str:
+        """The state the page should show: reloads first if the store changed or the period
+        passed; returns a token that changes whenever what is shown may have."""
+        version = queue_version(self.store)
+        with self._lock:
+            if version != self._version or time.monotonic() - self._loaded_at >= self.period:
+                added = self.pool.refresh()
+                self.board.reload()
+                if added:
+                    logger.info("now serving %s", ", ".join(added))
+                self._version, self._loaded_at = version, time.monotonic()
+            return f"{self._version}@{self._loaded_at}"
+
+
+#: Seconds between the page's looks at the store (each one SQLite query).
+POLL_S = 5.0
+
+
+def _wire_refresh(
+    live: Live, model: gr.Dropdown | None, leaderboard: LeaderboardView, submit_tab: dict[str, Any]
+) -> None:
+    seen = gr.State("")
+    timer = gr.Timer(POLL_S)
+    model_out = [model] if model is not None else []
+    outputs = [
+        seen,
+        *model_out,
+        leaderboard.errors,
+        leaderboard.dataset,
+        *leaderboard.outputs,
+        *submit_tab["outputs"],
+    ]
+
+    def on_tick(last: str, *controls: Any) -> Iterator[list[Any]]:
+        token = live.current()
+        if token == last:
+            yield [gr.skip()] * len(outputs)
+            return
+        # controls of a tab never opened may come as None
+        track_id, dataset_name, source_names, y, x, text = controls
+        track_id = track_id or 1
+        names = datasets(live.board.frame, track_id)
+        dataset_name = dataset_name if dataset_name in names else (names[0] if names else None)
+        updates: list[Any] = [token]
+        if model is not None:
+            updates.append(gr.Dropdown(choices=model_choices(live.pool)))
+        updates += [_errors_markdown(live.board), gr.Dropdown(choices=names, value=dataset_name)]
+        for view in leaderboard.view(track_id, dataset_name, source_names, y or "score", x or "runtime_ms", text or ""):
+            updates += list(view)
+        updates += submit_tab["refresh"]()
+        yield updates
+
+    timer.tick(on_tick, [seen, *leaderboard.inputs], outputs, api_visibility="private", show_progress="hidden")

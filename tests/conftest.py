@@ -255,8 +255,10 @@ class RunningApp:
 
 @pytest.fixture(scope="session")
 def app(tmp_path_factory: pytest.TempPathFactory):
-    """The app on its bundled defaults (registry, leaderboard), as ``python app.py`` starts it."""
-    running = RunningApp(log=tmp_path_factory.mktemp("app") / "app.log").wait_ready()
+    """The app on its bundled defaults (registry, leaderboard), as ``python app.py`` starts it,
+    with an empty request store of its own."""
+    folder = tmp_path_factory.mktemp("app")
+    running = RunningApp(log=folder / "app.log", env={"RTSR_STORE": str(folder / "store")}).wait_ready()
     yield running
     running.stop()
 

@@ -146,9 +146,13 @@ def test_leaderboard_plots_one_marker_per_entry(page):
 
 
 def test_about_tab_gives_the_formula_and_the_commands(page):
-    page.get_by_role("tab", name="Submit / About").click()
+    page.get_by_role("tab", name="About").click()
     expect = playwright.expect
     expect(page.get_by_text("2 · 2^(PSNR − PSNR_bicubic) / (0.1 · √runtime_ms)")).to_be_visible()
-    for command in ("python -m rtsr pack my_team", "python -m rtsr validate my_team", "python -m rtsr registry add"):
+    for command in (
+        "python -m rtsr pack my_team",
+        "python -m rtsr validate my_team",
+        "python -m rtsr submit my-team/espcn-x2",
+    ):
         expect(page.get_by_text(command).first).to_be_visible()
     screenshot(page, "about")

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtsr.errors import SubmissionError, first_line
+
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult
+
+    from rtsr.leaderboard import Evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +68,30 @@ def publish_folder(folder: Path, repo_id: str, private: bool, token: str | None 
 
 
 def model_card(meta: dict[str, Any], repo_id: str, evaluation: dict[str, Any] | None) -> str:
-    """README.md for the Hub: YAML metadata (tags, license, scale) and what was measured.
+    """README.md for the Hub: YAML metadata (tags, license, scale, and the results as the
+    card's ``model-index``) and what was measured.
 
-    ``evaluation`` is an ``rtsr evaluate`` document; its numbers go in with the device that
-    measured them. Without one the card says nothing was measured.
+    ``evaluation`` is an ``rtsr evaluate`` document. Each metric of the specification
+    (:data:`rtsr.leaderboard.METRICS`) marked ``on_card`` becomes one ``EvalResult`` (task
+    ``image-to-image``, the test set, the metric's key, label and value) with the device and
+    precision that measured it (``dataset.args``), and the text gives every metric with the
+    device. Without one the card says nothing was measured.
+
+    Raises:
+        InputError: ``evaluation`` is not a valid ``rtsr.evaluate`` v1 document.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
+    from rtsr.leaderboard import Evaluation
+
     scale, track = meta["scale"], meta["track"]
+    checked = Evaluation.from_document(evaluation, "the evaluation document") if evaluation else None
     data = ModelCardData(
         license=meta.get("license") or "other",
         tags=[*CARD_TAGS, f"x{scale}"],
         pipeline_tag="image-to-image",
         model_name=meta.get("method") or repo_id.split("/")[-1],
+        eval_results=eval_results(checked) if checked else None,
         rtsr={"scale": scale, "track": track, "team": meta.get("team", "")},
     )
     lines = [
@@ -89,23 +105,8 @@ def model_card(meta: dict[str, Any], repo_id: str, evaluation: dict[str, Any] | 
     ]
     lines += [f"- {name}: {url}" for name, url in meta.get("links", {}).items()]
     lines += ["", "## Measured", ""]
-    if evaluation:
-        m, b, rt = evaluation["metrics"]["mean"], evaluation["bicubic"]["mean"], evaluation["runtime"]
-        lines += [
-            f"On {evaluation['dataset']['name']} ({evaluation['dataset']['images']} images, the challenge's "
-            f"degradation), measured by `rtsr evaluate` {evaluation['rtsr_version']} on {evaluation['device']} "
-            f"in {evaluation['precision'].upper()}:",
-            "",
-            "| | PSNR RGB | SSIM RGB | PSNR Y | SSIM Y |",
-            "|---|---|---|---|---|",
-            f"| this model | {m['psnr_rgb']:.3f} | {m['ssim_rgb']:.4f} | {m['psnr_y']:.3f} | {m['ssim_y']:.4f} |",
-            f"| bicubic | {b['psnr_rgb']:.3f} | {b['ssim_rgb']:.4f} | {b['psnr_y']:.3f} | {b['ssim_y']:.4f} |",
-            "",
-            f"Runtime for one 4K output: {rt['runtime']['mean_ms']:.3f} ms mean over {rt['runtime']['passes']} passes "
-            f"({rt['timer']}), {rt['relative_to_bicubic']:.2f}x bicubic on the same device; "
-            f"{evaluation['model']['params']:,} parameters, {evaluation['model']['flops'] / 1e9:.2f} GFLOPs; "
-            f"score {evaluation['score']:.3f}.",
-        ]
+    if checked:
+        lines += _measured(checked)
     else:
         lines.append("Nothing measured yet: run `python -m rtsr evaluate` and publish with `--eval`.")
     lines += [
@@ -117,3 +118,93 @@ def model_card(meta: dict[str, Any], repo_id: str, evaluation: dict[str, Any] | 
         "```",
     ]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
+
+
+def eval_results(evaluation: Evaluation) -> list[EvalResult]:
+    """The model card's ``model-index`` entries of a checked document: one per metric of the
+    specification marked ``on_card``, its value as the document gives it, the device and
+    precision that measured it in ``dataset_args`` (runtimes and scores are the device's)."""
+    from huggingface_hub import EvalResult
+
+    from rtsr.leaderboard import METRICS
+
+    return [
+        EvalResult(
+            task_type="image-to-image",
+            task_name=f"Super-resolution x{evaluation.scale} (NTIRE 2023 RTSR Track {evaluation.track})",
+            dataset_type=evaluation.dataset,
+            dataset_name=evaluation.dataset,
+            dataset_args={"device": evaluation.device, "precision": evaluation.precision},
+            metric_type=m.key,
+            metric_name=m.label,
+            metric_value=m.read(evaluation),
+        )
+        for m in METRICS
+        if m.on_card
+    ]
+
+
+def _measured(evaluation: Evaluation) -> list[str]:
+    """The card's text of what was measured: the per-image metrics of the model and of
+    bicubic, then the others, each as the specification prints it."""
+    from rtsr.leaderboard import IMAGE_METRICS, METRICS
+
+    def row(cells: list[str]) -> str:
+        return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+    def rule(columns: int) -> str:
+        return "|" + "---|" * columns
+
+    others = [m for m in METRICS if not m.per_image]
+    bicubic = [m.text(evaluation.number(m.reference_field or m.field)) for m in IMAGE_METRICS]
+    return [
+        f"On {evaluation.dataset} ({evaluation.integer('dataset.images')} images, the challenge's degradation), "
+        f"measured by `rtsr evaluate` {evaluation.text('rtsr_version')} on {evaluation.device} "
+        f"in {evaluation.precision.upper()}; runtime for one 4K output, "
+        f"{evaluation.integer('runtime.runtime.passes')} passes ({evaluation.text('runtime.timer')}):",
+        "",
+        row(["", *(m.label for m in IMAGE_METRICS)]),
+        rule(len(IMAGE_METRICS) + 1),
+        row(["this model", *(m.text(m.read(evaluation)) for m in IMAGE_METRICS)]),
+        row(["bicubic", *bicubic]),
+        "",
+        row([m.label for m in others]),
+        rule(len(others)),
+        row([m.text(m.read(evaluation)) for m in others]),
+    ]
+
+
+def resolve(repo_id: str, revision: str | None = None) -> str:
+    """The full commit hash ``revision`` (default: the main branch) of ``repo_id`` names,
+    after checking that it holds an ``arch.py`` at that commit.
+
+    Online this asks the Hub (``HfApi.model_info``); with ``HF_HUB_OFFLINE=1`` it reads the
+    local Hub cache, whose ``refs/`` record what a branch pointed at when it was fetched.
+
+    Raises:
+        SubmissionError: the repo or revision does not exist (or cannot be reached), or it
+            holds no ``arch.py``.
+    """
+    import huggingface_hub.constants as constants
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    from rtsr.submissions.submission import ARCH_FILE
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    if constants.HF_HUB_OFFLINE:
+        cached = try_to_load_from_cache(repo_id, ARCH_FILE, revision=revision or "main", repo_type="model")
+        if not isinstance(cached, str):
+            raise SubmissionError(f"{where}: not found in the local Hub cache (offline), or it holds no {ARCH_FILE}")
+        return Path(cached).parent.name
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, files_metadata=False)
+    except RepositoryNotFoundError:
+        raise SubmissionError(f"{repo_id}: no such model repository on the Hub (or it is private)") from None
+    except RevisionNotFoundError:
+        raise SubmissionError(f"{where}: no such revision") from None
+    except HfHubHTTPError as e:
+        raise SubmissionError(f"{where}: {first_line(e)}") from None
+    if not any(s.rfilename == ARCH_FILE for s in info.siblings or []):
+        raise SubmissionError(f"{where}: not a submission (no {ARCH_FILE} at its top level)")
+    return str(info.sha)

@@ -23,6 +23,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from rtsr.constants import SCALES
 from rtsr.devices import Precision
 from rtsr.errors import InputError, ModelError, RTSRError, SubmissionError, first_line
 from rtsr.models import ModelDescriptor
+from rtsr.runtime import RuntimeStats
 from rtsr.submissions import sandbox
 from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits, SandboxedProcess
 from rtsr.submissions.submission import Submission
@@ -52,6 +55,10 @@ MAX_INPUT_PIXELS = 3840 * 2160
 SHARED_BYTES = MAX_INPUT_PIXELS * 3 * (1 + 3 * 3)
 #: Largest JSON header either side sends.
 _MAX_HEADER = 1024 * 1024
+#: The mean time per pass the model process reports must be at least this fraction of the
+#: time per pass measured outside it (warm-up passes can be slower than timed ones; the
+#: input's allocation and the messages add a little).
+RUNTIME_WALL_FRACTION = 0.25
 _LENGTH = struct.Struct(">I")
 
 
@@ -107,10 +114,15 @@ def _descriptor(data: Any, submission: Submission, entry_id: str) -> ModelDescri
     params, pad, half = data.get("params"), data.get("pad_multiple"), data.get("supports_half")
     if not (isinstance(params, int) and isinstance(pad, int) and isinstance(half, bool) and 1 <= pad <= 1024):
         raise ValueError(f"bad fields in {str(data)[:200]}")
+    # the scale the model process found, where submission.json declares none; every output
+    # is checked against it here
+    scale = submission.meta.scale or data.get("scale")
+    if scale not in SCALES or data.get("scale") != scale:
+        raise ValueError(f"a scale of {data.get('scale')!r}, expected {submission.meta.scale or '2 or 3'}")
     return ModelDescriptor(
         id=entry_id,
         name=submission.meta.method or entry_id,
-        scale=submission.meta.scale,
+        scale=scale,
         params=params,
         source=submission.source,
         supports_half=half,
@@ -196,7 +208,8 @@ class SandboxedModels:
     def _restart(self, reason: str) -> None:
         if self._process is not None:
             outcome = self._process.close()
-            logger.warning("model process ended (%s): %s", reason, outcome.failure() or "exited")
+            level = logging.INFO if reason == "closed" else logging.WARNING
+            logger.log(level, "model process ended (%s): %s", reason, outcome.failure() or "exited")
             self._process = None
 
     def upscale(self, model_id: str, image: np.ndarray, precision: Precision) -> tuple[np.ndarray, float]:
@@ -257,6 +270,84 @@ class SandboxedModels:
         hit = sandbox.limit_hit(self.limits, False, 1, message)
         raise ModelError(f"{message} (exceeded {hit})" if hit else message)
 
+    def _call(self, header: dict[str, Any], timeout_s: float, doing: str) -> tuple[dict[str, Any], float]:
+        """Send one request without pixels; return the answer and the call's wall time in ms.
+
+        Raises:
+            ModelError: the process did not answer in time, broke the protocol, or ended.
+            torch.OutOfMemoryError: the device ran out of memory in the model process.
+        """
+        model_id = header["model"]
+        with self._lock:
+            process = self._process if self._process is not None and self._process.alive else None
+            if process is None:
+                self._restart("it had died")
+                process = self._start()
+            process.channel.settimeout(timeout_s)
+            start = time.perf_counter()
+            try:
+                send_message(process.channel, header)
+                answer = receive_header(process.channel)
+            except TimeoutError:
+                self._restart("no answer")
+                raise ModelError(f"{model_id} did not finish {doing} within {timeout_s:g} s") from None
+            except (OSError, ValueError) as e:
+                self._restart(f"a broken answer: {e}")
+                raise ModelError(f"{model_id}: the model process broke the protocol while {doing}") from None
+            wall_ms = (time.perf_counter() - start) * 1e3
+            if answer is None:
+                outcome = process.close()
+                self._process = None
+                why = outcome.failure() or "it exited"
+                raise ModelError(f"{model_id} failed while {doing}: its process ended ({why})")
+        if answer.get("ok") is not True:
+            message = str(answer.get("error") or "failed")[:500]
+            if answer.get("kind") == "oom":
+                raise torch.OutOfMemoryError(message)
+            raise ModelError(message)
+        return answer, wall_ms
+
+    def runtime(
+        self, model_id: str, precision: Precision, input_size: tuple[int, int], warmup: int, repeat: int
+    ) -> tuple[RuntimeStats, int]:
+        """Run the challenge's runtime protocol on ``model_id`` in the model process, on a
+        random input of ``input_size`` (H, W): return the per-pass statistics it measured
+        and its FLOPs.
+
+        The reported times are checked against the call's wall time measured here: the
+        model process runs the submission's code, which could patch the timer, but it
+        cannot make the call take less time than the passes it claims to have timed.
+
+        Raises:
+            ModelError: the model failed, its process died, or its answer is not a
+                plausible measurement (one line).
+            torch.OutOfMemoryError: the device ran out of memory in the model process.
+        """
+        h, w = input_size
+        header = {"model": model_id, "precision": precision, "size": [h, w], "warmup": warmup, "repeat": repeat}
+        answer, _ = self._call({**header, "op": "flops"}, self.request_timeout_s, f"counting FLOPs at {w}x{h}")
+        flops = answer.get("flops")
+        # the protocol takes warmup + repeat passes; allow the request timeout for every 16
+        timeout = self.request_timeout_s * max(1.0, (warmup + repeat) / 16)
+        answer, wall_ms = self._call({**header, "op": "runtime"}, timeout, f"the runtime protocol at {w}x{h}")
+        times = answer.get("times_ms")
+        if not (
+            isinstance(times, list)
+            and len(times) == repeat
+            and all(isinstance(t, int | float) and 0 < t < math.inf for t in times)
+            and isinstance(flops, int)
+            and flops >= 0
+        ):
+            raise ModelError(f"{model_id}: the model process reported an implausible runtime measurement")
+        stats = RuntimeStats.from_times([float(t) for t in times])
+        per_pass_ms = wall_ms / (warmup + repeat)
+        if stats.mean_ms < RUNTIME_WALL_FRACTION * per_pass_ms:
+            raise ModelError(
+                f"{model_id}: reported {stats.mean_ms:.3f} ms per pass, but its {warmup + repeat} passes took"
+                f" {per_pass_ms:.3f} ms each, measured outside its process"
+            )
+        return stats, flops
+
     def close(self) -> None:
         """End the model process and everything it started."""
         with self._lock:
@@ -298,20 +389,26 @@ def _serve(job: dict[str, Any]) -> None:
     }
     send_message(channel, hello)
     prepared: dict[tuple[str, str], torch.nn.Module] = {}
+
+    def prepare_once(model_id: str, precision: Precision) -> torch.nn.Module:
+        if (model_id, precision) not in prepared:
+            prepared[model_id, precision] = prepare(loaded[model_id].module, device, precision)
+        return prepared[model_id, precision]
+
     while True:
         request = receive_header(channel)
         if request is None:
             return  # the app closed the channel
+        if request.get("op") in ("runtime", "flops"):
+            send_message(channel, _time_model(request, loaded, prepare_once, device))
+            continue
         model_id, precision = request["model"], request["precision"]
         shape = tuple(request["shape"])
         in_bytes = shape[0] * shape[1] * 3
         image = np.frombuffer(shared, np.uint8, in_bytes).reshape(shape)
-        key = (model_id, precision)
         try:
-            if key not in prepared:
-                prepared[key] = prepare(loaded[model_id].module, device, precision)
             scale = loaded[model_id].descriptor.scale
-            sr, forward_ms = upscale_timed(prepared[key], image, scale, device, precision)
+            sr, forward_ms = upscale_timed(prepare_once(model_id, precision), image, scale, device, precision)
         except torch.OutOfMemoryError:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -325,6 +422,30 @@ def _serve(job: dict[str, Any]) -> None:
         else:
             np.frombuffer(shared, np.uint8, sr.size, offset=in_bytes).reshape(sr.shape)[:] = sr
             send_message(channel, {"ok": True, "shape": list(sr.shape), "forward_ms": forward_ms})
+
+
+def _time_model(request: dict[str, Any], loaded: dict[str, Any], prepared: Any, device: torch.device) -> dict[str, Any]:
+    """The runtime protocol on one model, in the model process: per-pass times (``op``
+    ``runtime``), or FLOPs (``op`` ``flops``, counted apart so that the timed call holds
+    nothing but the passes)."""
+    from rtsr.devices import DTYPES
+    from rtsr.runtime import count_flops, time_passes
+
+    model_id, precision = request["model"], request["precision"]
+    h, w = request["size"]
+    try:
+        shape = (1, 3, h, w)
+        if request["op"] == "flops":
+            return {"ok": True, "flops": count_flops(loaded[model_id].module, shape)}
+        module = prepared(model_id, precision)
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=DTYPES[precision])
+        times = time_passes(module, x, int(request["warmup"]), int(request["repeat"]), progress=False)
+    except torch.OutOfMemoryError:
+        return {"ok": False, "kind": "oom", "error": "out of memory on this device"}
+    except Exception as e:  # the submission's forward failed
+        detail = first_line(e) if str(e).strip() else e.__class__.__name__
+        return {"ok": False, "kind": "model", "error": f"{model_id} failed while timed on a {w}x{h} input: {detail}"}
+    return {"ok": True, "times_ms": times}
 
 
 if __name__ == "__main__":

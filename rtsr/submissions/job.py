@@ -1,0 +1,56 @@
+"""What a Hugging Face Job runs for :class:`rtsr.submissions.worker.HfJobsBackend`:
+
+    python -m rtsr.submissions.job '<request JSON>'
+
+It fetches the test sets (with ``$HF_TOKEN``, read-only, when they are private), then drops
+the token and the result tag from its environment before any submission code runs, evaluates
+the submission as a local worker would (validation and model process in the sandbox), and
+prints one line, ``RTSR-RESULT <tag> <JSON>`` or ``RTSR-FAILED <tag> <reason>``, for the
+worker to read from the job's log. The submission's processes write to files of the
+sandbox, not to the job's log, and never see the tag, so they cannot print a result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from rtsr.errors import RTSRError, first_line
+from rtsr.submissions.submission import open_submission
+from rtsr.submissions.worker import EvaluationSettings, TestSet, evaluate_submission, failure_line, result_line
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tag = os.environ.pop("RTSR_RESULT_TAG", "")
+    token = os.environ.pop("HF_TOKEN", None)
+    if not tag or len(argv) != 2:
+        print("usage: RTSR_RESULT_TAG=... python -m rtsr.submissions.job '<request JSON>'", file=sys.stderr)
+        return 2
+    try:
+        payload = json.loads(argv[1])
+        settings = EvaluationSettings.from_dict(payload["settings"])
+        # fetch what needs the token now, then forget it
+        folders = [TestSet(t.name, str(t.folder(token))) for t in settings.test_sets]
+        del token
+        settings = replace(settings, test_sets=tuple(folders))
+        submission = open_submission(payload["spec"])
+        cache = Path(tempfile.mkdtemp(prefix="rtsr-job-"))
+        evaluation = evaluate_submission(submission, int(payload["track"]), settings, cache, labels=payload["labels"])
+    except RTSRError as e:
+        print(failure_line(tag, first_line(e, 600)), flush=True)
+        return 1
+    except (KeyError, TypeError, ValueError) as e:
+        print(failure_line(tag, f"a malformed job request ({e.__class__.__name__}: {first_line(e)})"), flush=True)
+        return 2
+    print(result_line(tag, evaluation), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

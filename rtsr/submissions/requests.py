@@ -1,0 +1,432 @@
+"""Evaluation requests and their results: the store the page, the CLI and the workers share.
+
+A request is one submission (a Hub repo pinned to a commit, or a local folder or zip copied
+into the store when it is submitted) for one track. It moves through four states::
+
+    pending --claim--> running --finish--> finished
+                          |  \\--fail----> failed
+                          \\-- lease expired (the worker died) --> pending (again, at most
+                               MAX_ATTEMPTS times, then failed)
+
+The embedded store is one folder (``--store`` / ``$RTSR_STORE``): ``requests.sqlite``
+(Python's ``sqlite3``, WAL mode) for the requests, ``results/<request>/<set>.json`` for the
+results documents (the ``rtsr.evaluate`` schema; the leaderboard reads them as they are),
+``submissions/<request>/`` for local submissions, and ``registry.json``: the finished,
+passing submissions the app may run, pinned and hashed like the bundled registry.
+
+Every state change is one ``BEGIN IMMEDIATE`` transaction, so two workers on one store
+never claim the same request, and a worker can only finish or fail a request it still holds
+(a worker whose lease expired, and whose request another worker took, changes nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+from rtsr.errors import InputError, SubmissionError
+from rtsr.submissions.registry import Registry, RegistryEntry
+
+Status = Literal["pending", "running", "finished", "failed"]
+STATUSES: Final[tuple[Status, ...]] = get_args(Status)
+
+STORE_ENV: Final = "RTSR_STORE"
+#: The default store, under the repository and ignored by git; on a Space, point
+#: ``$RTSR_STORE`` at the persistent ``/data``.
+DEFAULT_STORE: Final = Path(__file__).resolve().parents[2] / "store"
+#: A running request whose worker has not renewed its lease for this long goes back to
+#: pending: the worker is presumed dead. Workers renew every LEASE_S / 3.
+LEASE_S: Final = 120.0
+#: A request whose worker died this many times is failed rather than retried forever (it may
+#: be what kills the worker).
+MAX_ATTEMPTS: Final = 3
+#: Requests one submitter may make in a day from the page (a setting of the app).
+DAILY_LIMIT: Final = 3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    spec TEXT NOT NULL,
+    repo TEXT,
+    revision TEXT NOT NULL,
+    track INTEGER NOT NULL,
+    submitter TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    submitted REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    worker TEXT,
+    lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    device TEXT,
+    entry_id TEXT,
+    results TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS requests_status ON requests (status, seq);
+"""
+
+
+def _iso(t: float | None) -> str | None:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds") if t else None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One evaluation request, as stored."""
+
+    id: str
+    #: What was submitted: ``org/name@<commit>``, or ``submissions/<id>/<name>`` in the store.
+    spec: str
+    #: ``org/name`` for Hub submissions; None for local ones.
+    repo: str | None
+    #: The pinned Hub commit, or ``sha256:<16 hex>`` over a local submission's file hashes.
+    revision: str
+    track: int
+    submitter: str
+    status: Status
+    #: Why it failed, in one or two lines; empty otherwise.
+    reason: str
+    #: Unix times (seconds).
+    submitted: float
+    started: float | None = None
+    finished: float | None = None
+    worker: str | None = None
+    lease_until: float | None = None
+    attempts: int = 0
+    #: The device that measured the runtimes.
+    device: str | None = None
+    #: The id it is served under in the store's registry, once finished.
+    entry_id: str | None = None
+    #: The results documents, as paths relative to the store.
+    results: list[str] = field(default_factory=list)
+
+    @property
+    def is_hub(self) -> bool:
+        return self.repo is not None
+
+    @property
+    def url(self) -> str | None:
+        """The submission on the Hub at the evaluated commit."""
+        return f"https://huggingface.co/{self.repo}/tree/{self.revision}" if self.repo else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The request for ``rtsr requests --json`` and the page: times as ISO 8601 UTC."""
+        data = asdict(self)
+        for key in ("submitted", "started", "finished", "lease_until"):
+            data[key] = _iso(data[key])
+        return {**data, "commit": self.revision, "url": self.url}
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Request:
+        data = dict(row)
+        data.pop("seq")
+        data["results"] = json.loads(data["results"])
+        return cls(**data)
+
+
+def default_store() -> Path:
+    """``$RTSR_STORE`` if set, else ``store/`` under the repository."""
+    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+class Store:
+    """The embedded store in ``folder`` (created on first use).
+
+    Raises:
+        InputError: the folder cannot be created or the database cannot be opened.
+    """
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_store()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise InputError(f"{self.folder}: cannot open the request store ({e})") from None
+
+    @property
+    def results_dir(self) -> Path:
+        return self.folder / "results"
+
+    @property
+    def submissions_dir(self) -> Path:
+        return self.folder / "submissions"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.folder / "registry.json"
+
+    def registry(self) -> Registry:
+        """The finished, passing submissions the app may run."""
+        return Registry.read(self.registry_path)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # autocommit mode: transactions are the explicit BEGIN IMMEDIATE blocks below
+        db = sqlite3.connect(self.folder / "requests.sqlite", timeout=60, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: the database lock is taken at the start (BEGIN IMMEDIATE),
+        so a read-then-write inside cannot interleave with another process's."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # --- reading -------------------------------------------------------------------------
+
+    def get(self, request_id: str) -> Request:
+        """One request.
+
+        Raises:
+            InputError: no request has that id.
+        """
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise InputError(f"no request {request_id!r} in {self.folder}")
+        return Request.from_row(row)
+
+    def list(self, status: Status | None = None) -> list[Request]:
+        """Requests in the order they were made, optionally of one status."""
+        with self._connect() as db:
+            if status is None:
+                rows = db.execute("SELECT * FROM requests ORDER BY seq").fetchall()
+            else:
+                rows = db.execute("SELECT * FROM requests WHERE status = ? ORDER BY seq", (status,)).fetchall()
+        return [Request.from_row(r) for r in rows]
+
+    # --- submitting ----------------------------------------------------------------------
+
+    def submit(
+        self,
+        spec: str,
+        repo: str | None,
+        revision: str,
+        track: int,
+        submitter: str,
+        daily_limit: int | None = None,
+        local_folder: Path | None = None,
+        local_name: str | None = None,
+    ) -> Request:
+        """Queue a request; return it, pending.
+
+        ``local_folder`` (a local submission's files) is copied into the store as
+        ``submissions/<request>/<local_name>``, so the request runs what was submitted even
+        if the folder changes afterwards, under the name it was submitted with.
+
+        Raises:
+            SubmissionError: the same submission at the same revision is already queued or
+                evaluated for this track (naming that request), or ``submitter`` made
+                ``daily_limit`` requests in the last 24 hours.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            same = db.execute(
+                "SELECT id, status FROM requests WHERE revision = ? AND track = ? AND status != 'failed'"
+                " AND (repo IS ? ) ORDER BY seq LIMIT 1",
+                (revision, track, repo),
+            ).fetchone()
+            if same is not None:
+                what = f"{repo}@{revision}" if repo else f"this submission ({revision})"
+                raise SubmissionError(
+                    f"{what} is already submitted for Track {track}: request {same['id']} ({same['status']})"
+                )
+            if daily_limit is not None:
+                (count,) = db.execute(
+                    "SELECT COUNT(*) FROM requests WHERE submitter = ? AND submitted > ?",
+                    (submitter, now - 86400),
+                ).fetchone()
+                if count >= daily_limit:
+                    raise SubmissionError(
+                        f"{submitter} has made {count} requests in the last 24 hours, the limit is {daily_limit}:"
+                        " try again tomorrow"
+                    )
+            cursor = db.execute(
+                "INSERT INTO requests (id, spec, repo, revision, track, submitter, status, submitted)"
+                " VALUES ('', ?, ?, ?, ?, ?, 'pending', ?)",
+                (spec, repo, revision, track, submitter, now),
+            )
+            request_id = f"req-{cursor.lastrowid:05d}"
+            if local_folder is not None:
+                spec = f"submissions/{request_id}/{_safe(local_name or local_folder.name)}"
+                target = self.folder / spec
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(local_folder, target, symlinks=False)
+            db.execute("UPDATE requests SET id = ?, spec = ? WHERE seq = ?", (request_id, spec, cursor.lastrowid))
+        return self.get(request_id)
+
+    # --- working -------------------------------------------------------------------------
+
+    def claim(self, worker: str, lease_s: float = LEASE_S) -> Request | None:
+        """Take the oldest pending request for ``worker``, leased for ``lease_s`` seconds;
+        None when nothing is pending. Requests whose worker's lease ran out first go back to
+        pending (or fail after :data:`MAX_ATTEMPTS`)."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE requests SET status = 'failed', finished = ?, worker = NULL, lease_until = NULL,"
+                " reason = 'its worker stopped while evaluating it ' || attempts || ' times; not retried'"
+                " WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
+                (now, now, MAX_ATTEMPTS),
+            )
+            db.execute(
+                "UPDATE requests SET status = 'pending', worker = NULL, lease_until = NULL, started = NULL"
+                " WHERE status = 'running' AND lease_until < ?",
+                (now,),
+            )
+            row = db.execute("SELECT seq FROM requests WHERE status = 'pending' ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE requests SET status = 'running', worker = ?, started = ?, lease_until = ?,"
+                " attempts = attempts + 1, reason = '' WHERE seq = ?",
+                (worker, now, now + lease_s, row["seq"]),
+            )
+            claimed = db.execute("SELECT * FROM requests WHERE seq = ?", (row["seq"],)).fetchone()
+        return Request.from_row(claimed)
+
+    def _owned(self, db: sqlite3.Connection, request_id: str, worker: str) -> sqlite3.Row:
+        row = db.execute(
+            "SELECT * FROM requests WHERE id = ? AND status = 'running' AND worker = ?", (request_id, worker)
+        ).fetchone()
+        if row is None:
+            raise LeaseLost(f"{request_id}: no longer held by worker {worker} (its lease expired)")
+        return row
+
+    def renew(self, request_id: str, worker: str, lease_s: float = LEASE_S) -> None:
+        """Extend ``worker``'s lease on a running request.
+
+        Raises:
+            LeaseLost: the request is no longer ``worker``'s.
+        """
+        with self._transaction() as db:
+            self._owned(db, request_id, worker)
+            db.execute("UPDATE requests SET lease_until = ? WHERE id = ?", (time.time() + lease_s, request_id))
+
+    def fail(self, request_id: str, worker: str, reason: str) -> None:
+        """Mark a running request failed with ``reason`` (cut to two lines).
+
+        Raises:
+            LeaseLost: the request is no longer ``worker``'s.
+        """
+        reason = "\n".join(reason.strip().splitlines()[:2])[:600]
+        with self._transaction() as db:
+            self._owned(db, request_id, worker)
+            db.execute(
+                "UPDATE requests SET status = 'failed', reason = ?, finished = ?, lease_until = NULL WHERE id = ?",
+                (reason, time.time(), request_id),
+            )
+
+    def finish(
+        self,
+        request_id: str,
+        worker: str,
+        documents: dict[str, dict[str, Any]],
+        entry: RegistryEntry,
+        device: str,
+    ) -> Request:
+        """Record a passing evaluation: write its results documents (``{set name: document}``)
+        under ``results/<request>/``, add ``entry`` to the store's registry (its id made
+        unique) and mark the request finished, all while holding the store's lock.
+
+        Raises:
+            LeaseLost: the request is no longer ``worker``'s (nothing is written).
+        """
+        from rtsr.outputs import write_json
+
+        with self._transaction() as db:
+            self._owned(db, request_id, worker)
+            folder = self.results_dir / request_id
+            # a request evaluated before its worker died may have left results: replace them
+            shutil.rmtree(folder, ignore_errors=True)
+            paths = []
+            for name, document in documents.items():
+                path = folder / f"{_safe(name)}.json"
+                write_json(document, path)
+                paths.append(path.relative_to(self.folder).as_posix())
+            registry = self.registry()
+            taken = {e.id for e in registry.entries}
+            entry_id = entry.id if entry.id not in taken else f"{entry.id}-{request_id}"
+            registry.add(RegistryEntry(**{**asdict(entry), "id": entry_id}))
+            registry.write()
+            db.execute(
+                "UPDATE requests SET status = 'finished', finished = ?, lease_until = NULL, device = ?,"
+                " entry_id = ?, results = ? WHERE id = ?",
+                (time.time(), device, entry_id, json.dumps(paths), request_id),
+            )
+        return self.get(request_id)
+
+
+class LeaseLost(SubmissionError):
+    """A worker tried to change a request it no longer holds."""
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "set"
+
+
+#: ``org/name`` or ``org/name@<revision>`` (a branch, tag or commit).
+HUB_REPO = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w.\-/]+))?$")
+
+
+def submit(store: Store, spec: str, track: int, submitter: str, daily_limit: int | None = None) -> Request:
+    """Queue ``spec`` for ``track``: ``org/name`` (pinned now to the commit its main branch
+    points at), ``org/name@<revision>``, or a local folder or zip (copied into the store).
+
+    Raises:
+        InputError: an unknown track.
+        SubmissionError: not a submission, a repo or revision not found, a duplicate, or
+            over ``daily_limit`` (see :meth:`Store.submit`).
+    """
+    from rtsr.constants import TRACK_SCALES
+    from rtsr.submissions.hub import resolve
+    from rtsr.submissions.submission import open_submission
+
+    if track not in TRACK_SCALES:
+        raise InputError(f"track must be one of {', '.join(map(str, TRACK_SCALES))}, got {track}")
+    spec = spec.strip()
+    path = Path(spec)
+    if path.exists():
+        submission = open_submission(path)
+        digest = hashlib.sha256(json.dumps(submission.hashes(), sort_keys=True).encode()).hexdigest()
+        return store.submit(
+            str(path),
+            None,
+            f"sha256:{digest[:16]}",
+            track,
+            submitter,
+            daily_limit,
+            local_folder=submission.root,
+            local_name=submission.name,
+        )
+    match = HUB_REPO.match(spec)
+    if match is None:
+        raise SubmissionError(f"{spec!r}: not a folder, a zip, or a Hub repo as org/name[@revision]")
+    commit = resolve(match["repo"], match["revision"])
+    return store.submit(f"{match['repo']}@{commit}", match["repo"], commit, track, submitter, daily_limit)

@@ -1,0 +1,612 @@
+"""The evaluator: claim pending requests, evaluate each submission in the sandbox, record
+the results.
+
+For each request, :func:`evaluate_submission` opens the submission (a Hub repo at its
+pinned commit, or the copy in the store), runs the validation checklist in the sandbox, then
+evaluates it as ``rtsr evaluate`` does on every test set: the test set's HR images are
+degraded here as the challenge does, and the submission's code, in a sandboxed model process
+(:mod:`rtsr.submissions.sandboxed_models`), receives the LR pixels only. Its outputs, the
+metrics, bicubic and the score are computed here, outside the sandbox, and the runtime
+protocol's timings are checked against the wall clock measured here.
+
+A passing submission is added to the store's registry, pinned and hashed, so the app can run
+it; a failing one gets its reason. Two backends evaluate:
+
+* :class:`LocalBackend`: on this machine, one request at a time per worker thread.
+* :class:`HfJobsBackend`: each request as a Hugging Face Job on one GPU flavor
+  (``HfApi.run_job``), so every submission is timed on the same hardware in its own
+  container; the job prints its results to its log with a per-job secret tag, and this
+  worker, the only one that writes to the store, reads them back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
+from rtsr.errors import InputError, RTSRError, SubmissionError, first_line
+from rtsr.submissions.registry import RegistryEntry, entry_for
+from rtsr.submissions.requests import LEASE_S, LeaseLost, Request, Store
+from rtsr.submissions.sandbox import Limits
+from rtsr.submissions.submission import Submission, open_submission
+from rtsr.submissions.validation import VALIDATION_LIMITS
+
+logger = logging.getLogger(__name__)
+
+#: The test set a fresh clone evaluates on: Set5, bundled in the repository.
+BUNDLED_TEST_SET: Final = Path(__file__).resolve().parents[2] / "testsets" / "Set5"
+#: What a job prints before its results (then the job's secret tag and one JSON line).
+RESULT_TAG: Final = "RTSR-RESULT"
+FAILED_TAG: Final = "RTSR-FAILED"
+#: The id the submission has inside its model process.
+_CANDIDATE: Final = "candidate"
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A folder of HR images, degraded here as the challenge does; or, on a Hub job, a
+    dataset ``datasets/org/name`` (optionally ``@revision`` and ``:folder``) fetched with the
+    job's read-only token."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    name: str
+    location: str
+
+    @classmethod
+    def parse(cls, spec: str) -> TestSet:
+        """``NAME=LOCATION`` or ``LOCATION`` (named after its last folder)."""
+        name, sep, location = spec.partition("=")
+        if not sep:
+            name, location = Path(spec.split(":")[-1].split("@")[0]).name, spec
+        if not name or not location:
+            raise InputError(f"{spec!r}: a test set is a folder of HR images, optionally NAME=FOLDER")
+        return cls(name, location)
+
+    @property
+    def is_hub(self) -> bool:
+        return self.location.startswith("datasets/")
+
+    def folder(self, token: str | None = None) -> Path:
+        """The HR folder, downloaded first for a Hub dataset.
+
+        Raises:
+            InputError: the folder does not exist, or the dataset cannot be had.
+        """
+        if not self.is_hub:
+            path = Path(self.location)
+            if not path.is_dir():
+                raise InputError(f"test set {self.name}: {path} is not a folder")
+            return path
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+        repo, _, sub = self.location.removeprefix("datasets/").partition(":")
+        repo, _, revision = repo.partition("@")
+        try:
+            root = snapshot_download(repo, repo_type="dataset", revision=revision or None, token=token)
+        except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError) as e:
+            raise InputError(f"test set {self.name}: {self.location} cannot be had ({first_line(e)})") from None
+        return Path(root) / sub
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What every request is evaluated on, and how."""
+
+    test_sets: tuple[TestSet, ...] = (TestSet("Set5", str(BUNDLED_TEST_SET)),)
+    #: ``cuda``, ``cpu`` or None for the best available.
+    device: str | None = None
+    #: The runtime protocol: the output size, warm-up and timed passes.
+    target_size: tuple[int, int] = TARGET_SIZE
+    warmup: int = WARMUP_PASSES
+    repeat: int = TIMED_PASSES
+    #: Bounds for the validation run and for the model process.
+    limits: Limits = VALIDATION_LIMITS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "test_sets": [[t.name, t.location] for t in self.test_sets],
+            "device": self.device,
+            "target_size": list(self.target_size),
+            "warmup": self.warmup,
+            "repeat": self.repeat,
+            "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationSettings:
+        return cls(
+            test_sets=tuple(TestSet(n, loc) for n, loc in data["test_sets"]),
+            device=data["device"],
+            target_size=(int(data["target_size"][0]), int(data["target_size"][1])),
+            warmup=int(data["warmup"]),
+            repeat=int(data["repeat"]),
+            limits=Limits(**data["limits"]),
+        )
+
+
+@dataclass
+class Evaluation:
+    """A passing submission's results: one ``rtsr.evaluate`` document per test set."""
+
+    documents: dict[str, dict[str, Any]]
+    device: str
+
+
+def _prepared(test_set: TestSet, hr_dir: Path, scale: int, cache: Path) -> tuple[Path, Path]:
+    """The LR and GT folders of a test set at ``scale``, degraded once and kept in ``cache``."""
+    from rtsr.degradation import prepare_data
+
+    folder = cache / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', test_set.name)}_x{scale}"
+    lr_dir, gt_dir = folder / "LR", folder / "GT"
+    stamp = folder / "source.json"
+    source = json.dumps(sorted((p.name, p.stat().st_size) for p in hr_dir.iterdir() if p.is_file()))
+    if not (stamp.exists() and stamp.read_text() == source and lr_dir.is_dir() and gt_dir.is_dir()):
+        prepare_data(hr_dir, lr_dir, gt_dir, scale, progress=False)
+        stamp.write_text(source)
+    return lr_dir, gt_dir
+
+
+def _without_root(message: str, submission: Submission) -> str:
+    """A message about the submission without the server's path to it."""
+    return (
+        message.replace(f"{submission.root}/", "")
+        .replace(f"{submission.root}: ", "")
+        .replace(str(submission.root), ".")
+    )
+
+
+def at_track_scale(submission: Submission, track: int) -> Submission:
+    """``submission`` at its track's scale (a challenge submission without ``submission.json``
+    does not say its own; the checks then confirm it by a forward pass).
+
+    Raises:
+        SubmissionError: its ``submission.json`` declares another scale.
+    """
+    scale = TRACK_SCALES[track]
+    if submission.meta.scale is not None and submission.meta.scale != scale:
+        raise SubmissionError(f"its submission.json declares x{submission.meta.scale}, but Track {track} is x{scale}")
+    return submission.with_scale(scale)
+
+
+def check_submission(submission: Submission, track: int, limits: Limits) -> Submission:
+    """Run the validation checklist in the sandbox, at the track's scale; return the
+    submission at that scale.
+
+    Raises:
+        SubmissionError: a check failed (its name and detail, without server paths), or the
+            model is not of the track's scale.
+    """
+    from rtsr.submissions.validation import run_validation
+
+    submission = at_track_scale(submission, track)
+    for check in run_validation(submission, None, limits).checks:
+        if check.status == "fail":
+            detail = _without_root(check.detail, submission)
+            raise SubmissionError(detail if detail.startswith(check.name) else f"{check.name}: {detail}")
+    return submission
+
+
+def evaluate_submission(
+    submission: Submission,
+    track: int,
+    settings: EvaluationSettings,
+    cache: Path,
+    hub_token: str | None = None,
+    progress: bool = False,
+    labels: dict[str, Any] | None = None,
+) -> Evaluation:
+    """Validate ``submission`` in the sandbox, then evaluate it on every test set with its
+    code in a sandboxed model process that sees the LR images only.
+
+    ``labels`` (the request, repo, commit, team...) go into every document as
+    ``submission``. ``cache`` keeps the degraded test sets.
+
+    Raises:
+        SubmissionError: a failed check, a model that fails to load or run, or implausible
+            timings (one line, without server paths).
+        InputError: a test set that cannot be read.
+    """
+    import torch
+
+    from rtsr.devices import device_name, resolve_device, resolve_precision
+    from rtsr.evaluate import evaluate_with
+    from rtsr.inference import prepare
+    from rtsr.models import Bicubic
+    from rtsr.runtime import RuntimeReport, lr_size, time_forward
+    from rtsr.submissions.sandboxed_models import SandboxedModels
+
+    submission = check_submission(submission, track, settings.limits)
+    scale = TRACK_SCALES[track]
+    device = resolve_device(settings.device)
+    limits = replace(settings.limits, wall_seconds=None, cpu_seconds=None)
+    models = SandboxedModels({_CANDIDATE: submission}, device, limits)
+    try:
+        if _CANDIDATE in models.failures:
+            raise SubmissionError(_without_root(models.failures[_CANDIDATE], submission))
+        if models.descriptors[_CANDIDATE].scale != scale:
+            raise SubmissionError(f"a x{models.descriptors[_CANDIDATE].scale} model, but Track {track} is x{scale}")
+        descriptor = replace(
+            models.descriptors[_CANDIDATE],
+            id=str((labels or {}).get("entry") or submission.name),
+            name=submission.meta.method or submission.name,
+            source=submission.source if submission.revision else submission.name,
+        )
+        precision = resolve_precision(device, None)
+        if precision == "fp16" and not descriptor.supports_half:
+            precision = "fp32"
+        reports: list[RuntimeReport] = []
+
+        def runtime() -> RuntimeReport:
+            # the protocol does not depend on the set: measure once, on the first set
+            if not reports:
+                h, w = lr_size(scale, settings.target_size)
+                stats, flops = models.runtime(_CANDIDATE, precision, (h, w), settings.warmup, settings.repeat)
+                x = torch.rand((1, 3, h, w), generator=torch.Generator().manual_seed(0))
+                x = x.to(device=device, dtype=torch.float16 if precision == "fp16" else torch.float32)
+                bicubic = prepare(Bicubic(scale), device, precision)
+                reference = time_forward(bicubic, x, settings.warmup, settings.repeat, progress=False)
+                reports.append(
+                    RuntimeReport(
+                        model=descriptor.as_dict(),
+                        device=device_name(device),
+                        device_type=device.type,
+                        precision=precision,
+                        timer="cuda-event" if device.type == "cuda" else "wall-clock",
+                        input_size=(h, w),
+                        output_size=(h * scale, w * scale),
+                        warmup=settings.warmup,
+                        runtime=stats,
+                        bicubic=reference,
+                        flops=flops,
+                        params=descriptor.params,
+                    )
+                )
+            return reports[0]
+
+        def upscaler(lr: Any) -> Any:
+            return models.upscale(_CANDIDATE, lr, precision)[0]
+
+        documents = {}
+        for test_set in settings.test_sets:
+            lr_dir, gt_dir = _prepared(test_set, test_set.folder(hub_token), scale, cache)
+            logger.info("evaluating %s on %s", submission.source, test_set.name)
+            try:
+                document = evaluate_with(
+                    descriptor, upscaler, runtime, lr_dir, gt_dir, device, precision, 0, test_set.name, progress
+                )
+            except (RTSRError, torch.OutOfMemoryError) as e:
+                raise SubmissionError(_without_root(f"on {test_set.name}: {first_line(e)}", submission)) from None
+            # the paths of the private test set stay private
+            document["dataset"].update(lr_dir=None, gt_dir=None)
+            if labels:
+                document["submission"] = {k: v for k, v in labels.items() if k != "entry"}
+            documents[test_set.name] = document
+        return Evaluation(documents, device_name(device))
+    finally:
+        models.close()
+
+
+# --- backends -------------------------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """Evaluates one claimed request; ``keepalive`` is called now and then while it runs."""
+
+    def evaluate(
+        self, request: Request, submission: Submission, store: Store, keepalive: Callable[[], None]
+    ) -> Evaluation: ...
+
+
+def _labels(request: Request, submission: Submission, entry_id: str) -> dict[str, Any]:
+    return {
+        "entry": entry_id,
+        "request": request.id,
+        "repo": request.repo,
+        "commit": request.revision,
+        "team": submission.meta.team,
+        "license": submission.meta.license,
+        "url": request.url,
+    }
+
+
+@dataclass
+class LocalBackend:
+    """Evaluates on this machine."""
+
+    settings: EvaluationSettings = field(default_factory=EvaluationSettings)
+    progress: bool = False
+
+    def evaluate(
+        self, request: Request, submission: Submission, store: Store, keepalive: Callable[[], None]
+    ) -> Evaluation:
+        labels = _labels(request, submission, _entry_id(request, submission))
+        return evaluate_submission(
+            submission, request.track, self.settings, store.folder / "work" / "testsets", None, self.progress, labels
+        )
+
+
+class JobsApi(Protocol):
+    """What :class:`HfJobsBackend` uses of ``huggingface_hub.HfApi``."""
+
+    def run_job(
+        self,
+        *,
+        image: str,
+        command: list[str],
+        secrets: dict[str, Any] | None = None,
+        flavor: str | None = None,
+        timeout: int | float | str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Any: ...
+
+    def inspect_job(self, *, job_id: str) -> Any: ...
+
+    def fetch_job_logs(self, *, job_id: str) -> Iterable[str]: ...
+
+
+#: Job stages after which a job will not change (huggingface_hub's ``JobStage``).
+TERMINAL_STAGES: Final = frozenset({"COMPLETED", "ERROR", "CANCELED", "DELETED"})
+
+
+@dataclass
+class HfJobsBackend:
+    """Evaluates each request as a Hugging Face Job on ``flavor``.
+
+    The job runs ``python -m rtsr.submissions.job`` in ``image`` (the Space's own image, so
+    the job has the same rtsr and torch), receives the request and the settings on its
+    command line and, as secrets, ``test_set_token`` (read-only, for a private test set; the
+    job drops it before any submission code runs) and a tag that marks its result line.
+    It never receives a write token: this worker writes the store.
+    """
+
+    api: JobsApi
+    image: str
+    flavor: str = "l4x1"
+    settings: EvaluationSettings = field(default_factory=lambda: EvaluationSettings(device="cuda"))
+    test_set_token: str | None = None
+    #: Seconds a job may run before the Jobs service stops it.
+    timeout_s: int = 3600
+    poll_s: float = 10.0
+
+    def command(self, request: Request, submission: Submission) -> list[str]:
+        """The job's command line (also what the stand-in runs)."""
+        payload = {
+            "spec": submission.source,
+            "track": request.track,
+            "settings": self.settings.as_dict(),
+            "labels": _labels(request, submission, _entry_id(request, submission)),
+        }
+        return ["python", "-m", "rtsr.submissions.job", json.dumps(payload)]
+
+    def evaluate(
+        self, request: Request, submission: Submission, store: Store, keepalive: Callable[[], None]
+    ) -> Evaluation:
+        if not request.is_hub:
+            raise SubmissionError("a local submission cannot be evaluated as a Hub job; run a local worker for it")
+        tag = secrets.token_hex(16)
+        job_secrets = {"RTSR_RESULT_TAG": tag}
+        if self.test_set_token:
+            job_secrets["HF_TOKEN"] = self.test_set_token
+        job = self.api.run_job(
+            image=self.image,
+            command=self.command(request, submission),
+            secrets=job_secrets,
+            flavor=self.flavor,
+            timeout=self.timeout_s,
+            labels={"rtsr-request": request.id},
+        )
+        logger.info("%s: job %s on %s", request.id, job.id, self.flavor)
+        while True:
+            info = self.api.inspect_job(job_id=job.id)
+            stage = getattr(info.status, "stage", None) or ""
+            # the API gives the stage as a string; huggingface_hub's JobStage is a str enum
+            stage = str(getattr(stage, "value", stage))
+            if stage in TERMINAL_STAGES:
+                break
+            keepalive()
+            time.sleep(self.poll_s)
+        return parse_job_log(
+            self.api.fetch_job_logs(job_id=job.id), tag, request, stage, getattr(info.status, "message", None)
+        )
+
+
+def parse_job_log(lines: Any, tag: str, request: Request, stage: str, message: str | None) -> Evaluation:
+    """The evaluation a job printed, from its log: the line tagged with this job's secret tag.
+
+    Raises:
+        SubmissionError: the job reported a failure, ended without a result, or printed one
+            that is not an evaluation of this request.
+    """
+    from rtsr.evaluate import SCHEMA
+
+    result: dict[str, Any] | None = None
+    for line in lines:
+        parts = str(line).strip().split(" ", 2)
+        if len(parts) == 3 and parts[1] == tag:
+            if parts[0] == FAILED_TAG:
+                raise SubmissionError(parts[2][:600])
+            if parts[0] == RESULT_TAG:
+                try:
+                    result = json.loads(parts[2])
+                except json.JSONDecodeError:
+                    raise SubmissionError(f"job for {request.id}: its result line is not JSON") from None
+    if result is None:
+        why = f"{stage.lower()}{': ' + message if message else ''}" if stage else "ended"
+        raise SubmissionError(f"the evaluation job ended without a result ({why})")
+    documents, device = result.get("documents"), result.get("device")
+    scale = TRACK_SCALES[request.track]
+    if not (isinstance(documents, dict) and isinstance(device, str) and documents):
+        raise SubmissionError(f"job for {request.id}: a result without documents")
+    for name, document in documents.items():
+        if not (
+            isinstance(document, dict)
+            and document.get("schema") == SCHEMA
+            and document.get("model", {}).get("scale") == scale
+            and document.get("submission", {}).get("request") == request.id
+        ):
+            raise SubmissionError(f"job for {request.id}: its {name} result is not an evaluation of this request")
+    return Evaluation(documents, device)
+
+
+# --- the worker -------------------------------------------------------------------------------
+
+
+def _entry_id(request: Request, submission: Submission) -> str:
+    """The id a finished request is served under: the repo's or folder's name."""
+    base = request.repo.split("/")[-1] if request.repo else submission.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.").lower() or request.id
+
+
+def open_request(request: Request, store: Store) -> Submission:
+    """The request's files: the Hub repo at its commit, or the copy in the store."""
+    if request.is_hub:
+        return open_submission(request.spec)
+    return open_submission(store.folder / request.spec)
+
+
+@contextlib.contextmanager
+def _heartbeat(store: Store, request: Request, worker: str, lease_s: float) -> Iterator[Callable[[], None]]:
+    """Renew the lease every ``lease_s / 3`` seconds while the body runs; yields a function
+    that raises :class:`LeaseLost` if a renewal found the request taken away."""
+    stop = threading.Event()
+    lost: list[LeaseLost] = []
+
+    def renew() -> None:
+        while not stop.wait(lease_s / 3):
+            try:
+                store.renew(request.id, worker, lease_s)
+            except LeaseLost as e:
+                lost.append(e)
+                return
+
+    def check() -> None:
+        if lost:
+            raise lost[0]
+
+    thread = threading.Thread(target=renew, name=f"lease-{request.id}", daemon=True)
+    thread.start()
+    try:
+        yield check
+    finally:
+        stop.set()
+        thread.join()
+
+
+class Worker:
+    """Claims requests from ``store`` and evaluates them with ``backend``."""
+
+    def __init__(self, store: Store, backend: Backend, name: str | None = None, lease_s: float = LEASE_S) -> None:
+        self.store, self.backend, self.lease_s = store, backend, lease_s
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+
+    def process(self, request: Request) -> Request:
+        """Evaluate one claimed request and record its outcome; return it as stored.
+
+        Raises:
+            LeaseLost: the request was taken away (this worker was presumed dead).
+        """
+        started = time.monotonic()
+        with _heartbeat(self.store, request, self.name, self.lease_s) as keepalive:
+            try:
+                submission = open_request(request, self.store)
+                entry = self._entry(request, submission)
+                evaluation = self.backend.evaluate(request, submission, self.store, keepalive)
+                keepalive()
+            except LeaseLost:
+                raise
+            except RTSRError as e:
+                reason = first_line(e, 600)
+                logger.warning("%s failed: %s", request.id, reason)
+                self.store.fail(request.id, self.name, reason)
+                return self.store.get(request.id)
+            done = self.store.finish(request.id, self.name, evaluation.documents, entry, evaluation.device)
+        logger.info("%s finished in %.0f s: served as %s", request.id, time.monotonic() - started, done.entry_id)
+        return done
+
+    def _entry(self, request: Request, submission: Submission) -> RegistryEntry:
+        submission = at_track_scale(submission, request.track)
+        return entry_for(submission, self.store.folder, _entry_id(request, submission))
+
+    def run(self, once: bool = False, poll_s: float = 5.0, stop: threading.Event | None = None) -> list[Request]:
+        """Claim and process requests until ``stop`` is set; with ``once``, until none is
+        pending. Returns the requests this call processed."""
+        stop = stop or threading.Event()
+        done: list[Request] = []
+        while not stop.is_set():
+            request = self.store.claim(self.name, self.lease_s)
+            if request is None:
+                if once:
+                    break
+                stop.wait(poll_s)
+                continue
+            logger.info("%s claimed: %s (Track %d)", request.id, request.repo or request.spec, request.track)
+            try:
+                done.append(self.process(request))
+            except LeaseLost as e:
+                logger.warning("%s", e)
+        return done
+
+
+def run_workers(
+    store: Store,
+    backend: Backend,
+    count: int,
+    once: bool,
+    poll_s: float,
+    stop: threading.Event | None = None,
+    lease_s: float = LEASE_S,
+) -> list[Request]:
+    """``count`` workers in threads of this process (for jobs, which mostly wait)."""
+    if count == 1:
+        return Worker(store, backend, lease_s=lease_s).run(once, poll_s, stop)
+    results: list[list[Request]] = [[] for _ in range(count)]
+    threads = [
+        threading.Thread(
+            target=lambda i=i: results[i].extend(
+                Worker(store, backend, f"{socket.gethostname()}:{os.getpid()}:{i}", lease_s).run(once, poll_s, stop)
+            ),
+            name=f"worker-{i}",
+        )
+        for i in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [r for rs in results for r in rs]
+
+
+def result_line(tag: str, evaluation: Evaluation) -> str:
+    """The line a job prints for the worker to read back."""
+    return f"{RESULT_TAG} {tag} " + json.dumps({"documents": evaluation.documents, "device": evaluation.device})
+
+
+def failure_line(tag: str, reason: str) -> str:
+    return f"{FAILED_TAG} {tag} " + " ".join(reason.split())
+
+
+__all__: Sequence[str] = (
+    "BUNDLED_TEST_SET",
+    "Evaluation",
+    "EvaluationSettings",
+    "HfJobsBackend",
+    "LocalBackend",
+    "TestSet",
+    "Worker",
+    "evaluate_submission",
+    "run_workers",
+)

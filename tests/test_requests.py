@@ -1,0 +1,167 @@
+"""The request store: submitting (local and Hub, offline from a populated cache), refusals,
+and claims that two real processes never share."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rtsr.errors import InputError, SubmissionError
+from rtsr.submissions.registry import RegistryEntry
+from rtsr.submissions.requests import MAX_ATTEMPTS, LeaseLost, Store, submit
+from tests.conftest import ROOT, make_submission, populate_hub_cache
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+def test_a_local_submission_is_copied_into_the_store_and_pending(store: Store, tmp_path: Path) -> None:
+    folder = make_submission(tmp_path / "tiny_x2")
+    request = submit(store, str(folder), 1, "alice")
+    assert (request.id, request.status, request.repo, request.submitter) == ("req-00001", "pending", None, "alice")
+    assert request.spec == "submissions/req-00001/tiny_x2"
+    assert request.revision.startswith("sha256:")
+    copied = store.folder / request.spec
+    assert (copied / "arch.py").read_text() == (folder / "arch.py").read_text()
+    # what runs is what was submitted, whatever happens to the folder afterwards
+    (folder / "arch.py").write_text("raise SystemExit")
+    assert "raise SystemExit" not in (copied / "arch.py").read_text()
+
+
+def test_the_same_submission_twice_is_refused_naming_the_first_request(store: Store, tmp_path: Path) -> None:
+    folder = make_submission(tmp_path / "tiny")
+    first = submit(store, str(folder), 1, "alice")
+    with pytest.raises(SubmissionError, match=rf"already submitted for Track 1: request {first.id} \(pending\)"):
+        submit(store, str(folder), 1, "bob")
+    # another track, or a changed submission, is another request
+    assert submit(store, str(folder), 2, "alice").id == "req-00002"
+    (folder / "notes.py").write_text("# changed\n")
+    assert submit(store, str(folder), 1, "alice").id == "req-00003"
+
+
+def test_a_failed_request_can_be_submitted_again(store: Store, tmp_path: Path) -> None:
+    folder = make_submission(tmp_path / "tiny")
+    first = submit(store, str(folder), 1, "alice")
+    claimed = store.claim("w1")
+    assert claimed is not None and claimed.id == first.id
+    store.fail(first.id, "w1", "srmodel() failed\nsecond line\nthird line is dropped")
+    assert store.get(first.id).reason == "srmodel() failed\nsecond line"
+    assert submit(store, str(folder), 1, "alice").status == "pending"
+
+
+def test_the_daily_limit_counts_one_submitters_requests(store: Store, tmp_path: Path) -> None:
+    def distinct(i: int) -> str:
+        return str(make_submission(tmp_path / f"m{i}", files={"version.py": f"VERSION = {i}\n"}))
+
+    for i in range(2):
+        submit(store, distinct(i), 1, "alice", daily_limit=2)
+    with pytest.raises(SubmissionError, match="alice has made 2 requests in the last 24 hours, the limit is 2"):
+        submit(store, distinct(2), 1, "alice", daily_limit=2)
+    assert submit(store, str(tmp_path / "m2"), 1, "bob", daily_limit=2).submitter == "bob"
+
+
+def test_bad_specs_are_refused_in_one_line(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SubmissionError, match=r"arch\.py"):
+        submit(store, str(tmp_path / "empty"), 1, "alice")
+    with pytest.raises(InputError, match="track must be one of 1, 2"):
+        submit(store, str(make_submission(tmp_path / "m")), 3, "alice")
+    with pytest.raises(SubmissionError, match="not a folder, a zip, or a Hub repo"):
+        submit(store, "not a repo", 1, "alice")
+    assert store.list() == []
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    populate_hub_cache(cache, "team/tiny", REVISION, make_submission(tmp_path / "upload"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_a_hub_repo_is_pinned_to_the_commit_its_branch_points_at(store: Store, hub_cache: Path) -> None:
+    request = submit(store, "team/tiny", 1, "alice")
+    assert (request.spec, request.repo, request.revision) == (f"team/tiny@{REVISION}", "team/tiny", REVISION)
+    assert request.url == f"https://huggingface.co/team/tiny/tree/{REVISION}"
+    with pytest.raises(SubmissionError, match=f"team/tiny@{REVISION} is already submitted"):
+        submit(store, f"team/tiny@{REVISION}", 1, "bob")
+
+
+def test_a_hub_repo_or_revision_not_found_is_refused(store: Store, hub_cache: Path) -> None:
+    with pytest.raises(SubmissionError, match="team/missing: not found in the local Hub cache"):
+        submit(store, "team/missing", 1, "alice")
+    with pytest.raises(SubmissionError, match="team/tiny@v2: not found"):
+        submit(store, "team/tiny@v2", 1, "alice")
+
+
+def test_only_the_worker_holding_a_request_can_finish_it(store: Store, tmp_path: Path) -> None:
+    request = submit(store, str(make_submission(tmp_path / "tiny")), 1, "alice")
+    store.claim("w1", lease_s=0.01)
+    time.sleep(0.05)
+    # w1's lease ran out: w2's claim takes the request back, and w1 can change nothing
+    again = store.claim("w2")
+    assert again is not None and (again.id, again.worker, again.attempts) == (request.id, "w2", 2)
+    entry = RegistryEntry("tiny", "Tiny", "", 2, 1, request.spec, None, {})
+    with pytest.raises(LeaseLost, match="no longer held by worker w1"):
+        store.finish(request.id, "w1", {"Set5": {"x": 1}}, entry, "cpu")
+    with pytest.raises(LeaseLost):
+        store.fail(request.id, "w1", "late")
+    done = store.finish(request.id, "w2", {"Set5": {"x": 1}}, entry, "cpu")
+    assert (done.status, done.entry_id, done.results) == ("finished", "tiny", ["results/req-00001/Set5.json"])
+    assert json.loads((store.folder / done.results[0]).read_text()) == {"x": 1}
+    assert [e.id for e in store.registry().entries] == ["tiny"]
+
+
+def test_a_request_whose_workers_keep_dying_fails_instead_of_looping(store: Store, tmp_path: Path) -> None:
+    request = submit(store, str(make_submission(tmp_path / "tiny")), 1, "alice")
+    for i in range(MAX_ATTEMPTS):
+        claimed = store.claim(f"w{i}", lease_s=0.01)
+        assert claimed is not None and claimed.attempts == i + 1
+        time.sleep(0.05)
+    assert store.claim("last") is None
+    failed = store.get(request.id)
+    assert failed.status == "failed"
+    assert failed.reason == f"its worker stopped while evaluating it {MAX_ATTEMPTS} times; not retried"
+
+
+CLAIMER = """
+import json, sys
+from rtsr.submissions.requests import Store
+store, claimed = Store(sys.argv[1]), []
+while (request := store.claim(sys.argv[2])) is not None:
+    claimed.append(request.id)
+print(json.dumps(claimed))
+"""
+
+
+def test_concurrent_processes_never_claim_the_same_request(store: Store, tmp_path: Path) -> None:
+    folder = make_submission(tmp_path / "tiny")
+    total = 60
+    with sqlite3.connect(store.folder / "requests.sqlite") as db:  # fast: the rows, not 60 copies
+        db.executemany(
+            "INSERT INTO requests (id, spec, repo, revision, track, submitter, status, submitted)"
+            " VALUES (?, ?, NULL, ?, 1, 'test', 'pending', ?)",
+            [(f"req-{i:05d}", str(folder), f"sha256:{i}", time.time()) for i in range(total)],
+        )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(store.folder), f"w{i}"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for i in range(4)
+    ]
+    claims = [json.loads(p.communicate(timeout=120)[0]) for p in processes]
+    everything = [c for claimed in claims for c in claimed]
+    assert len(everything) == total and len(set(everything)) == total
+    assert {r.status for r in store.list()} == {"running"}

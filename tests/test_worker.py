@@ -1,0 +1,309 @@
+"""The evaluator, end to end: real submissions through the real CLI (submit, worker,
+requests), two workers racing on one store, a worker killed mid-evaluation, and the
+``hf-jobs`` backend against a stand-in for the Jobs API that runs each job's command for
+real in a local process."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from huggingface_hub import JobInfo
+
+from rtsr.submissions.requests import Store, submit
+from rtsr.submissions.worker import EvaluationSettings, HfJobsBackend, TestSet, Worker
+from tests.conftest import ROOT, populate_hub_cache, run_cli
+
+BUNDLED = ROOT / "submissions" / "rtsrn_x2"
+#: The runtime protocol, shrunk to what a 2-core CI machine does in seconds.
+FAST = ("--crop-size", "64", "64", "--warmup", "1", "--repeat", "3")
+REVISION = "89abcdef0123456789abcdef0123456789abcdef"
+
+
+def _copy(tmp_path: Path, name: str, note: str | None = None) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(BUNDLED, folder)
+    if note:  # a different submission: one more code file
+        (folder / "note.py").write_text(f"NOTE = {note!r}\n")
+    return folder
+
+
+def _broken(tmp_path: Path) -> Path:
+    folder = _copy(tmp_path, "broken_x2")
+    arch = folder / "arch.py"
+    arch.write_text(arch.read_text().replace("    return model\n", "    return model.to(device)\n"))
+    return folder
+
+
+def _requests(store: Path) -> dict[str, dict[str, Any]]:
+    result = run_cli("requests", "--json", "--store", store, check=True)
+    return {r["spec"].split("/")[-1]: r for r in json.loads(result.stdout)}
+
+
+def test_the_cli_path_from_submit_to_results_and_registry(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ok = run_cli("submit", BUNDLED, "--store", store, "--submitter", "maintainer", check=True)
+    assert ok.stdout.startswith("req-00001: ") and "Track 1, pending" in ok.stdout
+    run_cli("submit", _broken(tmp_path), "--store", store, check=True)
+    again = run_cli("submit", BUNDLED, "--store", store)
+    assert again.returncode == 1 and "already submitted for Track 1: request req-00001 (pending)" in again.stderr
+
+    worker = run_cli("worker", "--once", "--store", store, *FAST, check=True)
+    assert "req-00001: finished, served as rtsrn_x2" in worker.stdout
+    assert (
+        "req-00002: failed: srmodel() failed at arch.py, line 11: NameError: name 'device' is not defined"
+        in worker.stdout
+    )
+
+    requests = _requests(store)
+    good, bad = requests["rtsrn_x2"], requests["broken_x2"]
+    assert (good["status"], good["entry_id"], good["results"]) == (
+        "finished",
+        "rtsrn_x2",
+        ["results/req-00001/Set5.json"],
+    )
+    assert {"id", "spec", "commit", "status", "reason", "submitted", "finished", "results"} <= good.keys()
+    assert good["finished"] >= good["started"] >= good["submitted"] and good["device"]
+    assert bad["status"] == "failed" and "NameError: name 'device' is not defined" in bad["reason"]
+
+    # The sandboxed path gives what `rtsr evaluate` gave in-process for the shipped document
+    # (same weights, same Set5, FP32 on a CPU): the worker is the evaluator, not an estimate.
+    document = json.loads((store / good["results"][0]).read_text())
+    shipped = json.loads((ROOT / "leaderboard" / "evaluations" / "rtsrn-x2_Set5.json").read_text())
+    for kind in ("metrics", "bicubic"):
+        for key, value in shipped[kind]["mean"].items():
+            assert document[kind]["mean"][key] == pytest.approx(value, abs=1e-4), (kind, key)
+    assert document["submission"]["request"] == "req-00001" and document["submission"]["team"] == "rtsr baselines"
+    assert document["dataset"] == {"name": "Set5", "lr_dir": None, "gt_dir": None, "images": 5, "crop_border": 0}
+    assert document["runtime"]["runtime"]["passes"] == 3 and document["model"]["flops"] > 0
+
+    registry = json.loads((store / "registry.json").read_text())
+    (entry,) = registry["entries"]
+    assert (entry["id"], entry["source"], entry["scale"]) == ("rtsrn_x2", "submissions/req-00001/rtsrn_x2", 2)
+    assert set(entry["sha256"]) == {"arch.py", "model.safetensors"}
+    # the served entry runs from the CLI by its id, hashes checked
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    shutil.copy(store / "work" / "testsets" / "Set5_x2" / "LR" / "bird.jpg", lr)
+    sr = run_cli(
+        "sr",
+        "--model",
+        "rtsrn_x2",
+        "--lr-dir",
+        lr,
+        "--out-dir",
+        tmp_path / "sr",
+        env={"RTSR_REGISTRY": str(store / "registry.json")},
+    )
+    assert sr.returncode == 0, sr.stderr
+    assert (tmp_path / "sr" / "bird.png").is_file()
+
+
+def test_two_worker_processes_never_evaluate_the_same_request(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    for i in range(3):
+        run_cli("submit", _copy(tmp_path, f"m{i}", note=str(i)), "--store", store, check=True)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rtsr", "-q", "worker", "--once", "--store", str(store), *FAST],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0]
+    done = [line.split(":")[0] for out in outputs for line in out.splitlines() if ": finished" in line]
+    assert sorted(done) == ["req-00001", "req-00002", "req-00003"]
+    assert all(r["attempts"] == 1 and r["status"] == "finished" for r in _requests(store).values())
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    request = submit(Store(store_dir), str(BUNDLED), 1, "alice")
+    # a slow protocol, so that the kill lands while it evaluates
+    worker = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "rtsr", "-q", "worker", "--store", str(store_dir), "--lease", "4", "--poll", "0.2"),
+            *("--crop-size", "256", "256", "--warmup", "1", "--repeat", "400"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        store = Store(store_dir)
+        _wait_for(lambda: store.get(request.id).status == "running", 60, "the claim")
+        time.sleep(3)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    held = store.get(request.id)
+    assert held.status == "running" and held.attempts == 1
+    # until the lease expires nobody else takes it; then the next worker does, and finishes it
+    assert store.claim("too-early") is None
+    time.sleep(max(0.0, (held.lease_until or 0) - time.time()) + 0.5)
+    result = run_cli("worker", "--once", "--store", store_dir, *FAST, check=True)
+    assert f"{request.id}: finished" in result.stdout
+    done = store.get(request.id)
+    assert (done.status, done.attempts) == ("finished", 2)
+    # the killed worker's sandboxed processes died with it (bubblewrap's --die-with-parent);
+    # their command lines name this test's store
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(store_dir) not in ps
+
+
+class LocalJobs:
+    """A stand-in for ``HfApi``'s Jobs API (``run_job``, ``inspect_job``,
+    ``fetch_job_logs``): each job's command runs for real, in a local process with the
+    job's environment and secrets, and answers come back as huggingface_hub's ``JobInfo``."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir, self.env = workdir, env
+        self.jobs: dict[str, tuple[subprocess.Popen[bytes], Path, dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+
+    def run_job(
+        self,
+        *,
+        image: str,
+        command: list[str],
+        env: dict[str, Any] | None = None,
+        secrets: dict[str, Any] | None = None,
+        flavor: str | None = None,
+        **kwargs: Any,
+    ) -> JobInfo:
+        job_id = f"job{next(self._ids)}"
+        log = self.workdir / f"{job_id}.log"
+        argv = [sys.executable if command[0] == "python" else command[0], *command[1:]]
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                argv, cwd=ROOT, env={**self.env, **(env or {}), **(secrets or {})}, stdout=out, stderr=subprocess.STDOUT
+            )
+        spec = {"docker_image": image, "command": command, "flavor": flavor, "secrets": sorted(secrets or {}), **kwargs}
+        self.jobs[job_id] = (process, log, spec)
+        return self.inspect_job(job_id=job_id)
+
+    def inspect_job(self, *, job_id: str, **kwargs: Any) -> JobInfo:
+        process, _, spec = self.jobs[job_id]
+        code = process.poll()
+        stage = "RUNNING" if code is None else "COMPLETED" if code == 0 else "ERROR"
+        message = None if code in (None, 0) else f"exit code {code}"
+        owner = {"id": "0", "name": "rtsr", "type": "user"}
+        return JobInfo(id=job_id, owner=owner, status={"stage": stage, "message": message}, flavor=spec["flavor"])
+
+    def fetch_job_logs(self, *, job_id: str, **kwargs: Any) -> Iterator[str]:
+        yield from self.jobs[job_id][1].read_text().splitlines()
+
+
+@pytest.fixture
+def hub_submission(tmp_path: Path) -> dict[str, str]:
+    """The bundled RTSRN x2 as ``team/rtsrn`` in a populated Hub cache (no network)."""
+    cache = tmp_path / "hub"
+    populate_hub_cache(cache, "team/rtsrn", REVISION, BUNDLED)
+    return {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+
+def test_the_hf_jobs_backend_runs_each_request_as_a_job(
+    tmp_path: Path, hub_submission: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub_submission["HF_HUB_CACHE"])
+    store = Store(tmp_path / "store")
+    hub = submit(store, "team/rtsrn", 1, "alice")
+    local = submit(store, str(BUNDLED), 1, "alice")
+    jobs = LocalJobs(tmp_path, hub_submission)
+    settings = EvaluationSettings(
+        test_sets=(TestSet("Set5", str(ROOT / "testsets" / "Set5")),),
+        device="cpu",
+        target_size=(64, 64),
+        warmup=1,
+        repeat=3,
+    )
+    backend = HfJobsBackend(
+        jobs,
+        image="hf.co/spaces/rtsr/rtsr",
+        flavor="l4x1",
+        settings=settings,
+        test_set_token="hf_read_only",
+        poll_s=0.2,
+    )
+    done = {r.id: r for r in Worker(store, backend).run(once=True)}
+
+    assert done[hub.id].status == "finished", done[hub.id].reason
+    assert done[hub.id].entry_id == "rtsrn" and done[hub.id].device
+    # one job, on the flavor, running rtsr's job entry point with the read token as a secret
+    (process, log, spec) = jobs.jobs["job1"]
+    assert spec["flavor"] == "l4x1" and spec["command"][:3] == ["python", "-m", "rtsr.submissions.job"]
+    assert spec["secrets"] == ["HF_TOKEN", "RTSR_RESULT_TAG"] and spec["labels"] == {"rtsr-request": hub.id}
+    assert process.returncode == 0 and "hf_read_only" not in log.read_text()
+    document = json.loads((store.folder / done[hub.id].results[0]).read_text())
+    assert document["submission"]["repo"] == "team/rtsrn" and document["submission"]["commit"] == REVISION
+    assert document["model"]["source"] == f"team/rtsrn@{REVISION}"
+    entry = store.registry().get("rtsrn")
+    assert (entry.source, entry.revision) == ("team/rtsrn", REVISION)
+    # a local folder cannot travel to a job
+    assert done[local.id].status == "failed" and "run a local worker" in done[local.id].reason
+    assert len(jobs.jobs) == 1
+
+
+HOSTILE_ARCH = """
+import os, sys
+from safetensors.torch import load_file
+from rtsr.models import RTSRN
+
+def srmodel():
+    # try to forge the job's result line and to read its secrets
+    tag = os.environ.get("RTSR_RESULT_TAG", "guess")
+    forged = '{"documents": {"Set5": {"score": 1e9}}, "device": "forged"}'
+    print(f"RTSR-RESULT {tag} {forged}", flush=True)
+    print(f"RTSR-RESULT {tag} {forged}", file=sys.stderr, flush=True)
+    print("TOKEN=" + os.environ.get("HF_TOKEN", "none"), flush=True)
+    model = RTSRN(num_channels=3, num_feats=64, num_blocks=5, upscale=2)
+    model.load_state_dict(load_file("model.safetensors"))
+    return model
+"""
+
+
+def test_a_submission_cannot_forge_its_jobs_result_or_read_its_secrets(
+    tmp_path: Path, hub_submission: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    hostile = _copy(tmp_path, "hostile")
+    (hostile / "arch.py").write_text(HOSTILE_ARCH)
+    populate_hub_cache(Path(hub_submission["HF_HUB_CACHE"]), "team/hostile", REVISION, hostile)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub_submission["HF_HUB_CACHE"])
+    store = Store(tmp_path / "store")
+    submit(store, "team/hostile", 1, "mallory")
+    jobs = LocalJobs(tmp_path, hub_submission)
+    settings = EvaluationSettings(device="cpu", target_size=(64, 64), warmup=1, repeat=3)
+    backend = HfJobsBackend(jobs, image="x", settings=settings, test_set_token="hf_read_only", poll_s=0.2)
+    (done,) = Worker(store, backend).run(once=True)
+
+    log = jobs.jobs["job1"][1].read_text()
+    assert "forged" not in log and "hf_read_only" not in log
+    assert done.status == "finished", done.reason
+    document = json.loads((store.folder / done.results[0]).read_text())
+    assert document["score"] < 1e3 and document["device"] != "forged"
