@@ -12,7 +12,10 @@ Sections, each independent (a failure is reported and the next one runs):
    breaks;
 4. ``rtsr validate`` of the shipped RTSRN x2 in the sandbox, on the GPU;
 5. the app's path: :class:`rtsr.serving.ModelPool` (the sandboxed model process) serving a
-   1080p -> 4K request, against the same model run in this process, side by side.
+   1080p -> 4K request, against the same model run in this process, side by side;
+6. the evaluation worker: ``rtsr submit`` of the shipped RTSRN x2 and ``rtsr worker --once``
+   on the GPU with the full protocol (validation, Set5, the runtime timed in the sandboxed
+   model process and checked against the wall clock), beside section 2's in-process figure.
 
 bench/gpu_check.sh runs this and the CUDA tests; it is what a session with a GPU runs once.
 """
@@ -161,6 +164,40 @@ def app_path() -> list[str]:
     return lines
 
 
+def worker_on_gpu() -> list[str]:
+    import json
+
+    store = Path(tempfile.mkdtemp(prefix="rtsr-gpu-store-"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rtsr", "-q", *args, "--store", str(store)],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            cwd=ROOT,
+        )
+
+    submitted = cli("submit", str(ROOT / "submissions" / "rtsrn_x2"))
+    started = time.perf_counter()
+    worker = cli("worker", "--once", "--device", "cuda")
+    elapsed = time.perf_counter() - started
+    lines = ["```", submitted.stdout.strip(), worker.stdout.strip(), worker.stderr.strip()[-1500:], "```"]
+    (request,) = json.loads(cli("requests", "--json").stdout)
+    lines.append(f"- worker: {request['status']} in {elapsed:.0f} s on {request['device']} {request['reason']}")
+    for path in request["results"]:
+        doc = json.loads((store / path).read_text())
+        rt = doc["runtime"]
+        lines.append(
+            f"- {doc['dataset']['name']}: PSNR {doc['metrics']['mean']['psnr_rgb']:.4f} dB"
+            f" (bicubic {doc['bicubic']['mean']['psnr_rgb']:.4f}), {doc['precision']}, runtime"
+            f" {rt['runtime']['mean_ms']:.3f} ms mean / {rt['runtime']['median_ms']:.3f} median over"
+            f" {rt['runtime']['passes']} passes at {rt['output_size'][1]}x{rt['output_size'][0]} ({rt['timer']}),"
+            f" {rt['relative_to_bicubic']:.2f}x bicubic, score {doc['score']:.2f}"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check.md"))
@@ -173,6 +210,7 @@ def main() -> None:
     section("The sandbox with CUDA", lines, sandbox_with_cuda)
     section("rtsr validate submissions/rtsrn_x2, in the sandbox, on the GPU", lines, validate_on_gpu)
     section("The app's request path (sandboxed models)", lines, app_path)
+    section("The evaluation worker on the GPU (rtsr submit, rtsr worker --once)", lines, worker_on_gpu)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

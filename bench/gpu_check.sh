@@ -22,12 +22,12 @@ fi
 nvidia-smi -L
 command -v bwrap && bwrap --version
 
-timeout 300 python3 -m bench.gpu_check --out "$out/gpu_check.md" >"$out/gpu_check.log" 2>&1
+timeout 330 python3 -m bench.gpu_check --out "$out/gpu_check.md" >"$out/gpu_check.log" 2>&1
 echo "gpu_check exit $?"; tail -n 60 "$out/gpu_check.md"
 
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 # shellcheck disable=SC2086
-timeout 240 python3 -m pytest -q -p no:cacheprovider $workers tests/test_serving.py tests/test_runtime.py \
+timeout 200 python3 -m pytest -q -p no:cacheprovider $workers tests/test_serving.py tests/test_runtime.py \
     tests/test_metrics.py tests/test_inference.py tests/test_sandbox.py tests/test_sandboxed_models.py \
-    tests/test_validation.py >"$out/pytest.log" 2>&1
+    tests/test_validation.py tests/test_requests.py >"$out/pytest.log" 2>&1
 echo "pytest exit $?"; tail -n 30 "$out/pytest.log"
