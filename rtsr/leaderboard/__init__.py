@@ -16,6 +16,8 @@ A leaderboard with the bundled sources and a submissions store's results::
     frame, problems = load_leaderboard(sources)
 """
 
+from typing import Any
+
 from rtsr.leaderboard.columns import (
     COLUMNS,
     IMAGE_METRICS,
@@ -26,7 +28,6 @@ from rtsr.leaderboard.columns import (
     empty_leaderboard,
     metric,
 )
-from rtsr.leaderboard.plot import EMPTY_MESSAGE, PARETO_NAME, REFERENCE_NAME, leaderboard_figure, score_levels
 from rtsr.leaderboard.schema import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -47,6 +48,19 @@ from rtsr.leaderboard.sources import (
     load_leaderboard,
 )
 from rtsr.leaderboard.table import datasets, filter_leaderboard, pareto_front, shown_table, to_csv
+
+#: The figure's names, imported on first use: plotly is needed to draw, not to read results
+#: (the evaluation worker writes documents through the schema on hosts without plotly).
+_PLOT_NAMES = frozenset({"EMPTY_MESSAGE", "PARETO_NAME", "REFERENCE_NAME", "leaderboard_figure", "score_levels"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PLOT_NAMES:
+        from rtsr.leaderboard import plot
+
+        return getattr(plot, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "COLUMNS",

@@ -438,6 +438,10 @@ def sandbox_env(scratch: Path, extra: dict[str, str] | None = None) -> dict[str,
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONNOUSERSITE="1",
         HF_HUB_OFFLINE="1",
+        # the payload's uid has no passwd entry: getpass.getuser() (torch names cache folders
+        # with it, e.g. when FlopCounterMode imports torch._dynamo on a GPU) reads these first
+        USER="sandbox",
+        LOGNAME="sandbox",
     )
     env.update(extra or {})
     return env
