@@ -114,13 +114,18 @@ def test_only_the_worker_holding_a_request_can_finish_it(store: Store, tmp_path:
     again = store.claim("w2")
     assert again is not None and (again.id, again.worker, again.attempts) == (request.id, "w2", 2)
     entry = RegistryEntry("tiny", "Tiny", "", 2, 1, request.spec, None, {})
+    document = json.loads((ROOT / "leaderboard" / "evaluations" / "rtsrn-x2_Set5.json").read_text())
     with pytest.raises(LeaseLost, match="no longer held by worker w1"):
-        store.finish(request.id, "w1", {"Set5": {"x": 1}}, entry, "cpu")
+        store.finish(request.id, "w1", {"Set5": document}, entry, "cpu")
     with pytest.raises(LeaseLost):
         store.fail(request.id, "w1", "late")
-    done = store.finish(request.id, "w2", {"Set5": {"x": 1}}, entry, "cpu")
+    # a document the leaderboard could not read is refused, and nothing is written
+    with pytest.raises(InputError, match=r"req-00001/Set5: schema None vNone, expected 'rtsr\.evaluate' v1"):
+        store.finish(request.id, "w2", {"Set5": {"x": 1}}, entry, "cpu")
+    assert store.get(request.id).status == "running" and not store.results_dir.exists()
+    done = store.finish(request.id, "w2", {"Set5": document}, entry, "cpu")
     assert (done.status, done.entry_id, done.results) == ("finished", "tiny", ["results/req-00001/Set5.json"])
-    assert json.loads((store.folder / done.results[0]).read_text()) == {"x": 1}
+    assert json.loads((store.folder / done.results[0]).read_text()) == document
     assert [e.id for e in store.registry().entries] == ["tiny"]
 
 

@@ -357,9 +357,14 @@ class Store:
 
         Raises:
             LeaseLost: the request is no longer ``worker``'s (nothing is written).
+            InputError: a document is not a valid ``rtsr.evaluate`` document (nothing is
+                written).
         """
-        from rtsr.outputs import write_json
+        from rtsr.leaderboard.schema import Evaluation, write_evaluation
 
+        for name, document in documents.items():
+            # a document the leaderboard could not read is refused before anything is written
+            Evaluation.from_document(document, f"{request_id}/{name}")
         with self._transaction() as db:
             self._owned(db, request_id, worker)
             folder = self.results_dir / request_id
@@ -367,8 +372,7 @@ class Store:
             shutil.rmtree(folder, ignore_errors=True)
             paths = []
             for name, document in documents.items():
-                path = folder / f"{_safe(name)}.json"
-                write_json(document, path)
+                path = write_evaluation(document, folder / f"{_safe(name)}.json")
                 paths.append(path.relative_to(self.folder).as_posix())
             registry = self.registry()
             taken = {e.id for e in registry.entries}

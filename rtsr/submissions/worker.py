@@ -431,7 +431,7 @@ def parse_job_log(lines: Any, tag: str, request: Request, stage: str, message: s
         SubmissionError: the job reported a failure, ended without a result, or printed one
             that is not an evaluation of this request.
     """
-    from rtsr.evaluate import SCHEMA
+    from rtsr.leaderboard import schema
 
     result: dict[str, Any] | None = None
     for line in lines:
@@ -452,12 +452,11 @@ def parse_job_log(lines: Any, tag: str, request: Request, stage: str, message: s
     if not (isinstance(documents, dict) and isinstance(device, str) and documents):
         raise SubmissionError(f"job for {request.id}: a result without documents")
     for name, document in documents.items():
-        if not (
-            isinstance(document, dict)
-            and document.get("schema") == SCHEMA
-            and document.get("model", {}).get("scale") == scale
-            and document.get("submission", {}).get("request") == request.id
-        ):
+        try:
+            checked = schema.Evaluation.from_document(document, f"{name}")
+        except InputError as e:
+            raise SubmissionError(f"job for {request.id}: {first_line(e)}") from None
+        if checked.scale != scale or checked.submission is None or checked.submission.request != request.id:
             raise SubmissionError(f"job for {request.id}: its {name} result is not an evaluation of this request")
     return Evaluation(documents, device)
 
