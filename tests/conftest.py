@@ -192,6 +192,11 @@ APP_SETTINGS = (
     ("--max-file-size", "RTSR_MAX_FILE_SIZE"),
     ("--temp-dir-size", "RTSR_TEMP_DIR_SIZE"),
     ("--temp-file-age", "RTSR_TEMP_FILE_AGE"),
+    ("--store", "RTSR_STORE"),
+    ("--daily-limit", "RTSR_DAILY_LIMIT"),
+    ("--refresh", "RTSR_REFRESH"),
+    ("--worker", "RTSR_WORKER"),
+    ("--max-live-models", "RTSR_MAX_LIVE_MODELS"),
 )
 
 #: Where tests leave what a person should look at (browser screenshots); CI keeps it.

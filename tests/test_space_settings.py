@@ -31,6 +31,11 @@ def test_environment_variables_set_what_flags_do_not():
         "RTSR_MAX_FILE_SIZE": "10mb",
         "RTSR_TEMP_DIR_SIZE": "500MB",
         "RTSR_TEMP_FILE_AGE": "600",
+        "RTSR_STORE": "/data/store",
+        "RTSR_DAILY_LIMIT": "5",
+        "RTSR_REFRESH": "30",
+        "RTSR_WORKER": "local",
+        "RTSR_MAX_LIVE_MODELS": "2",
     }
     settings = parse_settings([], environ=env)
     assert settings == Settings(
@@ -45,6 +50,11 @@ def test_environment_variables_set_what_flags_do_not():
         max_file_size="10mb",
         temp_dir_size="500mb",
         temp_file_age=600,
+        store=Path("/data/store"),
+        daily_limit=5,
+        refresh=30,
+        worker="local",
+        max_live_models=2,
     )
     assert (settings.max_file_bytes, settings.temp_dir_bytes) == (10 * 1024**2, 500 * 1024**2)  # as Gradio counts
     flags = parse_settings(["--port", "9100", "--max-input-pixels", "1000", "--registry", "r.json"], environ=env)

@@ -40,8 +40,10 @@ def main(argv: list[str]) -> int:
         del token
         settings = replace(settings, test_sets=tuple(folders))
         submission = open_submission(payload["spec"])
-        cache = Path(tempfile.mkdtemp(prefix="rtsr-job-"))
-        evaluation = evaluate_submission(submission, int(payload["track"]), settings, cache, labels=payload["labels"])
+        with tempfile.TemporaryDirectory(prefix="rtsr-job-") as cache:
+            evaluation = evaluate_submission(
+                submission, int(payload["track"]), settings, Path(cache), labels=payload["labels"]
+            )
     except RTSRError as e:
         print(failure_line(tag, first_line(e, 600)), flush=True)
         return 1
