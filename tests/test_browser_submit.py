@@ -24,6 +24,12 @@ FAST = ("--crop-size", "64", "64", "--warmup", "1", "--repeat", "3")
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 
 
+def _changed(folder: Path) -> Path:
+    """``folder`` with one more code file: another submission."""
+    (folder / "note.py").write_text("# another commit\n")
+    return folder
+
+
 def _new_page(browser, app: RunningApp):
     context = browser.new_context(viewport={"width": 1440, "height": 1100})
     page = context.new_page()
@@ -82,6 +88,13 @@ def test_evaluated_requests_reach_the_queues_the_leaderboard_and_the_demo(browse
         expect(submitted.filter(has_text="RTSRN x2")).to_contain_text("rtsr baselines")
         expect(submitted.filter(has_text="challenge_team")).to_have_count(1)
         screenshot(page, "leaderboard_with_submissions")
+        # a half-written results file is named above the plot at the next refresh; the rest load
+        broken_doc = store / "results" / "req-00009" / "Set5.json"
+        broken_doc.parent.mkdir(parents=True)
+        broken_doc.write_text('{"schema": "rtsr.evaluate", "schema_version": 1, "model": {')
+        run_cli("submit", _changed(team), "--store", store, check=True)  # a change in the store: a refresh
+        expect(page.locator("#leaderboard-errors")).to_contain_text("req-00009/Set5.json", timeout=30_000)
+        expect(submitted).to_have_count(2)
 
         # the demo runs the new entry, in a sandboxed process of its own
         page.get_by_role("tab", name="Upscale").click()

@@ -532,6 +532,12 @@ class Worker:
                 logger.warning("%s failed: %s", request.id, reason)
                 self.store.fail(request.id, self.name, reason)
                 return self.store.get(request.id)
+            except Exception as e:  # a fault of the worker's, not the submission's: keep serving
+                logger.exception("%s: internal error", request.id)
+                self.store.fail(
+                    request.id, self.name, f"internal error in the worker ({e.__class__.__name__}); not retried"
+                )
+                return self.store.get(request.id)
             done = self.store.finish(request.id, self.name, evaluation.documents, entry, evaluation.device)
         logger.info("%s finished in %.0f s: served as %s", request.id, time.monotonic() - started, done.entry_id)
         return done
