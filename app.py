@@ -51,7 +51,9 @@ def launch(settings: Settings) -> None:
     finally:
         stop.set()
         if worker is not None:
-            worker.join()
+            # between requests it stops at once; in the middle of one, it is left to die with
+            # the app (its sandboxed processes with it) and its lease returns the request
+            worker.join(timeout=5)
         pool.close()  # the sandboxed model processes, and their scratch folders
 
 
@@ -62,7 +64,7 @@ def _start_worker(settings: Settings, requests: Store, stop: threading.Event) ->
     from rtsr.submissions.worker import LocalBackend, Worker
 
     worker = Worker(requests, LocalBackend())
-    thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, name="rtsr-worker")
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, name="rtsr-worker", daemon=True)
     thread.start()
     logger.info("evaluating requests from %s in this process (worker %s)", requests.folder, worker.name)
     return thread
