@@ -224,7 +224,14 @@ class RunningApp:
             cwd=ROOT,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})},
+            # a request store of its own beside the log, unless the test names one: never the
+            # repository's store/
+            env={
+                **os.environ,
+                "GRADIO_ANALYTICS_ENABLED": "False",
+                "RTSR_STORE": str(log.parent / "store"),
+                **(env or {}),
+            },
             start_new_session=True,
         )
 
@@ -262,8 +269,7 @@ class RunningApp:
 def app(tmp_path_factory: pytest.TempPathFactory):
     """The app on its bundled defaults (registry, leaderboard), as ``python app.py`` starts it,
     with an empty request store of its own."""
-    folder = tmp_path_factory.mktemp("app")
-    running = RunningApp(log=folder / "app.log", env={"RTSR_STORE": str(folder / "store")}).wait_ready()
+    running = RunningApp(log=tmp_path_factory.mktemp("app") / "app.log").wait_ready()
     yield running
     running.stop()
 
