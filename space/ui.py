@@ -549,4 +549,13 @@ def _wire_refresh(
         updates += submit_tab["refresh"]()
         yield updates
 
-    timer.tick(on_tick, [seen, *leaderboard.inputs], outputs, api_visibility="private", show_progress="hidden")
+    # every open page ticks: unlimited concurrency, so that ticks never wait behind an upscale
+    # (or fill the queue that upscales wait in); most return at once with nothing to change
+    timer.tick(
+        on_tick,
+        [seen, *leaderboard.inputs],
+        outputs,
+        api_visibility="private",
+        show_progress="hidden",
+        concurrency_limit=None,
+    )
