@@ -170,3 +170,15 @@ def test_concurrent_processes_never_claim_the_same_request(store: Store, tmp_pat
     everything = [c for claimed in claims for c in claimed]
     assert len(everything) == total and len(set(everything)) == total
     assert {r.status for r in store.list()} == {"running"}
+
+
+def test_a_link_in_a_local_submission_is_copied_as_a_link_not_followed(store: Store, tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("hf_secret")
+    folder = make_submission(tmp_path / "linky")
+    (folder / "notes.txt").symlink_to(secret)
+    request = submit(store, str(folder), 1, "mallory")
+    copied = store.folder / request.spec / "notes.txt"
+    assert copied.is_symlink() and copied.readlink() == secret
+    regular = [p for p in (store.folder / request.spec).rglob("*") if p.is_file() and not p.is_symlink()]
+    assert all("hf_secret" not in p.read_bytes().decode("latin-1") for p in regular)

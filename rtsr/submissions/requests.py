@@ -276,8 +276,15 @@ class Store:
             if local_folder is not None:
                 spec = f"submissions/{request_id}/{_safe(local_name or local_folder.name)}"
                 target = self.folder / spec
-                shutil.rmtree(target, ignore_errors=True)
-                shutil.copytree(local_folder, target, symlinks=False)
+                shutil.rmtree(target.parent, ignore_errors=True)
+                try:
+                    # links are copied as links, never followed: a link to a file outside the
+                    # folder stays outside (the sandbox does not follow it) rather than being
+                    # copied in beside the submission's own files
+                    shutil.copytree(local_folder, target, symlinks=True)
+                except OSError as e:
+                    shutil.rmtree(target.parent, ignore_errors=True)
+                    raise InputError(f"{local_folder}: cannot be copied into the store ({e})") from None
             db.execute("UPDATE requests SET id = ?, spec = ? WHERE seq = ?", (request_id, spec, cursor.lastrowid))
         return self.get(request_id)
 
