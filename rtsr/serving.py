@@ -119,6 +119,7 @@ class ModelPool:
         self._evaluated = evaluated
         self._pending: dict[str, Submission] = {}  # served on first use
         self._live: OrderedDict[str, SandboxedModels] = OrderedDict()
+        self._starting = threading.Lock()
         if evaluated is not None:
             self.refresh()
 
@@ -182,8 +183,16 @@ class ModelPool:
             if model_id in self._live:
                 self._live.move_to_end(model_id)
                 return self._live[model_id]
-            submission = self._pending[model_id]
-        process = SandboxedModels({model_id: submission}, self.device, self.limits)
+        # one start at a time, so that two requests for a new model do not start two processes
+        with self._starting:
+            with self._lock:
+                if model_id in self._live:
+                    return self._live[model_id]
+                submission = self._pending[model_id]
+            process = SandboxedModels({model_id: submission}, self.device, self.limits)
+            return self._register(model_id, process)
+
+    def _register(self, model_id: str, process: SandboxedModels) -> SandboxedModels:
         with self._lock:
             if model_id in process.failures:
                 process.close()

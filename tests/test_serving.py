@@ -86,6 +86,45 @@ def test_pool_reports_an_entry_that_fails_and_serves_the_rest(tmp_path):
         serve(pool, "nope", photo("chelsea"))
 
 
+def test_evaluated_models_are_served_one_process_each_started_on_first_use(tmp_path):
+    empty = Registry(tmp_path / "bundled.json", [])
+    evaluated = Registry(tmp_path / "registry.json", [])
+    evaluated.write()
+    pool = ModelPool(empty, "cpu", evaluated=Registry.read(evaluated.path), max_live=1)
+    try:
+        assert pool.models == {} and pool.refresh() == []
+        # the worker registers two models after the app started: a refresh serves them
+        for name in ("first", "second"):
+            shutil.copytree(Path(BUNDLED_REGISTRY).parent / "rtsrn_x2", tmp_path / name)
+            evaluated.add(entry_for(open_submission(tmp_path / name), tmp_path, name))
+        evaluated.write()
+        assert pool.refresh() == ["first", "second"] and pool.refresh() == []
+        # what the registry knows until its process describes it, then the process's
+        assert pool.descriptor("first").params == 0
+        lr = photo("coffee")[:40, :56]
+        reference = upscale(
+            prepare(Registry.read(BUNDLED_REGISTRY).load("rtsrn-x2").module, pool.device, "fp32"),
+            lr,
+            2,
+            pool.device,
+            "fp32",
+        )
+        first, _ = pool.upscale("first", lr)
+        np.testing.assert_array_equal(first, reference)
+        assert pool.descriptor("first").params == 193_356
+        first_process = pool._live["first"]
+        # one live process at most here: the second model's start ends the first's
+        second, _ = pool.upscale("second", lr)
+        np.testing.assert_array_equal(second, reference)
+        assert list(pool._live) == ["second"] and first_process._process is None
+        # and the first starts again when asked for
+        again, _ = pool.upscale("first", lr)
+        np.testing.assert_array_equal(again, reference)
+    finally:
+        pool.close()
+    assert pool._live == {}
+
+
 @pytest.mark.parametrize(("model_id", "quality"), [("rtsrn-x2", 90), ("rtsrn-x3", 60), ("bicubic-x2", 90)])
 def test_simulate_degrades_upscales_and_measures_like_the_references(pool, model_id, quality):
     gt = photo("coffee")  # 400x600: crops to 399x600 at x3
