@@ -21,7 +21,7 @@ import pandas as pd
 
 from rtsr.constants import TRACK_SCALES
 from rtsr.errors import RTSRError, first_line
-from rtsr.submissions.requests import STATUSES, Request, Store, submit
+from rtsr.submissions.requests import HUB_REPO, STATUSES, Request, Store, submit
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,11 @@ def submit_from_page(
     if not username:
         return None, "Sign in with Hugging Face first: requests are made under your account."
     spec = (spec or "").strip()
-    if not spec or "/" not in spec or Path(spec).is_absolute() or spec.startswith("."):
+    if not HUB_REPO.match(spec):
         return None, "Enter a Hub model repo as `org/name`, or `org/name@<commit>` to pin one commit."
     try:
-        request = submit(store, spec, int(track), username, daily_limit)
+        # a Hub repo only: a path on this server is never a submission from the page
+        request = submit(store, spec, int(track), username, daily_limit, allow_local=False)
     except RTSRError as e:
         return None, first_line(e, 300)
     return request, (

@@ -4,6 +4,7 @@ and claims that two real processes never share."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -182,3 +183,37 @@ def test_a_link_in_a_local_submission_is_copied_as_a_link_not_followed(store: St
     assert copied.is_symlink() and copied.readlink() == secret
     regular = [p for p in (store.folder / request.spec).rglob("*") if p.is_file() and not p.is_symlink()]
     assert all("hf_secret" not in p.read_bytes().decode("latin-1") for p in regular)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("../shared", "'../shared' is not a Hub repo id"),
+        ("-team/tiny", "'-team/tiny' is not a Hub repo id"),
+        ("team/tiny@../../../etc", "not a folder, a zip, or a Hub repo"),
+    ],
+)
+def test_specs_that_are_not_hub_repos_are_refused_before_the_cache_is_read(store: Store, spec: str, message: str):
+    with pytest.raises(SubmissionError, match=re.escape(message)):
+        submit(store, spec, 1, "mallory", allow_local=False)
+    assert store.list() == []
+
+
+def test_the_page_never_takes_a_path_on_the_server(store: Store, tmp_path: Path, monkeypatch) -> None:
+    from space.submit import submit_from_page
+
+    monkeypatch.chdir(ROOT)  # where submissions/rtsrn_x2 is a folder
+    cases = {
+        # a name that could be a repo is looked up on the Hub, never on the disk
+        "submissions/rtsrn_x2": "submissions/rtsrn_x2: not found in the local Hub cache",
+        str(ROOT / "submissions" / "rtsrn_x2"): "Enter a Hub model repo as `org/name`",
+        "./submissions/rtsrn_x2": "Enter a Hub model repo as `org/name`",
+    }
+    for spec, expected in cases.items():
+        request, message = submit_from_page(store, spec, 1, "mallory", 3)
+        assert request is None and message.startswith(expected), (spec, message)
+    assert store.list() == []
+    assert submit_from_page(store, "team/tiny", 1, None, 3) == (
+        None,
+        "Sign in with Hugging Face first: requests are made under your account.",
+    )

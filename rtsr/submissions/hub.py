@@ -32,7 +32,12 @@ def download(repo_id: str, revision: str) -> Path:
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise SubmissionError(f"{repo_id!r} is not a Hub repo id (org/name: letters, digits, '-', '_', '.')") from None
     try:
         return Path(snapshot_download(repo_id, revision=revision, repo_type="model"))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
@@ -188,10 +193,17 @@ def resolve(repo_id: str, revision: str | None = None) -> str:
     import huggingface_hub.constants as constants
     from huggingface_hub import HfApi, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     from rtsr.submissions.submission import ARCH_FILE
 
     where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise SubmissionError(f"{repo_id!r} is not a Hub repo id (org/name: letters, digits, '-', '_', '.')") from None
+    if revision is not None and (".." in revision or revision.startswith("/")):
+        raise SubmissionError(f"{where}: not a revision (a branch, tag or commit)")
     if constants.HF_HUB_OFFLINE:
         cached = try_to_load_from_cache(repo_id, ARCH_FILE, revision=revision or "main", repo_type="model")
         if not isinstance(cached, str):

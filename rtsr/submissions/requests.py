@@ -402,13 +402,22 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "set"
 
 
-#: ``org/name`` or ``org/name@<revision>`` (a branch, tag or commit).
-HUB_REPO = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w.\-/]+))?$")
+#: ``org/name`` or ``org/name@<revision>`` (a branch, tag or commit; no ``..``, which the
+#: local Hub cache would read as a path).
+HUB_REPO = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>(?!.*\.\.)\w[\w.\-/]*))?$")
 
 
-def submit(store: Store, spec: str, track: int, submitter: str, daily_limit: int | None = None) -> Request:
+def submit(
+    store: Store,
+    spec: str,
+    track: int,
+    submitter: str,
+    daily_limit: int | None = None,
+    allow_local: bool = True,
+) -> Request:
     """Queue ``spec`` for ``track``: ``org/name`` (pinned now to the commit its main branch
-    points at), ``org/name@<revision>``, or a local folder or zip (copied into the store).
+    points at), ``org/name@<revision>``, or, with ``allow_local`` (the maintainer's CLI, never
+    the page), a local folder or zip (copied into the store).
 
     Raises:
         InputError: an unknown track.
@@ -423,7 +432,7 @@ def submit(store: Store, spec: str, track: int, submitter: str, daily_limit: int
         raise InputError(f"track must be one of {', '.join(map(str, TRACK_SCALES))}, got {track}")
     spec = spec.strip()
     path = Path(spec)
-    if path.exists():
+    if allow_local and path.exists():
         submission = open_submission(path)
         digest = hashlib.sha256(json.dumps(submission.hashes(), sort_keys=True).encode()).hexdigest()
         return store.submit(
