@@ -309,9 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--test-set",
         action="append",
-        metavar="[NAME=]FOLDER|datasets/org/name[@rev][:folder]",
+        metavar="[NAME=]FOLDER|bundled:NAME|datasets/org/name[@rev][:folder]",
         help="HR images to evaluate on, degraded as the challenge does; repeatable"
-        " (default: Set5, bundled in testsets/)",
+        " (default: bundled:Set5, testsets/Set5 of the repository)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument(

@@ -307,3 +307,28 @@ def test_a_submission_cannot_forge_its_jobs_result_or_read_its_secrets(
     assert done.status == "finished", done.reason
     document = json.loads((store.folder / done.results[0]).read_text())
     assert document["score"] < 1e3 and document["device"] != "forged"
+
+
+def test_test_sets_name_a_folder_the_bundled_set_or_a_hub_dataset(tmp_path: Path) -> None:
+    from rtsr.errors import InputError
+    from rtsr.submissions.worker import BUNDLED_TEST_SET
+
+    # bundled:<name> resolves wherever rtsr is installed (a Job's container has another path)
+    bundled = TestSet.parse("bundled:Set5")
+    assert (bundled.name, bundled.folder()) == ("Set5", BUNDLED_TEST_SET)
+    assert EvaluationSettings().test_sets == (bundled,)
+    assert sorted(p.name for p in bundled.folder().iterdir()) == [
+        "baby.png",
+        "bird.png",
+        "butterfly.png",
+        "head.png",
+        "woman.png",
+    ]
+    named = TestSet.parse(f"Mine={tmp_path}")
+    assert (named.name, named.folder()) == ("Mine", tmp_path)
+    with pytest.raises(InputError, match=r"test set nowhere: .* is not a folder"):
+        TestSet.parse(str(tmp_path / "nowhere")).folder()
+    hub = TestSet.parse("datasets/org/private-test@v1:HR")
+    assert hub.is_hub and hub.name == "HR"
+    with pytest.raises(InputError, match=r"test set HR: datasets/org/private-test@v1:HR cannot be had"):
+        hub.folder()

@@ -45,8 +45,12 @@ from rtsr.submissions.validation import VALIDATION_LIMITS
 
 logger = logging.getLogger(__name__)
 
+#: The test sets bundled in the repository; ``bundled:<name>`` names one wherever rtsr is
+#: installed (the worker's machine, or a Job's container, where the path differs).
+BUNDLED_TEST_SETS: Final = Path(__file__).resolve().parents[2] / "testsets"
+BUNDLED_PREFIX: Final = "bundled:"
 #: The test set a fresh clone evaluates on: Set5, bundled in the repository.
-BUNDLED_TEST_SET: Final = Path(__file__).resolve().parents[2] / "testsets" / "Set5"
+BUNDLED_TEST_SET: Final = BUNDLED_TEST_SETS / "Set5"
 #: What a job prints before its results (then the job's secret tag and one JSON line).
 RESULT_TAG: Final = "RTSR-RESULT"
 FAILED_TAG: Final = "RTSR-FAILED"
@@ -56,9 +60,9 @@ _CANDIDATE: Final = "candidate"
 
 @dataclass(frozen=True)
 class TestSet:
-    """A folder of HR images, degraded here as the challenge does; or, on a Hub job, a
-    dataset ``datasets/org/name`` (optionally ``@revision`` and ``:folder``) fetched with the
-    job's read-only token."""
+    """A folder of HR images, degraded here as the challenge does: a path, ``bundled:<name>``
+    (``testsets/<name>`` of the installed rtsr), or a dataset ``datasets/org/name``
+    (optionally ``@revision`` and ``:folder``) fetched with the job's read-only token."""
 
     __test__ = False  # not a pytest class, whatever its name
 
@@ -87,6 +91,8 @@ class TestSet:
         """
         if not self.is_hub:
             path = Path(self.location)
+            if self.location.startswith(BUNDLED_PREFIX):
+                path = BUNDLED_TEST_SETS / self.location.removeprefix(BUNDLED_PREFIX)
             if not path.is_dir():
                 raise InputError(f"test set {self.name}: {path} is not a folder")
             return path
@@ -106,7 +112,7 @@ class TestSet:
 class EvaluationSettings:
     """What every request is evaluated on, and how."""
 
-    test_sets: tuple[TestSet, ...] = (TestSet("Set5", str(BUNDLED_TEST_SET)),)
+    test_sets: tuple[TestSet, ...] = (TestSet("Set5", f"{BUNDLED_PREFIX}Set5"),)
     #: ``cuda``, ``cpu`` or None for the best available.
     device: str | None = None
     #: The runtime protocol: the output size, warm-up and timed passes.
