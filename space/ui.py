@@ -1,8 +1,9 @@
 """The Gradio app: components wired to the rtsr library, and nothing else.
 
-Three tabs: Upscale (rtsr.serving), Leaderboard (rtsr.leaderboard)
-and Submit / About (space.about). Errors a user can act on (rtsr's own exceptions) become a
-``gr.Error`` with their one-line message; anything else is logged with its traceback and shown
+Four tabs: Upscale (rtsr.serving), Leaderboard (rtsr.leaderboard), Submit (space.submit,
+the request store) and About (space.about); the page refreshes what the store changes.
+Errors a user can act on (rtsr's own exceptions) become a ``gr.Error`` with their one-line
+message; anything else is logged with its traceback and shown
 as a one-line internal error, and the server stays up.
 """
 
