@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,16 @@ def login_unavailable() -> str | None:
     return None
 
 
+#: Characters Markdown (and the HTML it allows) gives a meaning to.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+
+
+def plain(text: str) -> str:
+    """``text`` shown as it is in a Markdown cell: reasons and check details quote the
+    submission's own error messages, which must not become links, images or markup."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
 def _when(text: str | None) -> str:
     return text.replace("T", " ").removesuffix("+00:00") + " UTC" if text else ""
 
@@ -59,7 +70,7 @@ def queue_frame(requests: list[Request]) -> pd.DataFrame:
     rows = []
     for r in reversed(requests):
         d = r.as_dict()
-        what = f"[{r.repo}@{r.revision[:7]}]({r.url})" if r.repo else r.spec.split("/")[-1]
+        what = f"[{r.repo}@{r.revision[:7]}]({r.url})" if r.repo else plain(r.spec.split("/")[-1])
         if r.entry_id and r.entry_id != (r.repo or r.spec).split("/")[-1]:
             what += f" (served as `{r.entry_id}`)"
         rows.append(
@@ -67,11 +78,11 @@ def queue_frame(requests: list[Request]) -> pd.DataFrame:
                 r.id,
                 what,
                 f"{r.track} (x{TRACK_SCALES[r.track]})",
-                r.submitter,
+                plain(r.submitter),
                 _when(d["submitted"]),
                 _when(d["finished"]),
-                r.device or "",
-                r.reason,
+                plain(r.device or ""),
+                plain(r.reason),
             ]
         )
     return pd.DataFrame(rows, columns=list(QUEUE_COLUMNS))
@@ -129,8 +140,8 @@ def check_zip_report(path: str | None, limits: Any = None) -> str:
         root = str(submission.root)
     lines = ["| | check | detail |", "|---|---|---|"]
     for c in checks:
-        detail = c.detail.replace(root + "/", "").replace(root, ".").replace("|", "\\|")
-        lines.append(f"| **{c.status.upper()}** | {c.name} | {detail} |")
+        detail = c.detail.replace(root + "/", "").replace(root, ".")
+        lines.append(f"| **{c.status.upper()}** | {plain(c.name)} | {plain(detail)} |")
     failed = [c for c in checks if c.status == "fail"]
     verdict = (
         f"**{len(failed)} failed**: fix them and check again."
