@@ -163,12 +163,20 @@ def test_examples_are_scikit_images_photos():
         np.testing.assert_array_equal(read(str(EXAMPLES / f"{name}.png")), getattr(data, name)())
 
 
-def run_app(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def run_app(store: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python app.py ARGS`` to its end, with a request store of its own (never the repository's)."""
+    return subprocess.run(
+        [sys.executable, "app.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RTSR_STORE": str(store), **(env or {})},
+    )
 
 
-def test_app_help_lists_every_setting_and_its_variable():
-    result = run_app("--help")
+def test_app_help_lists_every_setting_and_its_variable(tmp_path):
+    result = run_app(tmp_path / "store", "--help")
     assert result.returncode == 0
     for flag, variable in APP_SETTINGS:
         assert flag in result.stdout and variable in result.stdout
@@ -176,21 +184,14 @@ def test_app_help_lists_every_setting_and_its_variable():
 
 def test_app_refuses_a_broken_registry_in_one_line(tmp_path):
     (tmp_path / "registry.json").write_text("{not json")
-    result = run_app("--registry", str(tmp_path / "registry.json"))
+    result = run_app(tmp_path / "store", "--registry", str(tmp_path / "registry.json"))
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {tmp_path / 'registry.json'}: not a valid registry")
 
 
-def test_app_refuses_a_bad_sandbox_setting_in_one_line():
-    result = subprocess.run(
-        [sys.executable, "app.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "RTSR_SANDBOX": "docker"},
-    )
+def test_app_refuses_a_bad_sandbox_setting_in_one_line(tmp_path):
+    result = run_app(tmp_path / "store", env={"RTSR_SANDBOX": "docker"})
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line == "error: $RTSR_SANDBOX must be auto, bubblewrap or none, got 'docker'"
