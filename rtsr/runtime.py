@@ -27,7 +27,7 @@ from rtsr.constants import TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
 from rtsr.devices import DTYPES, Precision, device_name
 from rtsr.errors import InputError
 from rtsr.inference import prepare
-from rtsr.models import Bicubic, LoadedModel
+from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,43 @@ class RuntimeReport:
         return {**asdict(self), "relative_to_bicubic": self.relative_to_bicubic}
 
 
+def protocol_input(size: tuple[int, int], device: torch.device, precision: Precision) -> torch.Tensor:
+    """The protocol's input: uniform noise on [0, 1] of ``size`` (H, W), batch 1, seeded (the
+    same tensor in every process that times), in ``precision`` on ``device``."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand((1, 3, *size), generator=generator).to(device=device, dtype=DTYPES[precision])
+
+
+def report_beside_bicubic(
+    model: ModelDescriptor,
+    stats: RuntimeStats,
+    flops: int,
+    x: torch.Tensor,
+    precision: Precision,
+    warmup: int = WARMUP_PASSES,
+    repeat: int = TIMED_PASSES,
+    progress: bool = True,
+) -> RuntimeReport:
+    """The report of a model timed on ``x`` (``stats``, here or in another process): bicubic
+    is timed the same way on the same input, here."""
+    device, (h, w), scale = x.device, tuple(x.shape[-2:]), model.scale
+    bicubic = time_forward(prepare(Bicubic(scale), device, precision), x, warmup, repeat, progress, "bicubic")
+    return RuntimeReport(
+        model=model.as_dict(),
+        device=device_name(device),
+        device_type=device.type,
+        precision=precision,
+        timer="cuda-event" if device.type == "cuda" else "wall-clock",
+        input_size=(h, w),
+        output_size=(h * scale, w * scale),
+        warmup=warmup,
+        runtime=stats,
+        bicubic=bicubic,
+        flops=flops,
+        params=model.params,
+    )
+
+
 def measure_runtime(
     loaded: LoadedModel,
     device: torch.device,
@@ -167,31 +204,14 @@ def measure_runtime(
 ) -> RuntimeReport:
     """Run the challenge's runtime protocol on a model and, the same way, on bicubic.
 
-    The input is uniform noise on [0, 1] of the LR size of ``target_size`` (4K by default),
-    batch 1, in ``precision`` (weights and input both), on ``device``.
+    The input is :func:`protocol_input` at the LR size of ``target_size`` (4K by default),
+    in ``precision`` (weights and input both), on ``device``.
     """
-    scale = loaded.descriptor.scale
-    h, w = lr_size(scale, target_size)
-    shape = (1, 3, h, w)
-    flops = count_flops(loaded.module, shape)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(shape, generator=generator).to(device=device, dtype=DTYPES[precision])
+    h, w = lr_size(loaded.descriptor.scale, target_size)
+    flops = count_flops(loaded.module, (1, 3, h, w))
+    x = protocol_input((h, w), device, precision)
     module = prepare(loaded.module, device, precision)
     name = loaded.descriptor.id
     logger.info("timing %s on %s in %s, input %dx%d", name, device, precision, h, w)
     stats = time_forward(module, x, warmup, repeat, progress, desc=name)
-    bicubic = time_forward(prepare(Bicubic(scale), device, precision), x, warmup, repeat, progress, "bicubic")
-    return RuntimeReport(
-        model=loaded.descriptor.as_dict(),
-        device=device_name(device),
-        device_type=device.type,
-        precision=precision,
-        timer="cuda-event" if device.type == "cuda" else "wall-clock",
-        input_size=(h, w),
-        output_size=(h * scale, w * scale),
-        warmup=warmup,
-        runtime=stats,
-        bicubic=bicubic,
-        flops=flops,
-        params=loaded.descriptor.params,
-    )
+    return report_beside_bicubic(loaded.descriptor, stats, flops, x, precision, warmup, repeat, progress)

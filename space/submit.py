@@ -137,10 +137,9 @@ def check_zip_report(path: str | None, limits: Any = None) -> str:
             checks = run_checks(submission, None, limits or VALIDATION_LIMITS)
         except RTSRError as e:
             return f"**{name}** cannot be checked: {first_line(e, 300).replace(str(path), name)}"
-        root = str(submission.root)
     lines = ["| | check | detail |", "|---|---|---|"]
     for c in checks:
-        detail = c.detail.replace(root + "/", "").replace(root, ".")
+        detail = submission.without_root(c.detail)
         lines.append(f"| **{c.status.upper()}** | {plain(c.name)} | {plain(detail)} |")
     failed = [c for c in checks if c.status == "fail"]
     verdict = (

@@ -23,6 +23,17 @@ logger = logging.getLogger(__name__)
 CARD_TAGS = ["ntire-2023", "real-time-super-resolution", "super-resolution", "image-to-image", "rtsr"]
 
 
+def _check_repo_id(repo_id: str) -> None:
+    """Refuse what huggingface_hub's validator refuses (``../x``, ``-a/b``), in one line,
+    before the cache or the Hub is asked about it."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise SubmissionError(f"{repo_id!r} is not a Hub repo id (org/name: letters, digits, '-', '_', '.')") from None
+
+
 def download(repo_id: str, revision: str) -> Path:
     """The local folder of ``repo_id`` at commit ``revision``, from the Hub cache or the Hub.
 
@@ -32,12 +43,8 @@ def download(repo_id: str, revision: str) -> Path:
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise SubmissionError(f"{repo_id!r} is not a Hub repo id (org/name: letters, digits, '-', '_', '.')") from None
+    _check_repo_id(repo_id)
     try:
         return Path(snapshot_download(repo_id, revision=revision, repo_type="model"))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
@@ -193,15 +200,11 @@ def resolve(repo_id: str, revision: str | None = None) -> str:
     import huggingface_hub.constants as constants
     from huggingface_hub import HfApi, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     from rtsr.submissions.submission import ARCH_FILE
 
     where = f"{repo_id}@{revision}" if revision else repo_id
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise SubmissionError(f"{repo_id!r} is not a Hub repo id (org/name: letters, digits, '-', '_', '.')") from None
+    _check_repo_id(repo_id)
     if revision is not None and (".." in revision or revision.startswith("/")):
         raise SubmissionError(f"{where}: not a revision (a branch, tag or commit)")
     if constants.HF_HUB_OFFLINE:

@@ -205,6 +205,13 @@ class SandboxedModels:
         self._process = process
         return process
 
+    def _running(self) -> SandboxedProcess:
+        """The model process, started again if it had died (the caller holds the lock)."""
+        if self._process is not None and self._process.alive:
+            return self._process
+        self._restart("it had died")
+        return self._start()
+
     def _restart(self, reason: str) -> None:
         if self._process is not None:
             outcome = self._process.close()
@@ -229,10 +236,7 @@ class SandboxedModels:
             raise InputError(f"a {w}x{h} input is larger than the model process takes ({MAX_INPUT_PIXELS:,} pixels)")
         in_bytes = h * w * 3
         with self._lock:
-            process = self._process if self._process is not None and self._process.alive else None
-            if process is None:
-                self._restart("it had died")
-                process = self._start()
+            process = self._running()
             process.channel.settimeout(self.request_timeout_s)
             try:
                 # the input at the start of the shared buffer, the output right after it
@@ -279,10 +283,7 @@ class SandboxedModels:
         """
         model_id = header["model"]
         with self._lock:
-            process = self._process if self._process is not None and self._process.alive else None
-            if process is None:
-                self._restart("it had died")
-                process = self._start()
+            process = self._running()
             process.channel.settimeout(timeout_s)
             start = time.perf_counter()
             try:
@@ -428,8 +429,7 @@ def _time_model(request: dict[str, Any], loaded: dict[str, Any], prepared: Any, 
     """The runtime protocol on one model, in the model process: per-pass times (``op``
     ``runtime``), or FLOPs (``op`` ``flops``, counted apart so that the timed call holds
     nothing but the passes)."""
-    from rtsr.devices import DTYPES
-    from rtsr.runtime import count_flops, time_passes
+    from rtsr.runtime import count_flops, protocol_input, time_passes
 
     model_id, precision = request["model"], request["precision"]
     h, w = request["size"]
@@ -438,7 +438,7 @@ def _time_model(request: dict[str, Any], loaded: dict[str, Any], prepared: Any, 
         if request["op"] == "flops":
             return {"ok": True, "flops": count_flops(loaded[model_id].module, shape)}
         module = prepared(model_id, precision)
-        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=DTYPES[precision])
+        x = protocol_input((h, w), device, precision)
         times = time_passes(module, x, int(request["warmup"]), int(request["repeat"]), progress=False)
     except torch.OutOfMemoryError:
         return {"ok": False, "kind": "oom", "error": "out of memory on this device"}

@@ -138,6 +138,12 @@ class Submission:
             )
         return replace(self, meta=replace(self.meta, scale=scale))
 
+    def without_root(self, message: str) -> str:
+        """``message`` without the server's path to the submission: for people who must not
+        learn where it lies (a participant reading why a request failed)."""
+        root = str(self.root)
+        return message.replace(f"{root}/", "").replace(f"{root}: ", "").replace(root, ".")
+
     def hashes(self) -> dict[str, str]:
         """sha256 of every code and weight file, by path relative to the root (POSIX)."""
         return {p.relative_to(self.root).as_posix(): sha256_file(p) for p in self.code_files + self.checkpoints}

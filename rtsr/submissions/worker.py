@@ -166,15 +166,6 @@ def _prepared(test_set: TestSet, hr_dir: Path, scale: int, cache: Path) -> tuple
     return lr_dir, gt_dir
 
 
-def _without_root(message: str, submission: Submission) -> str:
-    """A message about the submission without the server's path to it."""
-    return (
-        message.replace(f"{submission.root}/", "")
-        .replace(f"{submission.root}: ", "")
-        .replace(str(submission.root), ".")
-    )
-
-
 def at_track_scale(submission: Submission, track: int) -> Submission:
     """``submission`` at its track's scale (a challenge submission without ``submission.json``
     does not say its own; the checks then confirm it by a forward pass).
@@ -201,7 +192,7 @@ def check_submission(submission: Submission, track: int, limits: Limits) -> Subm
     submission = at_track_scale(submission, track)
     for check in run_validation(submission, None, limits).checks:
         if check.status == "fail":
-            detail = _without_root(check.detail, submission)
+            detail = submission.without_root(check.detail)
             raise SubmissionError(detail if detail.startswith(check.name) else f"{check.name}: {detail}")
     return submission
 
@@ -230,9 +221,7 @@ def evaluate_submission(
 
     from rtsr.devices import device_name, resolve_device, resolve_precision
     from rtsr.evaluate import evaluate_with
-    from rtsr.inference import prepare
-    from rtsr.models import Bicubic
-    from rtsr.runtime import RuntimeReport, lr_size, time_forward
+    from rtsr.runtime import RuntimeReport, lr_size, protocol_input, report_beside_bicubic
     from rtsr.submissions.sandboxed_models import SandboxedModels
 
     submission = check_submission(submission, track, settings.limits)
@@ -242,7 +231,7 @@ def evaluate_submission(
     models = SandboxedModels({_CANDIDATE: submission}, device, limits)
     try:
         if _CANDIDATE in models.failures:
-            raise SubmissionError(_without_root(models.failures[_CANDIDATE], submission))
+            raise SubmissionError(submission.without_root(models.failures[_CANDIDATE]))
         if models.descriptors[_CANDIDATE].scale != scale:
             raise SubmissionError(f"a x{models.descriptors[_CANDIDATE].scale} model, but Track {track} is x{scale}")
         descriptor = replace(
@@ -259,26 +248,12 @@ def evaluate_submission(
         def runtime() -> RuntimeReport:
             # the protocol does not depend on the set: measure once, on the first set
             if not reports:
-                h, w = lr_size(scale, settings.target_size)
-                stats, flops = models.runtime(_CANDIDATE, precision, (h, w), settings.warmup, settings.repeat)
-                x = torch.rand((1, 3, h, w), generator=torch.Generator().manual_seed(0))
-                x = x.to(device=device, dtype=torch.float16 if precision == "fp16" else torch.float32)
-                bicubic = prepare(Bicubic(scale), device, precision)
-                reference = time_forward(bicubic, x, settings.warmup, settings.repeat, progress=False)
+                size = lr_size(scale, settings.target_size)
+                stats, flops = models.runtime(_CANDIDATE, precision, size, settings.warmup, settings.repeat)
+                x = protocol_input(size, device, precision)
                 reports.append(
-                    RuntimeReport(
-                        model=descriptor.as_dict(),
-                        device=device_name(device),
-                        device_type=device.type,
-                        precision=precision,
-                        timer="cuda-event" if device.type == "cuda" else "wall-clock",
-                        input_size=(h, w),
-                        output_size=(h * scale, w * scale),
-                        warmup=settings.warmup,
-                        runtime=stats,
-                        bicubic=reference,
-                        flops=flops,
-                        params=descriptor.params,
+                    report_beside_bicubic(
+                        descriptor, stats, flops, x, precision, settings.warmup, settings.repeat, False
                     )
                 )
             return reports[0]
@@ -295,7 +270,7 @@ def evaluate_submission(
                     descriptor, upscaler, runtime, lr_dir, gt_dir, device, precision, 0, test_set.name, progress
                 )
             except (RTSRError, torch.OutOfMemoryError) as e:
-                raise SubmissionError(_without_root(f"on {test_set.name}: {first_line(e)}", submission)) from None
+                raise SubmissionError(submission.without_root(f"on {test_set.name}: {first_line(e)}")) from None
             # the paths of the private test set stay private
             document["dataset"].update(lr_dir=None, gt_dir=None)
             if labels:
