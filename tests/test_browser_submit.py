@@ -126,8 +126,14 @@ def test_the_submit_tab_signed_in_queues_a_repo_and_refuses_what_it_must(browser
             context, page = _new_page(browser, app)
             page.get_by_role("tab", name="Submit").click()
             message = page.locator("#submit-message")
-            page.locator("#submit-repo textarea").fill("team/tiny")
-            page.locator("#submit-button").click()
+
+            def submit(spec: str, track: int | None = None) -> None:
+                page.locator("#submit-repo textarea").fill(spec)
+                if track is not None:
+                    page.get_by_label(f"Track {track} (x{track + 1})").check()
+                page.locator("#submit-button").click()
+
+            submit("team/tiny")
             expect(message).to_contain_text("Sign in with Hugging Face first")
 
             page.locator("#submit-login").click()  # Gradio's mocked login: the token's account
@@ -135,9 +141,7 @@ def test_the_submit_tab_signed_in_queues_a_repo_and_refuses_what_it_must(browser
             page.get_by_role("tab", name="Submit").click()
             expect(page.locator("#submit-login")).to_contain_text(USER["name"])
 
-            page.locator("#submit-repo textarea").fill("team/tiny")
-            page.get_by_label("Track 1 (x2)").check()
-            page.locator("#submit-button").click()
+            submit("team/tiny", track=1)
             expect(message).to_contain_text("Queued req-00001")
             expect(message).to_contain_text(COMMIT[:12])
             pending = page.locator("#queue-pending")
@@ -147,26 +151,18 @@ def test_the_submit_tab_signed_in_queues_a_repo_and_refuses_what_it_must(browser
 
             page.locator("#submit-button").click()
             expect(message).to_contain_text("already submitted for Track 1: request req-00001 (pending)")
-            page.locator("#submit-repo textarea").fill("team/missing")
-            page.locator("#submit-button").click()
+            submit("team/missing")
             expect(message).to_contain_text("team/missing: no such model repository")
-            page.locator("#submit-repo textarea").fill("team/notes")
-            page.locator("#submit-button").click()
+            submit("team/notes")
             expect(message).to_contain_text("not a submission (no arch.py")
-            page.locator("#submit-repo textarea").fill(f"team/tiny@{COMMIT}")
-            page.get_by_label("Track 2 (x3)").check()
-            page.locator("#submit-button").click()
+            submit(f"team/tiny@{COMMIT}", track=2)
             expect(message).to_contain_text("Queued req-00002")
-            page.locator("#submit-repo textarea").fill("team/tiny@main")
-            page.get_by_label("Track 1 (x2)").check()
-            page.locator("#submit-button").click()
+            submit("team/tiny@main", track=1)
             expect(message).to_contain_text("already submitted")
             # the daily limit (2 here) counts this user's requests, refused ones aside
-            page.locator("#submit-repo textarea").fill("team/other")
-            page.locator("#submit-button").click()
+            submit("team/other")
             expect(message).to_contain_text("alice has made 2 requests in the last 24 hours, the limit is 2")
-            page.locator("#submit-repo textarea").fill("/etc/passwd")
-            page.locator("#submit-button").click()
+            submit("/etc/passwd")
             expect(message).to_contain_text("Enter a Hub model repo as org/name, or org/name@<commit>")
             screenshot(page, "submit_refusals")
 
