@@ -126,7 +126,7 @@ def test_two_worker_processes_never_evaluate_the_same_request(tmp_path: Path) ->
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0]
     done = [line.split(":")[0] for out in outputs for line in out.splitlines() if ": finished" in line]
-    assert sorted(done) == ["req-00001", "req-00002", "req-00003"]
+    assert sorted(done) == ["req-00001", "req-00002", "req-00003"], outputs
     assert all(r["attempts"] == 1 and r["status"] == "finished" for r in _requests(store).values())
 
 

@@ -22,6 +22,7 @@ it; a failing one gets its reason. Two backends evaluate:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -160,9 +161,15 @@ def _prepared(test_set: TestSet, hr_dir: Path, scale: int, cache: Path) -> tuple
     lr_dir, gt_dir = folder / "LR", folder / "GT"
     stamp = folder / "source.json"
     source = json.dumps(sorted((p.name, p.stat().st_size) for p in hr_dir.iterdir() if p.is_file()))
-    if not (stamp.exists() and stamp.read_text() == source and lr_dir.is_dir() and gt_dir.is_dir()):
-        prepare_data(hr_dir, lr_dir, gt_dir, scale, progress=False)
-        stamp.write_text(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    # workers sharing a store take turns: one degrades the set, the others wait and reuse it
+    # (without the lock, one could read LR/ before the other had written GT/)
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.exists() and stamp.read_text() == source and lr_dir.is_dir() and gt_dir.is_dir()):
+            stamp.unlink(missing_ok=True)
+            prepare_data(hr_dir, lr_dir, gt_dir, scale, progress=False)
+            stamp.write_text(source)
     return lr_dir, gt_dir
 
 
