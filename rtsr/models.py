@@ -64,6 +64,23 @@ class Bicubic(nn.Module):
         return up.clamp(0.0, 1.0)
 
 
+class PaddedModel(nn.Module):
+    """Pads the input by reflection to a multiple of ``multiple`` and crops the output back."""
+
+    def __init__(self, inner: nn.Module, scale: int, multiple: int) -> None:
+        super().__init__()
+        self.inner, self.scale, self.multiple = inner, scale, multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % self.multiple, -w % self.multiple
+        if pad_h or pad_w:
+            # Reflection needs the pad to be shorter than the side; tiny inputs replicate.
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        return self.inner(x)[..., : h * self.scale, : w * self.scale]
+
+
 @dataclass(frozen=True)
 class ModelDescriptor:
     """What the CLI, the app and the leaderboard need to know about a loaded model."""

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from rtsr.errors import SubmissionError
 from rtsr.inference import upscale
-from rtsr.models import count_params, load_model
-from rtsr.submissions.loader import PaddedModel, call_srmodel, infer_scale, load_submission
+from rtsr.models import PaddedModel, count_params, load_model
+from rtsr.submissions.loader import call_srmodel, infer_scale, load_submission
 from rtsr.submissions.submission import open_submission
 from tests.conftest import ROOT, PickleExploit, make_submission, tiny_state_dict
 

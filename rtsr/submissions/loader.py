@@ -40,12 +40,11 @@ from types import ModuleType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rtsr.constants import SCALES
 from rtsr.errors import SubmissionError, first_line
-from rtsr.models import LoadedModel, ModelDescriptor, count_params
+from rtsr.models import LoadedModel, ModelDescriptor, PaddedModel, count_params
 from rtsr.submissions.submission import ARCH_FILE, Submission
 
 #: Pad multiples tried, in order, when a submission does not declare one.
@@ -53,23 +52,6 @@ PAD_CANDIDATES = (1, 2, 4, 8, 16, 32, 64)
 #: An LR size no model with a pad constraint accepts as it is (both sides prime).
 _PROBE_SIZE = (37, 43)
 _LOAD_LOCK = threading.Lock()
-
-
-class PaddedModel(nn.Module):
-    """Pads the input by reflection to a multiple of ``multiple`` and crops the output back."""
-
-    def __init__(self, inner: nn.Module, scale: int, multiple: int) -> None:
-        super().__init__()
-        self.inner, self.scale, self.multiple = inner, scale, multiple
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        pad_h, pad_w = -h % self.multiple, -w % self.multiple
-        if pad_h or pad_w:
-            # Reflection needs the pad to be shorter than the side; tiny inputs replicate.
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        return self.inner(x)[..., : h * self.scale, : w * self.scale]
 
 
 def _where(error: BaseException, root: Path) -> str:
