@@ -19,6 +19,7 @@ from rtsr import __version__
 from rtsr.arguments import byte_size, non_negative_int, positive_int
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
+from rtsr.engines import ENGINE_CHOICES
 from rtsr.errors import RTSRError
 from rtsr.submissions.requests import LEASE_S
 
@@ -106,6 +107,27 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _engine_spec(text: str) -> Any:
+    from rtsr.engines import ENGINES, EngineSpec
+
+    # an engine alone runs in --precision; "openvino-bf16" names both
+    return text if text in ENGINES else EngineSpec.parse(text)
+
+
+def _add_engine_timing_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        dest="engines",
+        type=_engine_spec,
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ENGINE[-PRECISION]",
+        help="also time these engines beside the challenge's eager run, labelled, with their fidelity to FP32:"
+        " eager, channels-last, openvino, cuda-graph, compile; in --precision, or e.g. openvino-bf16",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rtsr", description="NTIRE 2023 Real-Time Super-Resolution: data, metrics, score, runtime, submissions."
@@ -181,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     _add_protocol_args(p)
+    _add_engine_timing_arg(p)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
     p = sub.add_parser(
@@ -191,6 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--lr-dir", required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default="auto",
+        help="auto (default): the fastest engine whose output is within 45 dB of FP32 eager on a check image;"
+        " or one engine, in --precision",
+    )
+    p.add_argument(
+        "--tile",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="upscale images with a side above N LR pixels in N x N tiles, each with the model's receptive field"
+        " around it, in bounded memory (default 0: whole images)",
+    )
 
     p = sub.add_parser(
         "evaluate",
@@ -210,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixels removed from each side before metrics (default 0)",
     )
     _add_protocol_args(p)
+    _add_engine_timing_arg(p)
 
     p = sub.add_parser(
         "train",
@@ -454,6 +493,29 @@ def _load(args: argparse.Namespace) -> tuple[LoadedModel, torch.device, Precisio
     return load(args.model, args.scale), device, precision
 
 
+def _spec_in(engine: Any, precision: Precision) -> Any:
+    """An ``--engine`` value as an EngineSpec: an engine alone runs in ``precision``."""
+    from rtsr.engines import EngineSpec
+
+    return EngineSpec(engine, precision) if isinstance(engine, str) else engine  # type: ignore[arg-type]
+
+
+def _print_engines(engines: list[dict[str, Any]], precision: str) -> None:
+    """The engines timed beside the eager run (``runtime.engines`` of a report or document)."""
+    if not engines:
+        return
+    print(f"engines   beside eager {precision}, same input and passes (the challenge's figure is eager):")
+    labels = [f"{e['engine']} {e['precision']}" for e in engines]
+    width = max(map(len, labels))
+    for label, e in zip(labels, engines, strict=True):
+        db = e["fidelity_db"]
+        fidelity = "the FP32 reference" if db is None else f"{db:.1f} dB from FP32"
+        print(
+            f"  {label:<{width}}  mean {e['stats']['mean_ms']:.3f} ms  median {e['stats']['median_ms']:.3f}"
+            f"  {e['relative_to_eager']:.2f}x eager  {fidelity}"
+        )
+
+
 def _print_runtime(report: Any) -> None:
     model = report.model
     r, b = report.runtime, report.bicubic
@@ -468,6 +530,7 @@ def _print_runtime(report: Any) -> None:
     for name, s in (("runtime", r), ("bicubic", b)):
         print(f"{name:<9} mean {s.mean_ms:.3f} ms  median {s.median_ms:.3f}  p95 {s.p95_ms:.3f}  std {s.std_ms:.3f}")
     print(f"relative  {report.relative_to_bicubic:.2f}x bicubic on the same device")
+    _print_engines(report.as_dict()["engines"], report.precision)
     if report.device_type == "cpu":
         print("note      CPU wall-clock times; the challenge's figures are FP16 on an RTX 3090 with CUDA events")
 
@@ -477,8 +540,9 @@ def _cmd_runtime(args: argparse.Namespace) -> None:
     from rtsr.runtime import measure_runtime
 
     loaded, device, precision = _load(args)
+    specs = [_spec_in(e, precision) for e in args.engines]
     report = measure_runtime(
-        loaded, device, precision, tuple(args.crop_size), args.warmup, args.repeat, progress=not args.quiet
+        loaded, device, precision, tuple(args.crop_size), args.warmup, args.repeat, not args.quiet, specs
     )
     _print_runtime(report)
     if args.json:
@@ -489,15 +553,24 @@ def _cmd_runtime(args: argparse.Namespace) -> None:
 def _cmd_sr(args: argparse.Namespace) -> None:
     from rtsr.inference import upscale_folder
 
-    loaded, device, precision = _load(args)
-    scale = loaded.descriptor.scale
-    written = upscale_folder(
-        loaded.module, scale, args.lr_dir, args.out_dir, device, precision, progress=not args.quiet
+    loaded, device, _ = _load(args)
+    d = loaded.descriptor
+    written, choice = upscale_folder(
+        loaded.module,
+        d.scale,
+        args.lr_dir,
+        args.out_dir,
+        device,
+        args.precision,
+        progress=not args.quiet,
+        engine=args.engine,
+        tile=args.tile,
+        multiple=d.pad_multiple,
     )
-    print(
-        f"upscaled {len(written)} images x{scale} with {loaded.descriptor.id}"
-        f" ({precision.upper()} on {device.type}) -> {args.out_dir}"
-    )
+    tiled = f", tiles of {args.tile} px" if args.tile else ""
+    print(f"upscaled {len(written)} images x{d.scale} with {d.id} on {device.type}{tiled}")
+    print(f"engine {choice.describe()}")
+    print(f"wrote {args.out_dir}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -517,6 +590,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         warmup=args.warmup,
         repeat=args.repeat,
         progress=not args.quiet,
+        engines=[_spec_in(e, precision) for e in args.engines],
     )
     # checked against the schema before it is written, and printed as the leaderboard reads it
     evaluation = read_evaluation(write_evaluation(doc, args.out))
@@ -529,6 +603,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     width = max(len(m.label) for m in others)
     for m in others:
         print(f"{m.label:<{width}}  {m.text(m.read(evaluation))}")
+    _print_engines(doc["runtime"].get("engines", []), precision)
     print(f"wrote {args.out}")
 
 

@@ -10,7 +10,10 @@ params, flops, source, ...), ``dataset`` (name, lr_dir, gt_dir, images, crop_bor
 ``device``, ``device_type``, ``precision``, ``metrics`` and ``bicubic`` (each ``mean`` and
 ``images``: name, psnr_rgb, ssim_rgb, psnr_y, ssim_y), ``runtime`` (timer, input_size,
 output_size, warmup, runtime and bicubic statistics in ms, relative_to_bicubic),
-``psnr_gain`` (dB over bicubic, RGB) and ``score``. PSNR of identical images is written as
+``psnr_gain`` (dB over bicubic, RGB) and ``score``. Optional: ``engine`` (the engine that
+made the outputs: engine, precision, fidelity_db to FP32 eager, passed_over), and in
+``runtime``, ``engine`` (always "eager", the challenge's rule) and ``engines`` (other engines
+timed beside it: engine, precision, stats, fidelity_db, relative_to_eager). PSNR of identical images is written as
 ``Infinity``, which Python's json and pandas read back.
 """
 
@@ -29,6 +32,7 @@ from tqdm import tqdm
 import rtsr
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
 from rtsr.devices import Precision
+from rtsr.engines import EngineSpec, resolve_engine
 from rtsr.errors import InputError, ModelError
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale
@@ -40,7 +44,17 @@ from rtsr.scoring import score
 
 logger = logging.getLogger(__name__)
 
-_RUNTIME_KEYS = ("timer", "input_size", "output_size", "warmup", "runtime", "bicubic", "relative_to_bicubic")
+_RUNTIME_KEYS = (
+    "timer",
+    "input_size",
+    "output_size",
+    "warmup",
+    "runtime",
+    "bicubic",
+    "relative_to_bicubic",
+    "engine",
+    "engines",
+)
 
 
 def _summary(per_image: dict[str, ImageMetrics]) -> dict[str, Any]:
@@ -66,31 +80,35 @@ def evaluate(
     warmup: int = WARMUP_PASSES,
     repeat: int = TIMED_PASSES,
     progress: bool = True,
+    engines: list[EngineSpec] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model on the LR/GT pairs of two folders; return the results document.
 
-    The model upscales every LR image in ``precision`` on ``device``, bicubic in FP32 (the
-    reference PSNR must not depend on the model's precision); both are measured against the
-    GT of the same stem; then the runtime protocol runs at
-    ``target_size``, and the score follows from the mean PSNRs and the mean runtime.
-    ``dataset`` names the set in the document (default: the GT folder's name).
+    The model upscales every LR image eager in ``precision`` on ``device`` (the document's
+    ``engine`` says so, with its fidelity to FP32), bicubic in FP32 (the reference PSNR must
+    not depend on the model's precision); both are measured against the GT of the same stem;
+    then the runtime protocol runs at ``target_size`` (eager, the challenge's rule; each of
+    ``engines`` is timed beside it, in ``runtime.engines``), and the score follows from the
+    mean PSNRs and the eager mean runtime. ``dataset`` names the set in the document
+    (default: the GT folder's name).
 
     Raises:
         InputError: unpaired or unreadable images, or a GT that is not ``scale`` times its LR.
         ModelError: the model's output has the wrong size or is not finite.
     """
     scale = loaded.descriptor.scale
-    module = prepare(loaded.module, device, precision)
+    module, choice = resolve_engine(loaded.module, device, "eager", precision, loaded.descriptor.supports_half)
 
     def upscaler(lr: np.ndarray) -> np.ndarray:
-        return upscale(module, lr, scale, device, precision)
+        return upscale(module, lr, scale, device, "fp32")  # the engine casts its FP32 input
 
     def runtime() -> RuntimeReport:
-        return measure_runtime(loaded, device, precision, target_size, warmup, repeat, progress)
+        return measure_runtime(loaded, device, precision, target_size, warmup, repeat, progress, engines)
 
-    return evaluate_with(
+    document = evaluate_with(
         loaded.descriptor, upscaler, runtime, lr_dir, gt_dir, device, precision, crop_border, dataset, progress
     )
+    return {**document, "engine": choice.as_dict()}
 
 
 def evaluate_with(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rtsr.devices import DTYPES, Precision, resolve_device, resolve_precision
+from rtsr.devices import DTYPES, Precision, resolve_device
+from rtsr.engines import EngineChoice, resolve_engine
 from rtsr.errors import ModelError
 from rtsr.images import list_images, read_rgb, write_image
 from rtsr.outputs import staged_output_dir
+from rtsr.tiling import ReceptiveField, plan_tiles, receptive_radius, tiled_forward
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +30,11 @@ def prepare(module: nn.Module, device: torch.device, precision: Precision) -> nn
 
 def to_tensor(image: np.ndarray, device: torch.device, precision: Precision) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` on [0, 1] in the given precision."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]
+    with warnings.catch_warnings():
+        # a read-only array (np.asarray of a PIL image) is never written through the tensor:
+        # .float() below copies it before anything is changed
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]
     return x.float().div_(255.0).to(DTYPES[precision])
 
 
@@ -90,6 +98,40 @@ def upscale_timed(
         return to_image(out), forward_ms
 
 
+def upscale_tiled(
+    module: nn.Module,
+    image: np.ndarray,
+    scale: int,
+    device: torch.device,
+    precision: Precision,
+    tile: int,
+    field: ReceptiveField,
+    multiple: int = 1,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, float, int]:
+    """:func:`upscale_timed` in tiles of ``tile`` LR pixels a side (see :mod:`rtsr.tiling`),
+    each run with the margin ``field`` needs; return the output, the forward time summed
+    over the tiles in ms, and the number of tiles (1: the image fit in one).
+
+    Raises:
+        ModelError: the model's output is not ``(scale * h, scale * w)`` or not finite on a tile.
+    """
+    h, w = image.shape[:2]
+    if tile <= 0 or (h <= tile and w <= tile):
+        out, ms = upscale_timed(module, image, scale, device, precision)
+        return out, ms, 1
+    tiles = plan_tiles(h, w, tile, field.margin(multiple), multiple)
+    total_ms = 0.0
+
+    def run(part: np.ndarray) -> np.ndarray:
+        nonlocal total_ms
+        out, ms = upscale_timed(module, part, scale, device, precision)
+        total_ms += ms
+        return out
+
+    return tiled_forward(run, image, scale, tiles, on_tile), total_ms, len(tiles)
+
+
 def upscale_folder(
     module: nn.Module,
     scale: int,
@@ -98,22 +140,43 @@ def upscale_folder(
     device: str | torch.device = "cpu",
     precision: Precision | None = None,
     progress: bool = True,
-) -> list[Path]:
-    """Upscale every image of ``lr_dir`` into PNGs named as the inputs in ``out_dir``.
+    engine: str | None = "eager",
+    tile: int = 0,
+    multiple: int = 1,
+) -> tuple[list[Path], EngineChoice]:
+    """Upscale every image of ``lr_dir`` into PNGs named as the inputs in ``out_dir``; return
+    the paths written and the engine that ran.
 
-    The output folder appears only when every image succeeded.
+    ``engine`` is one of :data:`rtsr.engines.ENGINES` in ``precision`` (default by device), or
+    ``"auto"``: the fastest faithful engine (:func:`rtsr.engines.resolve_engine`). With
+    ``tile`` above 0, images with a side above it run in tiles of that many LR pixels
+    (:func:`upscale_tiled`). The output folder appears only when every image succeeded.
+
+    Raises:
+        EngineError: the engine does not run here or does not take the model.
+        ModelError: the model failed on an image (its name leads the message).
     """
     dev = resolve_device(device)
-    prec = resolve_precision(dev, precision)
-    module = prepare(module, dev, prec)
+    runner, choice = resolve_engine(module, dev, engine, precision)
+    field = receptive_radius(module, scale, dev) if tile > 0 else ReceptiveField(0)
     paths = list_images(lr_dir)
     written = []
     with staged_output_dir(out_dir) as stage:
-        for path in tqdm(paths, desc=f"sr x{scale} {prec}", unit="img", disable=not progress):
+        for path in tqdm(paths, desc=f"sr x{scale} {choice.label}", unit="img", disable=not progress):
+            image = read_rgb(path)
+            tiled = tile > 0 and max(image.shape[:2]) > tile
+            bar = tqdm(desc=f"  {path.name}", unit="tile", leave=False, disable=not (progress and tiled))
+
+            def on_tile(done: int, total: int, bar: tqdm = bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
             try:
-                sr = upscale(module, read_rgb(path), scale, dev, prec)
+                sr, _, _ = upscale_tiled(runner, image, scale, dev, "fp32", tile, field, multiple, on_tile)
             except ModelError as e:
                 raise ModelError(f"{path}: {e}") from None
+            finally:
+                bar.close()
             write_image(stage / f"{path.stem}.png", sr)
             written.append(Path(out_dir) / f"{path.stem}.png")
-    return written
+    return written, choice

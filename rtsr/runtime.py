@@ -11,6 +11,7 @@ wall clock (``time.perf_counter``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import statistics
 import time
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
 from rtsr.devices import DTYPES, Precision, device_name
+from rtsr.engines import EngineSpec, build_engine, fidelity
 from rtsr.errors import InputError
 from rtsr.inference import prepare
 from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
@@ -131,6 +133,25 @@ def lr_size(scale: int, target_size: tuple[int, int] = TARGET_SIZE) -> tuple[int
 
 
 @dataclass(frozen=True)
+class EngineTiming:
+    """The protocol run on one engine beside the challenge's eager run (same input, same
+    passes, same run): not the challenge's figure, which is always eager."""
+
+    engine: str
+    precision: Precision
+    stats: RuntimeStats
+    #: PSNR of its output against the model's FP32 eager output on the check image, dB
+    #: (:func:`rtsr.engines.fidelity`); None for FP32 eager itself.
+    fidelity_db: float | None
+    #: Mean time over the eager run's mean (below 1: faster).
+    relative_to_eager: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.precision}"
+
+
+@dataclass(frozen=True)
 class RuntimeReport:
     """One run of the protocol: a model and bicubic, timed the same way on one device."""
 
@@ -146,6 +167,10 @@ class RuntimeReport:
     bicubic: RuntimeStats
     flops: int
     params: int
+    #: The challenge's engine, which :attr:`runtime` times: always eager.
+    engine: str = "eager"
+    #: Other engines timed beside it (``rtsr runtime --engine``).
+    engines: tuple[EngineTiming, ...] = ()
 
     @property
     def relative_to_bicubic(self) -> float:
@@ -193,6 +218,47 @@ def report_beside_bicubic(
     )
 
 
+#: Engines built for timing: each with its fidelity to FP32 eager, dB (None for FP32 eager).
+Built = list[tuple[EngineSpec, nn.Module, float | None]]
+
+
+def build_engines(
+    loaded: LoadedModel, specs: list[EngineSpec], device: torch.device
+) -> list[tuple[EngineSpec, nn.Module, float | None]]:
+    """Each engine of ``specs`` built for ``loaded``, with its fidelity to FP32 eager on the
+    check image (None for FP32 eager itself): done before any timing, so that an engine
+    that cannot run here fails at once.
+
+    Raises:
+        EngineError: an engine does not run here or does not take the model.
+    """
+    faithful = build_engine(loaded.module, device, EngineSpec("eager", "fp32"))
+    built = []
+    for spec in specs:
+        module = build_engine(loaded.module, device, spec)
+        built.append(
+            (spec, module, None if spec == EngineSpec("eager", "fp32") else fidelity(module, faithful, device))
+        )
+    return built
+
+
+def time_engines(
+    built: Built,
+    x: torch.Tensor,
+    eager: RuntimeStats,
+    warmup: int = WARMUP_PASSES,
+    repeat: int = TIMED_PASSES,
+    progress: bool = True,
+) -> tuple[EngineTiming, ...]:
+    """Time each engine of :func:`build_engines` as :func:`time_passes` does, on ``x`` (FP32
+    input; each engine casts it as it runs), beside the ``eager`` run's statistics."""
+    timings = []
+    for spec, module, db in built:
+        stats = time_forward(module, x.float(), warmup, repeat, progress, desc=spec.label)
+        timings.append(EngineTiming(spec.engine, spec.precision, stats, db, stats.mean_ms / eager.mean_ms))
+    return tuple(timings)
+
+
 def measure_runtime(
     loaded: LoadedModel,
     device: torch.device,
@@ -201,17 +267,27 @@ def measure_runtime(
     warmup: int = WARMUP_PASSES,
     repeat: int = TIMED_PASSES,
     progress: bool = True,
+    engines: list[EngineSpec] | None = None,
 ) -> RuntimeReport:
-    """Run the challenge's runtime protocol on a model and, the same way, on bicubic.
+    """Run the challenge's runtime protocol on a model and, the same way, on bicubic; then on
+    each of ``engines`` (:func:`time_engines`), labelled and beside it.
 
     The input is :func:`protocol_input` at the LR size of ``target_size`` (4K by default),
-    in ``precision`` (weights and input both), on ``device``.
+    in ``precision`` (weights and input both), on ``device``; the model runs eager, the
+    challenge's rule.
+
+    Raises:
+        EngineError: one of ``engines`` does not run here or does not take the model.
     """
     h, w = lr_size(loaded.descriptor.scale, target_size)
+    built = build_engines(loaded, engines or [], device)
     flops = count_flops(loaded.module, (1, 3, h, w))
     x = protocol_input((h, w), device, precision)
     module = prepare(loaded.module, device, precision)
     name = loaded.descriptor.id
     logger.info("timing %s on %s in %s, input %dx%d", name, device, precision, h, w)
     stats = time_forward(module, x, warmup, repeat, progress, desc=name)
-    return report_beside_bicubic(loaded.descriptor, stats, flops, x, precision, warmup, repeat, progress)
+    report = report_beside_bicubic(loaded.descriptor, stats, flops, x, precision, warmup, repeat, progress)
+    if built:
+        report = dataclasses.replace(report, engines=time_engines(built, x, stats, warmup, repeat, progress))
+    return report

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from rtsr.constants import JPEG_QUALITY
 from rtsr.degradation import ResizeMethod, check_scale, crop_for_scale, degrade
 from rtsr.devices import device_name
+from rtsr.engines import native_bf16
 from rtsr.errors import InputError
 from rtsr.images import IMAGE_SUFFIXES, read_rgb
 from rtsr.metrics import psnr
@@ -158,11 +159,7 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     """FP16 on CUDA; bfloat16 on a CPU with native support (AVX512-BF16 or AMX); else none."""
     if device.type == "cuda":
         return torch.float16
-    try:  # a private probe of torch's oneDNN build; absent or failing means no native bf16
-        native_bf16 = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        native_bf16 = False
-    return torch.bfloat16 if native_bf16 else None
+    return torch.bfloat16 if native_bf16() else None
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:

@@ -32,6 +32,7 @@ def test_document_schema_and_numbers(prepared, tmp_path):
     assert [r["name"] for r in doc["metrics"]["images"]] == ["astronaut", "chelsea", "coffee", "rocket"]
     assert set(doc["runtime"]) == {
         "timer", "input_size", "output_size", "warmup", "runtime", "bicubic", "relative_to_bicubic",
+        "engine", "engines",
     }  # fmt: skip
     assert doc["runtime"]["input_size"] == (16, 16)
     # bicubic's per-image numbers are those of measuring bicubic's own SR folder

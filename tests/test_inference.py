@@ -65,7 +65,8 @@ def test_bad_outputs_are_refused_and_nothing_is_written(tmp_path, hr_dir, model,
 
 
 def test_folder_outputs_are_pngs_named_as_inputs(tmp_path, hr_dir):
-    written = upscale_folder(srmodel("bicubic", 2), 2, hr_dir, tmp_path / "sr", progress=False)
+    written, engine = upscale_folder(srmodel("bicubic", 2), 2, hr_dir, tmp_path / "sr", progress=False)
+    assert engine.label == "eager fp32"  # the library default: the model as written
     assert sorted(p.name for p in written) == sorted(p.name for p in hr_dir.iterdir())
     assert sorted(p.name for p in (tmp_path / "sr").iterdir()) == sorted(p.name for p in written)
 

@@ -25,6 +25,7 @@ EXPECTED_KEYS = [
     "dataset",
     "device",
     "precision",
+    "engine",
     "score",
     "psnr_rgb",
     "ssim_rgb",

@@ -98,7 +98,7 @@ def test_official_table_has_24_teams_and_the_bicubic_reference():
     assert (df["track"] == 1).all() and (df["scale"] == 2).all()
     assert (df["dataset"] == "NTIRE 2023 test").all()
     assert (df["device"] == "NVIDIA RTX 3090 (reported)").all()
-    assert (df["precision"] == "fp16").all()
+    assert (df["precision"] == "fp16").all() and (df["engine"] == "eager").all()
     assert (df["model_id"] == "").all()
     assert ((df["team"] == "") & (df["license"] == "") & (df["link"] == "")).all()
     assert df["ssim_y"].isna().all()
@@ -190,6 +190,7 @@ def test_evaluations_equal_the_raw_documents():
         assert row["scale"] == doc["model"]["scale"]
         assert row["device"] == doc["device"]
         assert row["precision"] == doc["precision"]
+        assert row["engine"] == doc["runtime"].get("engine", "eager")
         for key in ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y"):
             assert row[key] == doc["metrics"]["mean"][key], (name, key)
         assert row["score"] == doc["score"]

@@ -182,6 +182,13 @@ COLUMNS: Final[tuple[Column, ...]] = (
     Column("dataset", "Dataset", "str", "Test set the metrics are averaged over.", shown=False),
     Column("device", "Device", "str", "Device the runtime was measured on."),
     Column("precision", "Precision", "str", "Numeric precision of the timed model (fp16, bf16, fp32)."),
+    Column(
+        "engine",
+        "Engine",
+        "str",
+        "How the runtime was timed: eager, the challenge's rule. Faster engines (rtsr runtime --engine) are"
+        " timed beside it, never ranked here.",
+    ),
     *(m.column for m in METRICS),
     Column("license", "License", "str", "The license of an evaluated submission; empty for the others."),
     Column("link", "Link", "url", "An evaluated submission on the Hub, at the commit measured; empty for the others."),

@@ -53,7 +53,15 @@ _HEIGHT: Final = 520
 
 #: The hover's fields, by column key: the entry, each metric of the specification, and where
 #: it was measured. The customdata of a marker is these fields' text, in this order.
-HOVER_KEYS: Final[tuple[str, ...]] = ("method", "team", *(m.key for m in METRICS), "device", "precision", "source")
+HOVER_KEYS: Final[tuple[str, ...]] = (
+    "method",
+    "team",
+    *(m.key for m in METRICS),
+    "device",
+    "precision",
+    "engine",
+    "source",
+)
 
 
 def _at(key: str) -> str:
@@ -65,7 +73,7 @@ def _at(key: str) -> str:
 _HOVER: Final = (
     f"<b>{_at('method')}</b>{_at('team')}<br>"
     + "".join(f"{m.label}: {_at(m.key)}<br>" for m in METRICS)
-    + f"{_at('device')}, {_at('precision')}"
+    + f"{_at('device')}, {_at('precision')} {_at('engine')}"
     + f"<extra>{_at('source')}</extra>"
 )
 

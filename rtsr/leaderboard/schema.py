@@ -192,6 +192,13 @@ class Evaluation:
         return self.text("precision")
 
     @property
+    def runtime_engine(self) -> str:
+        """The engine the runtime was timed in: ``runtime.engine``, "eager" (the challenge's
+        rule) where the document predates the field."""
+        engine = self.document.get("runtime", {}).get("engine", "eager")
+        return engine if isinstance(engine, str) and engine else "eager"
+
+    @property
     def track(self) -> int:
         return self.integer("model.track")
 
