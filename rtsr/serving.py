@@ -27,6 +27,7 @@ from torch import nn
 from rtsr.constants import JPEG_QUALITY
 from rtsr.degradation import check_jpeg_quality, crop_for_scale, degrade
 from rtsr.devices import Precision, device_name, resolve_device, resolve_precision
+from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError
 from rtsr.images import image_size, read_rgb
 from rtsr.inference import prepare, upscale_timed
@@ -35,7 +36,7 @@ from rtsr.models import Bicubic, ModelDescriptor
 from rtsr.scoring import score
 from rtsr.submissions.registry import Registry, RegistryEntry
 from rtsr.submissions.sandbox import Limits
-from rtsr.submissions.sandboxed_models import SERVING_LIMITS, SandboxedModels
+from rtsr.submissions.sandboxed_models import SERVING_LIMITS, SandboxedModels, Upscaled
 from rtsr.submissions.submission import Submission
 
 logger = logging.getLogger(__name__)
@@ -43,11 +44,19 @@ logger = logging.getLogger(__name__)
 Mode = Literal["upscale", "simulate"]
 MODES: tuple[str, ...] = get_args(Mode)
 
-#: Default largest model input (LR pixels) on a GPU: a full 1080p frame, the Track 1 input.
-GPU_MAX_INPUT_PIXELS = 1920 * 1080
-#: Default on a CPU host: qHD (960x540). RTSRN x2 in FP32 on the 2-core test host takes about
-#: 2 s at this size (a 1080p frame takes about 9 s), which keeps a public CPU Space responsive.
-CPU_MAX_INPUT_PIXELS = 960 * 540
+#: Largest model input (LR pixels) run in one pass on a GPU: a 1080p frame, the Track 1 input.
+GPU_ONE_PASS_PIXELS = 1920 * 1080
+#: On a CPU host: qHD (960x540). RTSRN x2 takes about 0.5 s at this size in OpenVINO bf16 on
+#: the 2-core test host (2 s in FP32 eager).
+CPU_ONE_PASS_PIXELS = 960 * 540
+#: Default largest model input on a GPU: a 4K frame, run in tiles.
+GPU_MAX_INPUT_PIXELS = 3840 * 2160
+#: On a CPU host: a 1080p frame, run in tiles (about 2 s for RTSRN x2 on the test host).
+CPU_MAX_INPUT_PIXELS = 1920 * 1080
+#: LR side of the tiles of inputs above the one-pass size: memory stays that of a 1024x1024
+#: (GPU) or 512x512 (CPU) input whatever the image's size.
+GPU_TILE = 1024
+CPU_TILE = 512
 #: Smallest side the model sees: the SSIM window needs 11 output pixels, and smaller images
 #: say nothing about a 4K model.
 MIN_INPUT_SIDE = 16
@@ -65,6 +74,17 @@ STAGES = ("decode", "degrade", "model", "bicubic", "metrics", "encode")
 def default_max_input_pixels(device: torch.device) -> int:
     """The default largest model input on ``device``, in pixels."""
     return GPU_MAX_INPUT_PIXELS if device.type == "cuda" else CPU_MAX_INPUT_PIXELS
+
+
+def default_one_pass_pixels(device: torch.device) -> int:
+    """The default largest model input run in one pass on ``device``, in pixels; larger ones
+    run in tiles of :func:`default_tile`."""
+    return GPU_ONE_PASS_PIXELS if device.type == "cuda" else CPU_ONE_PASS_PIXELS
+
+
+def default_tile(device: torch.device) -> int:
+    """The default tile side on ``device``, in LR pixels."""
+    return GPU_TILE if device.type == "cuda" else CPU_TILE
 
 
 def megapixels(pixels: int) -> str:
@@ -115,6 +135,8 @@ class ModelPool:
             for k, d in self.sandboxed.descriptors.items()
         }
         self._bicubic: dict[int, nn.Module] = {}
+        #: The engine each model ran in, once it has run (models are built on first use).
+        self.engines: dict[str, EngineChoice] = {}
         self._lock = threading.Lock()
         self._evaluated = evaluated
         self._pending: dict[str, Submission] = {}  # served on first use
@@ -209,9 +231,17 @@ class ModelPool:
                 oldest.close()
         return process
 
-    def upscale(self, model_id: str, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """Upscale an ``(H, W, 3)`` uint8 image with a served model in the sandbox; return the
-        output and the forward time in ms.
+    def upscale(
+        self,
+        model_id: str,
+        image: np.ndarray,
+        tile: int = 0,
+        on_tile: Callable[[int, int], None] | None = None,
+        engine: str = "auto",
+    ) -> Upscaled:
+        """Upscale an ``(H, W, 3)`` uint8 image with a served model in the sandbox, in the
+        fastest faithful engine (``engine`` ``"auto"``, see :mod:`rtsr.engines`; another
+        engine runs in :meth:`precision_of`), in tiles of ``tile`` LR pixels when above 0.
 
         Raises:
             InputError: the model is not served.
@@ -220,7 +250,10 @@ class ModelPool:
         """
         self.descriptor(model_id)
         process = self._process_for(model_id)
-        return process.upscale(model_id, image, self.precision_of(model_id))
+        done = process.upscale(model_id, image, self.precision_of(model_id), engine, tile, on_tile)
+        with self._lock:
+            self.engines[model_id] = done.engine
+        return done
 
     def bicubic(self, scale: int) -> nn.Module:
         """Bicubic upscaling by ``scale`` in FP32 on the pool's device: the reference."""
@@ -296,9 +329,20 @@ class UpscaleResult:
     forward_ms: float
     device: str
     device_type: str
-    precision: Precision
+    #: The engine the model ran in, and its precision.
+    engine: EngineChoice
+    #: How many tiles the input was upscaled in (1: one pass).
+    tiles: int = 1
+    #: False when the model looks at the whole image, so that a tiled result approximates
+    #: the one-pass output instead of equalling it.
+    tiles_exact: bool = True
     #: Milliseconds spent in each of :data:`STAGES` that ran.
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> Precision:
+        """The precision the model ran in."""
+        return self.engine.spec.precision
 
     @property
     def psnr_gain(self) -> float | None:
@@ -327,6 +371,9 @@ class UpscaleResult:
             "device": self.device,
             "device_type": self.device_type,
             "precision": self.precision,
+            "engine": self.engine.as_dict(),
+            "tiles": self.tiles,
+            "tiles_exact": self.tiles_exact,
             "forward_ms": self.forward_ms,
             "timings_ms": dict(self.timings_ms),
             "metrics": self.metrics.as_dict() if self.metrics else None,
@@ -356,6 +403,9 @@ def serve(
     gt: str | Path | np.ndarray | None = None,
     max_input_pixels: int | None = None,
     on_stage: Callable[[str], None] | None = None,
+    one_pass_pixels: int | None = None,
+    tile: int | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> UpscaleResult:
     """Serve one request: read, (degrade,) upscale with the model and bicubic, measure.
 
@@ -372,6 +422,10 @@ def serve(
         max_input_pixels: the largest model input accepted (default: by device, see
             :func:`default_max_input_pixels`).
         on_stage: called with each stage's name as it starts (for progress bars).
+        one_pass_pixels: larger model inputs run in tiles (default: by device, see
+            :func:`default_one_pass_pixels`).
+        tile: the tiles' side in LR pixels (default: by device, see :func:`default_tile`).
+        on_tile: called with (tiles done, tiles in all) as a tiled input progresses.
 
     Raises:
         InputError: unreadable, too large or mismatched images, a bad mode or quality, or a
@@ -412,30 +466,35 @@ def serve(
     else:
         lr = upload
 
-    precision = pool.precision_of(model_id)
+    one_pass = one_pass_pixels if one_pass_pixels is not None else default_one_pass_pixels(pool.device)
+    tile_side = 0
+    if lr.shape[0] * lr.shape[1] > one_pass:
+        tile_side = tile if tile is not None else default_tile(pool.device)
     with _stage(timings, "model", on_stage):
-        sr, forward_ms = pool.upscale(model_id, lr)
+        done = pool.upscale(model_id, lr, tile_side, on_tile)
     with _stage(timings, "bicubic", on_stage):
         bicubic, _ = upscale_timed(pool.bicubic(scale), lr, scale, pool.device, "fp32")
     metrics = bicubic_metrics = None
     if reference is not None:
         with _stage(timings, "metrics", on_stage):
-            metrics = measure(sr, reference, device=pool.device)
+            metrics = measure(done.sr, reference, device=pool.device)
             bicubic_metrics = measure(bicubic, reference, device=pool.device)
     return UpscaleResult(
         model=descriptor,
         mode=mode,
         lr=lr,
-        sr=sr,
+        sr=done.sr,
         bicubic=bicubic,
         gt=reference,
         jpeg_quality=quality,
         metrics=metrics,
         bicubic_metrics=bicubic_metrics,
-        forward_ms=forward_ms,
+        forward_ms=done.forward_ms,
         device=pool.device_name,
         device_type=pool.device.type,
-        precision=precision,
+        engine=done.engine,
+        tiles=done.tiles,
+        tiles_exact=done.bounded,
         timings_ms=timings,
     )
 

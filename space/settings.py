@@ -102,7 +102,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         "--max-input-pixels",
         type=positive_int,
         default=env_default("RTSR_MAX_INPUT_PIXELS", None),
-        help="largest model input in pixels [$RTSR_MAX_INPUT_PIXELS; default 1920*1080 on a GPU, 960*540 on a CPU]",
+        help="largest model input in pixels, run in tiles above the one-pass size"
+        " [$RTSR_MAX_INPUT_PIXELS; default 3840*2160 on a GPU, 1920*1080 on a CPU]",
     )
     parser.add_argument(
         "--registry",

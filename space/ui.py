@@ -44,6 +44,8 @@ from rtsr.serving import (
     Previews,
     UpscaleResult,
     default_max_input_pixels,
+    default_one_pass_pixels,
+    default_tile,
     encode_png,
     megapixels,
     serve,
@@ -53,7 +55,7 @@ from rtsr.submissions.sandbox import isolation_note
 from space.about import ABOUT, INTRO, LEADERBOARD_NOTE, SUBMIT_INTRO, TITLE
 from space.doors import safe_name, save_data_url
 from space.settings import Settings
-from space.submit import build_submit_tab, queue_version
+from space.submit import build_submit_tab, plain, queue_version
 
 logger = logging.getLogger(__name__)
 
@@ -144,19 +146,45 @@ def track_label(track: int) -> str:
 
 def host_note(pool: ModelPool, max_input_pixels: int) -> str:
     """What the user should know about this host before uploading."""
-    limit = f"Inputs up to {megapixels(max_input_pixels)} reach the model"
+    one_pass = default_one_pass_pixels(pool.device)
+    limit = (
+        f"Inputs up to {megapixels(max_input_pixels)} reach the model; above {megapixels(one_pass)} they run in"
+        f" tiles of {default_tile(pool.device)} px"
+    )
     unisolated = isolation_note()
     sandbox = (
         f"\n\n⚠️ Models run with resource limits but {unisolated}."
         if unisolated
         else "\n\nModels run in a sandbox: no network, read-only files, bounded memory and processes."
     )
-    if pool.device.type == "cuda":
-        return f"Running on **{pool.device_name}** in **{pool.precision.upper()}**. {limit}.{sandbox}"
-    return (
-        f"⚠️ **This host has no GPU**: models run in **{pool.precision.upper()} on the CPU** ({pool.device_name}),"
-        f" so runtimes are far from the challenge's FP16 GPU figures. {limit} (a 1080p frame is 2.07 MP).{sandbox}"
+    engines = (
+        "Each model runs in the fastest engine whose output stays within 45 dB PSNR of its FP32 output"
+        " (checked once per model; each result names its engine)"
     )
+    if pool.device.type == "cuda":
+        return f"Running on **{pool.device_name}**. {engines}. {limit}.{sandbox}"
+    return (
+        f"⚠️ **This host has no GPU**: models run on the CPU ({pool.device_name}), so runtimes are far from the"
+        f" challenge's FP16 GPU figures. {engines}. {limit} (a 1080p frame is 2.07 MP).{sandbox}"
+    )
+
+
+def engine_markdown(result: UpscaleResult) -> str:
+    """Which engine ran and how faithful it is, and whether the input was tiled."""
+    choice = result.engine
+    fidelity = "the FP32 reference" if choice.fidelity_db is None else f"{choice.fidelity_db:.1f} dB from FP32"
+    line = f"Engine: **{choice.label}** ({fidelity})"
+    if choice.passed_over:
+        # the reasons quote the model's own errors: shown as text, never as markup
+        line += " · faster engines passed over: " + "; ".join(plain(p) for p in choice.passed_over)
+    if result.tiles > 1:
+        exact = (
+            "each with the model's receptive field around it, so it equals one pass"
+            if result.tiles_exact
+            else "but this model looks at the whole image, so the result only approximates one pass"
+        )
+        line += f"\n\nTiled: the input ran in **{result.tiles} tiles**, {exact}"
+    return line
 
 
 def metrics_markdown(result: UpscaleResult) -> str:
@@ -172,7 +200,7 @@ def metrics_markdown(result: UpscaleResult) -> str:
     lines.append("")
     lines.append(
         f"**Gain over bicubic: {gain:+.3f} dB** · **score {score:.2f}** on this image at {result.forward_ms:.1f} ms"
-        f" ({result.device_type.upper()}, {result.precision.upper()}; the official scores are FP16 on an RTX 3090"
+        f" ({result.device_type.upper()}, {result.engine.label}; the official scores are FP16 on an RTX 3090"
         " at 4K, so compare with care)"
     )
     return "\n".join(lines)
@@ -185,8 +213,8 @@ def timing_markdown(result: UpscaleResult, request_ms: float) -> str:
     h, w = result.lr.shape[:2]
     return (
         f"**Model forward: {result.forward_ms:.1f} ms** ({timer}) · **request: {request_ms:.0f} ms** server time\n\n"
-        f"{result.device} · {result.precision.upper()} · input {w}x{h} → {w * result.model.scale}x"
-        f"{h * result.model.scale}\n\nms by stage: {split}"
+        f"{result.device} · input {w}x{h} → {w * result.model.scale}x{h * result.model.scale}\n\n"
+        f"{engine_markdown(result)}\n\nms by stage: {split}"
     )
 
 
@@ -293,6 +321,10 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
             def stage(name: str) -> None:
                 progress(STAGES.index(name) / len(STAGES), desc=_STAGE_LABELS.get(name, name))
 
+            def tile(done: int, total: int) -> None:
+                start = STAGES.index("model") / len(STAGES)
+                progress(start + done / total / len(STAGES), desc=f"running the model: tile {done} of {total}")
+
             try:
                 result = serve_on_gpu(
                     pool,
@@ -303,6 +335,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                     gt=gt_upload if mode_id == "upscale" else None,
                     max_input_pixels=max_pixels,
                     on_stage=stage,
+                    on_tile=tile,
                 )
                 progress(0.9, desc="encoding the previews")
                 t_encode = time.perf_counter()

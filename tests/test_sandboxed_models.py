@@ -47,6 +47,32 @@ def srmodel():
 """
 
 
+#: A model that, on a 68-wide input, writes to the app's channel itself: a progress message
+#: whose total is more tiles than the input has pixels, as if to keep the app waiting.
+FORGER_ARCH = """
+import json
+import os
+import socket
+import struct
+
+import torch.nn.functional as F
+from torch import nn
+
+
+class Forger(nn.Module):
+    def forward(self, x):
+        if x.shape[-1] == 68:
+            channel = socket.socket(fileno=int(os.environ["RTSR_CHANNEL_FD"]))
+            forged = json.dumps({"progress": [1, 10**12]}).encode()
+            channel.sendall(struct.pack(">I", len(forged)) + forged)
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def srmodel():
+    return Forger()
+"""
+
+
 def registry_of(tmp_path: Path, **folders: Path) -> Registry:
     registry = Registry(tmp_path / "registry.json", [])
     for entry_id, folder in folders.items():
@@ -60,14 +86,26 @@ def test_a_model_that_kills_its_process_fails_one_request_and_the_next_is_served
     pool = ModelPool(registry_of(tmp_path, moody=moody), limits=Limits(memory_bytes=2 * 1024**3, wall_seconds=None))
     try:
         image = photo("coffee")[:32]
-        assert pool.upscale("moody", image[:, :64])[0].shape == (64, 128, 3)
+        assert pool.upscale("moody", image[:, :64]).sr.shape == (64, 128, 3)
         with pytest.raises(ModelError, match=r"^moody failed on a 65x32 input: its process ended \(.*exit status 3"):
             pool.upscale("moody", image[:, :65])
-        assert pool.upscale("moody", image[:, :64])[0].shape == (64, 128, 3)  # a fresh process
+        assert pool.upscale("moody", image[:, :64]).sr.shape == (64, 128, 3)  # a fresh process
         with pytest.raises(ModelError, match=r"^moody failed on a 67x32 input: MemoryError \(exceeded the memory"):
             pool.upscale("moody", image[:, :67])
         # the same photo through serve(): what the app calls
         assert serve(pool, "moody", image[:, :64]).sr.shape == (64, 128, 3)
+    finally:
+        pool.close()
+
+
+def test_a_model_that_forges_progress_fails_its_request_and_the_next_is_served(tmp_path):
+    forger = make_submission(tmp_path / "forger", FORGER_ARCH, checkpoint=False)
+    pool = ModelPool(registry_of(tmp_path, forger=forger))
+    try:
+        image = photo("coffee")[:32]
+        with pytest.raises(ModelError, match=r"^forger failed on a 68x32 input: the model process broke the protocol$"):
+            pool.upscale("forger", image[:, :68])
+        assert pool.upscale("forger", image[:, :64], tile=16).sr.shape == (64, 128, 3)
     finally:
         pool.close()
 
@@ -80,7 +118,7 @@ def test_a_model_that_hangs_is_stopped_and_replaced(tmp_path):
         image = photo("coffee")[:32]
         with pytest.raises(ModelError, match=r"^moody did not answer within 5 s on a 66x32 input$"):
             models.upscale("moody", image[:, :66], "fp32")
-        assert models.upscale("moody", image[:, :64], "fp32")[0].shape == (64, 128, 3)
+        assert models.upscale("moody", image[:, :64], "fp32").sr.shape == (64, 128, 3)
     finally:
         models.close()
 
@@ -89,7 +127,7 @@ def test_the_app_never_imports_a_submissions_code(tmp_path):
     folder = make_submission(tmp_path / "tiny")
     pool = ModelPool(registry_of(tmp_path, tiny=folder))
     try:
-        assert pool.upscale("tiny", photo("chelsea")[:40, :40])[0].shape == (80, 80, 3)
+        assert pool.upscale("tiny", photo("chelsea")[:40, :40]).sr.shape == (80, 80, 3)
         loaded_here = [m for m in list(sys.modules.values()) if str(getattr(m, "__file__", "")).startswith(str(folder))]
         assert loaded_here == []
     finally:
@@ -110,7 +148,7 @@ def test_registered_code_sees_no_token_and_leaves_nothing_running(tmp_path, monk
         while len(running_with(mark)) < 22 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert len(running_with(mark)) == 22  # still running ...
-        assert pool.upscale("escape", photo("rocket")[:30, :40])[0].shape == (60, 80, 3)
+        assert pool.upscale("escape", photo("rocket")[:30, :40]).sr.shape == (60, 80, 3)
     finally:
         pool.close()
     assert running_with(mark) == []  # ... until the pool closes
@@ -130,7 +168,7 @@ def test_a_pool_never_closed_still_ends_its_process_and_scratch_folder(tmp_path,
     monkeypatch.setattr(tempfile, "tempdir", str(scratch_parent))
     mark = marker(tmp_path)
     pool = ModelPool(registry_of(tmp_path, escape=hostile(tmp_path, "escape", marker=mark)))
-    assert pool.upscale("escape", photo("rocket")[:30, :40])[0].shape == (60, 80, 3)
+    assert pool.upscale("escape", photo("rocket")[:30, :40]).sr.shape == (60, 80, 3)
     assert list(scratch_parent.glob("rtsr-sandbox-*"))
     del pool
     gc.collect()

@@ -86,6 +86,10 @@ def test_the_cli_path_from_submit_to_results_and_registry(tmp_path: Path) -> Non
     assert document["submission"]["request"] == "req-00001" and document["submission"]["team"] == "rtsr baselines"
     assert document["dataset"] == {"name": "Set5", "lr_dir": None, "gt_dir": None, "images": 5, "crop_border": 0}
     assert document["runtime"]["runtime"]["passes"] == 3 and document["model"]["flops"] > 0
+    # the outputs came from the fastest engine in the protocol's precision, faithful to FP32
+    assert document["engine"]["precision"] == document["precision"] == "fp32"
+    assert document["engine"]["fidelity_db"] is None or document["engine"]["fidelity_db"] > 100
+    assert document["runtime"]["engine"] == "eager"
 
     registry = json.loads((store / "registry.json").read_text())
     (entry,) = registry["entries"]

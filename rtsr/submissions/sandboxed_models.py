@@ -24,7 +24,8 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 
 from rtsr.constants import SCALES
 from rtsr.devices import Precision
+from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, ModelError, RTSRError, SubmissionError, first_line
 from rtsr.models import ModelDescriptor
 from rtsr.runtime import RuntimeStats
@@ -104,6 +106,21 @@ def receive_header(sock: socket.socket) -> dict[str, Any] | None:
 
 
 # --- the app's side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upscaled:
+    """One image upscaled in the model process."""
+
+    sr: np.ndarray
+    #: The forward passes alone, summed over the tiles, ms (timed in the model process).
+    forward_ms: float
+    engine: EngineChoice
+    #: 1 for a whole image.
+    tiles: int = 1
+    #: Whether the model's receptive field is bounded, so that tiles equal one pass (False:
+    #: the model looks at the whole image, and a tiled result only approximates it).
+    bounded: bool = True
 
 
 def _descriptor(data: Any, submission: Submission, entry_id: str) -> ModelDescriptor:
@@ -219,9 +236,20 @@ class SandboxedModels:
             logger.log(level, "model process ended (%s): %s", reason, outcome.failure() or "exited")
             self._process = None
 
-    def upscale(self, model_id: str, image: np.ndarray, precision: Precision) -> tuple[np.ndarray, float]:
-        """Upscale an ``(H, W, 3)`` uint8 image with ``model_id`` in ``precision``; return the
-        output and the forward time in ms (measured in the model process).
+    def upscale(
+        self,
+        model_id: str,
+        image: np.ndarray,
+        precision: Precision,
+        engine: str = "eager",
+        tile: int = 0,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> Upscaled:
+        """Upscale an ``(H, W, 3)`` uint8 image with ``model_id``, in ``engine``: one of
+        :data:`rtsr.engines.ENGINES` in ``precision``, ``"auto"`` (the fastest faithful one
+        in any precision) or ``"auto-fp32"``/``"auto-fp16"`` (the fastest in that precision);
+        in tiles of ``tile`` LR pixels when above 0. The model process times the forward
+        passes. ``on_tile(done, total)`` hears of each tile as it is done.
 
         Raises:
             InputError: the input is larger than :data:`MAX_INPUT_PIXELS`.
@@ -242,17 +270,38 @@ class SandboxedModels:
                 # the input at the start of the shared buffer, the output right after it
                 np.frombuffer(self._shared, np.uint8, in_bytes).reshape(image.shape)[:] = image
                 header = {"op": "upscale", "model": model_id, "shape": [h, w, 3], "precision": precision}
-                send_message(process.channel, header)
+                send_message(process.channel, {**header, "engine": engine, "tile": tile})
                 answer = receive_header(process.channel)
+                # a tiled request reports each tile first: one message per tile, counting up to
+                # a total that stays put, within the request's time in all
+                deadline = time.monotonic() + self.request_timeout_s
+                last: tuple[int, int | None] = (0, None)
+                while answer is not None and "progress" in answer:
+                    done, total = answer["progress"]
+                    if not (
+                        isinstance(done, int)
+                        and isinstance(total, int)
+                        and last[0] < done <= total <= h * w
+                        and last[1] in (None, total)
+                    ):
+                        raise ValueError(f"progress of {str(answer['progress'])[:100]}")
+                    last = (done, total)
+                    if on_tile is not None:
+                        on_tile(done, total)
+                    process.channel.settimeout(max(0.001, deadline - time.monotonic()))
+                    answer = receive_header(process.channel)
                 if answer is not None and answer.get("ok") is True:
                     if answer.get("shape") != list(expected):
                         raise ValueError(f"an output of shape {answer.get('shape')}, expected {list(expected)}")
-                    forward_ms = float(answer["forward_ms"])
+                    forward_ms, tiles = float(answer["forward_ms"]), answer["tiles"]
                     if not 0 <= forward_ms < math.inf:
                         raise ValueError(f"a forward time of {forward_ms} ms")
+                    if not (isinstance(tiles, int) and tiles >= 1 and isinstance(answer.get("bounded"), bool)):
+                        raise ValueError(f"{tiles} tiles")
+                    choice = EngineChoice.from_dict(answer.get("engine"))
                     count = expected[0] * expected[1] * 3
                     sr = np.frombuffer(self._shared, np.uint8, count, offset=in_bytes).reshape(expected).copy()
-                    return sr, forward_ms
+                    return Upscaled(sr, forward_ms, choice, tiles, answer["bounded"])
             except TimeoutError:
                 self._restart("no answer")
                 raise ModelError(
@@ -272,6 +321,11 @@ class SandboxedModels:
         if answer.get("kind") == "oom":
             raise torch.OutOfMemoryError(message)
         hit = sandbox.limit_hit(self.limits, False, 1, message)
+        if hit is not None:
+            # what a process that hit a limit holds (a runtime's buffers sized for the input
+            # that failed) is unknown: the next request gets a fresh one
+            with self._lock:
+                self._restart(f"it hit {hit}")
         raise ModelError(f"{message} (exceeded {hit})" if hit else message)
 
     def _call(self, header: dict[str, Any], timeout_s: float, doing: str) -> tuple[dict[str, Any], float]:
@@ -363,10 +417,12 @@ class SandboxedModels:
 
 def _serve(job: dict[str, Any]) -> None:
     from rtsr.devices import device_name, resolve_device
-    from rtsr.inference import prepare, upscale_timed
+    from rtsr.engines import resolve_engine
+    from rtsr.inference import prepare, upscale_tiled
     from rtsr.models import LoadedModel
     from rtsr.submissions.loader import load_submission
     from rtsr.submissions.submission import find_root, read_meta
+    from rtsr.tiling import ReceptiveField, receptive_radius
 
     channel = socket.socket(fileno=int(os.environ["RTSR_CHANNEL_FD"]))
     _, fds, _, _ = socket.recv_fds(channel, 1, 1)
@@ -391,10 +447,31 @@ def _serve(job: dict[str, Any]) -> None:
     send_message(channel, hello)
     prepared: dict[tuple[str, str], torch.nn.Module] = {}
 
+    engines: dict[tuple[str, str, str], tuple[torch.nn.Module, EngineChoice]] = {}
+    fields: dict[str, ReceptiveField] = {}
+
     def prepare_once(model_id: str, precision: Precision) -> torch.nn.Module:
+        """The model in eager mode in ``precision``: the challenge's runtime rule."""
         if (model_id, precision) not in prepared:
             prepared[model_id, precision] = prepare(loaded[model_id].module, device, precision)
         return prepared[model_id, precision]
+
+    def engine_once(model_id: str, engine: str, precision: Precision) -> tuple[torch.nn.Module, EngineChoice]:
+        """The model in ``engine``, built and checked on first use: ``auto`` is the fastest
+        faithful one in any precision, ``auto-<precision>`` the fastest in that precision."""
+        key = (model_id, engine, precision)
+        if key not in engines:
+            model = loaded[model_id]
+            name, _, within = engine.partition("-") if engine.startswith("auto") else (engine, "", precision)
+            asked = within or None
+            engines[key] = resolve_engine(model.module, device, name, asked, model.descriptor.supports_half)
+        return engines[key]
+
+    def field_once(model_id: str) -> ReceptiveField:
+        """The model's receptive field, measured on first use."""
+        if model_id not in fields:
+            fields[model_id] = receptive_radius(loaded[model_id].module, loaded[model_id].descriptor.scale, device)
+        return fields[model_id]
 
     while True:
         request = receive_header(channel)
@@ -407,9 +484,18 @@ def _serve(job: dict[str, Any]) -> None:
         shape = tuple(request["shape"])
         in_bytes = shape[0] * shape[1] * 3
         image = np.frombuffer(shared, np.uint8, in_bytes).reshape(shape)
+        tile = int(request.get("tile") or 0)
+
+        def on_tile(done: int, total: int) -> None:
+            send_message(channel, {"progress": [done, total]})
+
         try:
-            scale = loaded[model_id].descriptor.scale
-            sr, forward_ms = upscale_timed(prepare_once(model_id, precision), image, scale, device, precision)
+            descriptor = loaded[model_id].descriptor
+            runner, choice = engine_once(model_id, str(request.get("engine") or "eager"), precision)
+            field = field_once(model_id) if tile else ReceptiveField(0)
+            sr, forward_ms, tiles = upscale_tiled(
+                runner, image, descriptor.scale, device, "fp32", tile, field, descriptor.pad_multiple, on_tile
+            )
         except torch.OutOfMemoryError:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -417,12 +503,22 @@ def _serve(job: dict[str, Any]) -> None:
         except ModelError as e:
             send_message(channel, {"ok": False, "kind": "model", "error": f"{model_id}: {first_line(e)}"})
         except Exception as e:  # the submission's forward failed
-            detail = first_line(e) if str(e).strip() else e.__class__.__name__
+            detail = _detail(e)
             error = f"{model_id} failed on a {shape[1]}x{shape[0]} input: {detail}"
             send_message(channel, {"ok": False, "kind": "model", "error": error})
         else:
             np.frombuffer(shared, np.uint8, sr.size, offset=in_bytes).reshape(sr.shape)[:] = sr
-            send_message(channel, {"ok": True, "shape": list(sr.shape), "forward_ms": forward_ms})
+            answer = {"ok": True, "shape": list(sr.shape), "forward_ms": forward_ms, "tiles": tiles}
+            send_message(channel, {**answer, "engine": choice.as_dict(), "bounded": field.bounded})
+
+
+def _detail(error: BaseException) -> str:
+    """A submission's error in one line: its message, or its class without one; a memory
+    error is named as one (numpy's says only "Unable to allocate ..."), so that the app
+    can tell that the memory limit was hit."""
+    if not str(error).strip():
+        return error.__class__.__name__
+    return f"MemoryError: {first_line(error)}" if isinstance(error, MemoryError) else first_line(error)
 
 
 def _time_model(request: dict[str, Any], loaded: dict[str, Any], prepared: Any, device: torch.device) -> dict[str, Any]:
@@ -443,7 +539,7 @@ def _time_model(request: dict[str, Any], loaded: dict[str, Any], prepared: Any, 
     except torch.OutOfMemoryError:
         return {"ok": False, "kind": "oom", "error": "out of memory on this device"}
     except Exception as e:  # the submission's forward failed
-        detail = first_line(e) if str(e).strip() else e.__class__.__name__
+        detail = _detail(e)
         return {"ok": False, "kind": "model", "error": f"{model_id} failed while timed on a {w}x{h} input: {detail}"}
     return {"ok": True, "times_ms": times}
 
