@@ -7,8 +7,8 @@ of each to the preview JPEG.
 
 Part 2 serves "simulate the challenge" requests with :func:`rtsr.serving.serve` and the
 app's previews (:class:`rtsr.serving.Previews`: four JPEGs, the slider's pair written out),
-on the CPU and on CUDA where present, at the largest input each device accepts by default,
-and prints the time split (decode, degrade, model, bicubic, metrics, encode of the previews,
+on the CPU and on CUDA where present, at the largest input each device runs in one pass and
+at the largest it accepts (run in tiles), and prints the engine and the time split (decode, degrade, model, bicubic, metrics, encode of the previews,
 and the PNG made afterwards for download).
 
     python -m bench.bench_app [--model rtsrn-x2] [--repeat 3]
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from rtsr.serving import (
     ModelPool,
     Previews,
     default_max_input_pixels,
+    default_one_pass_pixels,
     encode_png,
     encode_preview,
     serve,
@@ -78,9 +80,9 @@ def bench_encoders(folder: Path, repeat: int) -> None:
         print(f"  {name:<34} {ms:8.1f} ms  {ms / base:6.1f}x  {size / 1e6:6.2f} MB")
 
 
-def timed_request(pool: ModelPool, model_id: str, gt_path: Path, folder: Path) -> dict[str, float]:
+def timed_request(pool: ModelPool, model_id: str, gt_path: Path, folder: Path) -> dict[str, Any]:
     """One simulate request as the app serves it; its stage times, the request's and the
-    download PNG's (made after the request has answered), in ms."""
+    download PNG's (made after the request has answered), in ms; the engine and the tiles."""
     t0 = time.perf_counter()
     result = serve(pool, model_id, gt_path, "simulate")
     t_enc = time.perf_counter()
@@ -90,7 +92,8 @@ def timed_request(pool: ModelPool, model_id: str, gt_path: Path, folder: Path) -
     t_png = time.perf_counter()
     encode_png(result.sr, folder / "sr.png")
     png_ms = (time.perf_counter() - t_png) * 1e3
-    return {**result.timings_ms, "request": request_ms, "png (after)": png_ms, "forward": result.forward_ms}
+    timings = {**result.timings_ms, "request": request_ms, "png (after)": png_ms, "forward": result.forward_ms}
+    return {**timings, "engine": result.engine.label, "tiles": result.tiles}
 
 
 def bench_requests(folder: Path, model_id: str, repeat: int) -> None:
@@ -99,29 +102,32 @@ def bench_requests(folder: Path, model_id: str, repeat: int) -> None:
     for device in devices:
         pool = ModelPool(registry, device)
         scale = pool.descriptor(model_id).scale
-        limit = default_max_input_pixels(pool.device)
-        # the largest 16:9 input the device accepts, as the ground truth of a simulate request
-        lr_w = int((limit * 16 / 9) ** 0.5) // 8 * 8
-        lr_h = lr_w * 9 // 16
-        gt = natural_image(lr_h * scale, lr_w * scale)
-        gt_path = folder / "gt.png"
-        Image.fromarray(gt).save(gt_path, compress_level=1)
-        # In a worker thread, as Gradio runs handlers: some CPU kernels run slower there than on
-        # the main thread, and the app's numbers are the worker's.
-        with ThreadPoolExecutor(max_workers=1) as worker:
-            args = (pool, model_id, gt_path, folder)
-            worker.submit(timed_request, *args).result()  # warm-up: first-call allocations and kernels
-            rows = [worker.submit(timed_request, *args).result() for _ in range(repeat)]
-        keys = [*STAGES, "request", "png (after)"]
-        med = {k: statistics.median(r[k] for r in rows) for k in [*keys, "forward"]}
-        print(
-            f"\n{model_id} on {pool.device_name}, {pool.precision_of(model_id)}: simulate request in a worker thread,"
-            f" GT {lr_w * scale}x{lr_h * scale} -> input {lr_w}x{lr_h} -> output {lr_w * scale}x{lr_h * scale};"
-            f" median of {repeat} (the forward pass alone: {med['forward']:.1f} ms)"
-        )
-        for k in keys:
-            share = f"{med[k] / med['request']:6.1%}" if k in STAGES else ""
-            print(f"  {k:<12} {med[k]:9.1f} ms  {share}")
+        # the largest 16:9 input run in one pass, then the largest accepted (run in tiles), as
+        # the ground truth of a simulate request
+        for limit in (default_one_pass_pixels(pool.device), default_max_input_pixels(pool.device)):
+            lr_w = int((limit * 16 / 9) ** 0.5) // 8 * 8
+            lr_h = lr_w * 9 // 16
+            gt = natural_image(lr_h * scale, lr_w * scale)
+            gt_path = folder / "gt.png"
+            Image.fromarray(gt).save(gt_path, compress_level=1)
+            # In a worker thread, as Gradio runs handlers: some CPU kernels run slower there than
+            # on the main thread, and the app's numbers are the worker's.
+            with ThreadPoolExecutor(max_workers=1) as worker:
+                args = (pool, model_id, gt_path, folder)
+                worker.submit(timed_request, *args).result()  # warm-up: the engine's build and check
+                rows = [worker.submit(timed_request, *args).result() for _ in range(repeat)]
+            keys = [*STAGES, "request", "png (after)"]
+            med = {k: statistics.median(r[k] for r in rows) for k in [*keys, "forward"]}
+            engine, tiles = rows[-1]["engine"], rows[-1]["tiles"]
+            print(
+                f"\n{model_id} on {pool.device_name}, {engine}, {tiles} tile(s): simulate request in a worker thread,"
+                f" GT {lr_w * scale}x{lr_h * scale} -> input {lr_w}x{lr_h} -> output {lr_w * scale}x{lr_h * scale};"
+                f" median of {repeat} (the forward passes alone: {med['forward']:.1f} ms)"
+            )
+            for k in keys:
+                share = f"{med[k] / med['request']:6.1%}" if k in STAGES else ""
+                print(f"  {k:<12} {med[k]:9.1f} ms  {share}")
+        pool.close()
 
 
 def main() -> None:

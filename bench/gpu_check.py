@@ -32,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,23 +40,37 @@ from PIL import Image
 from skimage import data
 
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
+from rtsr.devices import Precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def section(title: str, lines: list[str], body: Callable[[], list[str]]) -> None:
+def section(title: str, lines: list[str], body: Callable[[], list[str]]) -> tuple[str, float]:
+    """Run one section into ``lines``; return ``"ok"`` or ``"FAILED"``, and its seconds."""
     first = len(lines)
     lines += ["", f"### {title}", ""]
     started = time.perf_counter()
+    status = "ok"
     try:
         lines += body()
     except Exception:
         lines += ["```", traceback.format_exc()[-3000:], "```"]
-    lines.append(f"\n({time.perf_counter() - started:.1f} s)")
+        status = "FAILED"
+    seconds = time.perf_counter() - started
+    lines.append(f"\n({seconds:.1f} s)")
     print("\n".join(lines[first:]), flush=True)
+    return status, seconds
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def device_info() -> list[str]:
+    if not torch.cuda.is_available():
+        from rtsr.devices import device_name
+
+        return [f"- no CUDA device: {device_name(torch.device('cpu'))}, torch {torch.__version__}"]
     smi = subprocess.run(
         ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
         capture_output=True,
@@ -128,34 +143,53 @@ def validate_on_gpu() -> list[str]:
 
 def app_path() -> list[str]:
     from rtsr.inference import prepare, upscale_timed
-    from rtsr.serving import ModelPool, serve
+    from rtsr.serving import ModelPool, encode_png, serve
     from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 
     registry = Registry.read(BUNDLED_REGISTRY)
     started = time.perf_counter()
-    pool = ModelPool(registry, "cuda")
-    lines = [f"- ModelPool on {pool.device_name}, {pool.precision}: started in {time.perf_counter() - started:.1f} s"]
+    device = _device()
+    precision: Precision = "fp16" if device.type == "cuda" else "fp32"
+    pool = ModelPool(registry, device)
+    lines = [f"- ModelPool on {pool.device_name}: started in {time.perf_counter() - started:.1f} s"]
     try:
         photo = Image.fromarray(data.astronaut())
         gt = np.asarray(photo.resize((TARGET_SIZE[1], TARGET_SIZE[0]), Image.Resampling.BICUBIC))
-        for _ in range(2):  # the first request prepares the model on the GPU
+        for _ in range(2):  # the first request builds and checks the model's engine
+            t0 = time.perf_counter()
             result = serve(pool, "rtsrn-x2", gt, mode="simulate")
+            png = encode_png(result.sr, Path(tempfile.mkdtemp()) / "sr.png")
+            whole_ms = (time.perf_counter() - t0) * 1e3
         split = ", ".join(f"{k} {v:.0f}" for k, v in result.timings_ms.items())
         # (the 4K GT is a photo enlarged by bicubic, so no model gains on it: timings only)
-        lines.append(f"- simulate request, 4K GT -> 1080p -> 4K: forward {result.forward_ms:.2f} ms; ms: {split}")
+        lines.append(
+            f"- simulate request, 4K GT -> 1080p -> 4K, {result.engine.describe()}, {result.tiles} tile(s):"
+            f" forward {result.forward_ms:.2f} ms; ms: {split}; with the PNG ({png.stat().st_size / 1e6:.1f} MB)"
+            f" {whole_ms:.0f} ms"
+        )
         lr = result.lr
-        here = prepare(registry.load("rtsrn-x2").module, pool.device, "fp16")
+        up = serve(pool, "rtsrn-x2", lr, mode="upscale")
+        lines.append(
+            f"- upscale request, 1080p -> 4K: {up.engine.label}, {up.tiles} tile(s), forward {up.forward_ms:.1f} ms,"
+            f" model stage {up.timings_ms['model']:.0f} ms"
+        )
+        here = prepare(registry.load("rtsrn-x2").module, pool.device, precision)
         ours, theirs = [], []
-        for _ in range(5):
+        # on a CPU (CI), one call on a quarter of the frame in each dimension: eager FP32 takes
+        # seconds on a whole one
+        calls, (h, w) = (5, lr.shape[:2]) if device.type == "cuda" else (1, (270, 480))
+        lr = lr[:h, :w]
+        for _ in range(calls):
             t0 = time.perf_counter()
-            sandboxed, _ = pool.upscale("rtsrn-x2", lr)
+            sandboxed = pool.upscale("rtsrn-x2", lr, engine="eager", tile=0).sr
             ours.append((time.perf_counter() - t0) * 1e3)
             t0 = time.perf_counter()
-            direct, _ = upscale_timed(here, lr, 2, pool.device, "fp16")
+            direct, _ = upscale_timed(here, lr, 2, pool.device, precision)
             theirs.append((time.perf_counter() - t0) * 1e3)
         diff = int(np.abs(sandboxed.astype(int) - direct.astype(int)).max())
         lines.append(
-            f"- 1080p -> 4K, whole call, median of 5: sandboxed process {statistics.median(ours):.1f} ms,"
+            f"- {w}x{h} -> {2 * w}x{2 * h}, eager, whole call, median of {calls}: sandboxed process"
+            f" {statistics.median(ours):.1f} ms,"
             f" in this process {statistics.median(theirs):.1f} ms (ratio"
             f" {statistics.median(ours) / statistics.median(theirs):.2f}); outputs differ by at most {diff} levels"
         )
@@ -198,21 +232,127 @@ def worker_on_gpu() -> list[str]:
     return lines
 
 
+def engines() -> list[str]:
+    """Each engine beside eager (FP16 on CUDA, FP32 on a CPU): on CUDA the full protocol at
+    the tracks' sizes; on a CPU a few passes on a small input (CI runs this)."""
+    from bench.bench_engines import bench
+
+    device = _device()
+    lines: list[str] = []
+    for scale in (2, 3):
+        if device.type == "cuda":
+            lines += [*bench(scale, device, None, WARMUP_PASSES, TIMED_PASSES), ""]
+        else:  # torch.compile is left out on a CPU: it compiles for a minute and serves nothing here
+            lines += [*bench(scale, device, (96, 128), 1, 3, skip=("compile",)), ""]
+    return lines
+
+
+def tiling() -> list[str]:
+    """RTSRN x2 on a photo, tiled against one pass on this device: equal within a level, with
+    the memory each needs (CUDA's peak allocation; the CPU's is bounded by the same tiles)."""
+    from rtsr.engines import resolve_engine
+    from rtsr.inference import upscale_tiled, upscale_timed
+    from rtsr.sources import load
+    from rtsr.tiling import receptive_radius
+
+    device = _device()
+    loaded = load("rtsrn-x2")
+    module, choice = resolve_engine(loaded.module, device, "auto")
+    image = np.asarray(Image.fromarray(data.astronaut()).resize((1920, 1080), Image.Resampling.BICUBIC))
+    field = receptive_radius(loaded.module, 2, device)
+
+    def peak(run: Callable[[], Any]) -> tuple[Any, float]:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        out = run()
+        return out, (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan"))
+
+    (whole, _), whole_mb = peak(lambda: upscale_timed(module, image, 2, device, "fp32"))
+    (tiled, _, tiles), tiled_mb = peak(lambda: upscale_tiled(module, image, 2, device, "fp32", 512, field))
+    diff = int(np.abs(whole.astype(int) - tiled.astype(int)).max())
+    if diff > 1:
+        raise AssertionError(f"tiled differs from one pass by {diff} levels")
+    memory = (
+        f"; peak GPU memory {whole_mb:.0f} MiB in one pass, {tiled_mb:.0f} MiB in tiles" if whole_mb == whole_mb else ""
+    )
+    return [
+        f"- 1080p -> 4K in {choice.label}, receptive field {field.radius} px: {tiles} tiles of 512 px equal one"
+        f" pass within {diff} level(s){memory}"
+    ]
+
+
+def metrics_on_device() -> list[str]:
+    """The metrics of a 4K pair on CUDA against the CPU's, and their times."""
+    from rtsr.degradation import jpeg_roundtrip
+    from rtsr.metrics import measure
+
+    gt = np.asarray(Image.fromarray(data.astronaut()).resize((TARGET_SIZE[1], TARGET_SIZE[0])))
+    sr = jpeg_roundtrip(gt, 75)
+    times = {}
+    results = {}
+    for name in ("cpu", "cuda"):
+        measure(sr[:64, :64], gt[:64, :64], device=torch.device(name))
+        t0 = time.perf_counter()
+        results[name] = measure(sr, gt, device=torch.device(name)).as_dict()
+        times[name] = time.perf_counter() - t0
+    worst = max(abs(results["cpu"][k] - results["cuda"][k]) for k in results["cpu"])
+    if worst > 1e-6:
+        raise AssertionError(f"CUDA metrics differ from the CPU's by {worst:g}")
+    return [f"- 4K pair: CPU {times['cpu']:.3f} s, CUDA {times['cuda']:.3f} s; largest difference {worst:.1e}"]
+
+
+def amp_training() -> list[str]:
+    """A few training steps with the device's autocast (FP16 with gradient scaling on CUDA,
+    bf16 on a CPU with native bf16), through the CLI."""
+    out = Path(tempfile.mkdtemp(prefix="rtsr-train-")) / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "rtsr", "-q", "train", "--scale", "2", "--train-dir", str(ROOT / "testsets" / "Set5"),
+         "--val-dir", str(ROOT / "testsets" / "Set5"), "--out", str(out), "--steps", "4", "--batch-size", "4",
+         "--val-every", "2", "--checkpoint-every", "2"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(result.stderr.strip()[-1500:])
+    log = (out / "train.log").read_text().strip().splitlines()
+    return ["```", *log[-4:], "```"]
+
+
+#: Each section, and whether it needs CUDA (the others run on a CPU too, and in CI).
+SECTIONS: list[tuple[str, Callable[[], list[str]], bool]] = [
+    ("Device", device_info, False),
+    ("The challenge's runtime protocol", runtime_protocol, True),
+    ("Engines beside eager", engines, False),
+    ("Tiling", tiling, False),
+    ("Metrics on the device", metrics_on_device, True),
+    ("Mixed-precision training steps", amp_training, False),
+    ("The sandbox with CUDA", sandbox_with_cuda, True),
+    ("rtsr validate submissions/rtsrn_x2, in the sandbox, on the GPU", validate_on_gpu, True),
+    ("The app's request path (sandboxed models)", app_path, False),
+    ("The evaluation worker on the GPU (rtsr submit, rtsr worker --once)", worker_on_gpu, True),
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check.md"))
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA device here: this check is for a host with a GPU")
+    cuda = torch.cuda.is_available()
     lines = ["## GPU check (python -m bench.gpu_check)"]
-    section("Device", lines, device_info)
-    section("The challenge's runtime protocol", lines, runtime_protocol)
-    section("The sandbox with CUDA", lines, sandbox_with_cuda)
-    section("rtsr validate submissions/rtsrn_x2, in the sandbox, on the GPU", lines, validate_on_gpu)
-    section("The app's request path (sandboxed models)", lines, app_path)
-    section("The evaluation worker on the GPU (rtsr submit, rtsr worker --once)", lines, worker_on_gpu)
+    summary = ["| section | result | s |", "|---|---|---:|"]
+    failed = False
+    for title, body, needs_cuda in SECTIONS:
+        if needs_cuda and not cuda:
+            summary.append(f"| {title} | skipped: no CUDA device | |")
+            continue
+        status, seconds = section(title, lines, body)
+        failed |= status != "ok"
+        summary.append(f"| {title} | {status} | {seconds:.1f} |")
+    lines += ["", "### Summary", "", *summary]
+    print("\n".join(["", *summary]))
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 #
 #   bash bench/gpu_check.sh [OUT_DIR]
 #
-# Runs python -m bench.gpu_check (the report the README quotes) and the tests that need CUDA
-# or the sandbox, and writes gpu_check.md, gpu_check.log and pytest.log into OUT_DIR ($OUT, or
+# Runs python -m bench.gpu_check (the report the README quotes; it exits non-zero when a section
+# fails) and the tests that need CUDA or the sandbox, and writes gpu_check.md, gpu_check.log and pytest.log into OUT_DIR ($OUT, or
 # here). The lent machines have PyTorch but no apt: when bwrap is missing, it is unpacked from
 # a Debian package in .debs/ (made here with: mkdir -p .debs && cd .debs && apt-get download
 # bubblewrap), so that the sandbox is checked with its namespaces.
@@ -22,12 +22,12 @@ fi
 nvidia-smi -L
 command -v bwrap && bwrap --version
 
-timeout 330 python3 -m bench.gpu_check --out "$out/gpu_check.md" >"$out/gpu_check.log" 2>&1
+timeout 380 python3 -m bench.gpu_check --out "$out/gpu_check.md" >"$out/gpu_check.log" 2>&1
 echo "gpu_check exit $?"; tail -n 60 "$out/gpu_check.md"
 
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 # shellcheck disable=SC2086
-timeout 200 python3 -m pytest -q -p no:cacheprovider $workers tests/test_serving.py tests/test_runtime.py \
+timeout 180 python3 -m pytest -q -p no:cacheprovider $workers tests/test_serving.py tests/test_runtime.py \
     tests/test_metrics.py tests/test_inference.py tests/test_sandbox.py tests/test_sandboxed_models.py \
-    tests/test_validation.py tests/test_requests.py >"$out/pytest.log" 2>&1
+    tests/test_validation.py tests/test_requests.py tests/test_engines.py tests/test_tiling.py >"$out/pytest.log" 2>&1
 echo "pytest exit $?"; tail -n 30 "$out/pytest.log"
