@@ -73,7 +73,11 @@ def _start_worker(settings: Settings, requests: Store, stop: threading.Event) ->
 def _serve(settings: Settings, pool: ModelPool, requests: Store) -> None:
     for model_id, reason in pool.failures.items():
         logger.warning("not serving %s: %s", model_id, reason)
-    logger.info("serving %s on %s (%s)", ", ".join(pool.models) or "no models", pool.device_name, pool.precision)
+    logger.info(
+        "serving %s on %s, each in the fastest engine within 45 dB of its FP32 output (chosen on first use)",
+        ", ".join(pool.models) or "no models",
+        pool.device_name,
+    )
     logger.info("models run in the sandbox: %s", isolation_note() or "bubblewrap (no network, read-only files)")
     sources = [
         *default_sources(settings.leaderboard_dir),

@@ -8,8 +8,9 @@ of each to the preview JPEG.
 Part 2 serves "simulate the challenge" requests with :func:`rtsr.serving.serve` and the
 app's previews (:class:`rtsr.serving.Previews`: four JPEGs, the slider's pair written out),
 on the CPU and on CUDA where present, at the largest input each device runs in one pass and
-at the largest it accepts (run in tiles), and prints the engine and the time split (decode, degrade, model, bicubic, metrics, encode of the previews,
-and the PNG made afterwards for download).
+at the largest it accepts (run in tiles), and prints the engine and the time split (decode,
+degrade, model, bicubic, metrics, encode of the previews, and the PNG made afterwards for
+download).
 
     python -m bench.bench_app [--model rtsrn-x2] [--repeat 3]
 """

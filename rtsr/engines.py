@@ -21,6 +21,7 @@ says why it passed over the others. The challenge's runtime figure is always eag
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import math
@@ -180,14 +181,14 @@ class _OpenVINO(nn.Module):
         super().__init__()
         import openvino as ov
 
+        hint = {"fp32": "f32", "bf16": "bf16"}.get(precision)
+        if hint is None:
+            raise EngineError(f"openvino runs in fp32 or bf16 on the CPU, not {precision}")
         with torch.no_grad(), warnings.catch_warnings():
             # the converter traces the model, and the tracer warns of every Python value it
             # freezes; the fidelity check on two sizes is what catches a trace that froze one
             warnings.simplefilter("ignore")
             converted = ov.convert_model(module, example_input=example, input=[ov.PartialShape([1, 3, -1, -1])])
-        hint = {"fp32": "f32", "bf16": "bf16"}.get(precision)
-        if hint is None:
-            raise EngineError(f"openvino runs in fp32 or bf16 on the CPU, not {precision}")
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -275,14 +276,14 @@ def build_engine(
             if not openvino_available():
                 raise EngineError("openvino is not installed (pip install openvino)")
             return _OpenVINO(_copy(module).float().eval(), spec.precision, torch.rand(1, 3, *example_size)).eval()
-        copy = _copy(module).to(device=device, dtype=dtype).eval()
+        moved = _copy(module).to(device=device, dtype=dtype).eval()
         if spec.engine in ("channels-last", "cuda-graph", "compile"):
-            copy = copy.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            moved = moved.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if spec.engine == "cuda-graph":
-            return _Cast(_CudaGraphs(copy), dtype, channels_last=True).eval()
+            return _Cast(_CudaGraphs(moved), dtype, channels_last=True).eval()
         if spec.engine == "compile":
-            return _Cast(torch.compile(copy), dtype, channels_last=True).eval()  # type: ignore[arg-type]
-        return _Cast(copy, dtype, channels_last=spec.engine == "channels-last").eval()
+            return _Cast(torch.compile(moved), dtype, channels_last=True).eval()  # type: ignore[arg-type]
+        return _Cast(moved, dtype, channels_last=spec.engine == "channels-last").eval()
     except EngineError:
         raise
     except Exception as e:  # the model's code, or a converter that does not take it
@@ -291,8 +292,6 @@ def build_engine(
 
 def _copy(module: nn.Module) -> nn.Module:
     """A copy to cast and reformat, so that the caller's module keeps its FP32 weights."""
-    import copy
-
     return copy.deepcopy(module)
 
 

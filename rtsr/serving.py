@@ -252,7 +252,11 @@ class ModelPool:
         process = self._process_for(model_id)
         done = process.upscale(model_id, image, self.precision_of(model_id), engine, tile, on_tile)
         with self._lock:
+            first = self.engines.get(model_id) != done.engine
             self.engines[model_id] = done.engine
+        if first:  # the model process logs into its sandbox: the choice is told here
+            level = logging.WARNING if done.engine.passed_over else logging.INFO
+            logger.log(level, "%s runs in %s", model_id, done.engine.describe())
         return done
 
     def bicubic(self, scale: int) -> nn.Module:
