@@ -3,13 +3,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from skimage.metrics import structural_similarity
 
 from bench.bench_metrics import SSIM_ARGS, skimage_metrics
-from rtsr.degradation import jpeg_roundtrip
+from rtsr.degradation import crop_for_scale, jpeg_roundtrip
 from rtsr.errors import InputError
-from rtsr.metrics import mean_metrics, measure, measure_folders, psnr, rgb_to_y, ssim
-from tests.conftest import PHOTOS, photo
+from rtsr.images import read_rgb
+from rtsr.metrics import ImageMetrics, mean_metrics, measure, measure_against, measure_folders, psnr, rgb_to_y, ssim
+from tests.conftest import EVAL_DIR, PHOTOS, ROOT, photo
+
+SET5 = ROOT / "testsets" / "Set5"
 
 
 def _pairs():
@@ -55,14 +59,16 @@ def test_psnr_by_hand():
     assert psnr(a, one_off) == pytest.approx(10 * math.log10(16))
 
 
-def test_ssim_window_edges_are_exact_for_every_height():
-    # Strips of rows must tile the valid region whatever the height; compare odd sizes.
+def test_ssim_window_edges_are_exact_for_every_size():
+    # Strips of rows (whose last 10 rows are carried over to the next strip) and blocks of
+    # columns must tile the valid region whatever the size; compare odd sizes around them.
     rng = np.random.default_rng(1)
-    for h in (11, 12, 42, 43, 75):
-        a = rng.integers(0, 256, (h, 23), dtype=np.uint8)
-        b = rng.integers(0, 256, (h, 23), dtype=np.uint8)
-        ours = ssim(torch.from_numpy(a)[None], torch.from_numpy(b)[None])
-        assert ours == pytest.approx(structural_similarity(a, b, **SSIM_ARGS), abs=1e-9), h
+    for h in (11, 12, 42, 43, 52, 75, 107):
+        for w in (11, 23, 34, 35, 59):
+            a = rng.integers(0, 256, (h, w), dtype=np.uint8)
+            b = rng.integers(0, 256, (h, w), dtype=np.uint8)
+            ours = ssim(torch.from_numpy(a)[None], torch.from_numpy(b)[None])
+            assert ours == pytest.approx(structural_similarity(a, b, **SSIM_ARGS), abs=1e-9), (h, w)
 
 
 def test_crop_border_equals_measuring_the_cropped_images():
@@ -70,6 +76,63 @@ def test_crop_border_equals_measuring_the_cropped_images():
     sr = jpeg_roundtrip(gt, 20)
     cropped = measure(sr[4:-4, 4:-4], gt[4:-4, 4:-4])
     assert measure(sr, gt, crop_border=4) == cropped
+
+
+def _bicubic_x2(gt: np.ndarray) -> np.ndarray:
+    """Bicubic x2 down and up again: what the app's bicubic baseline gives of a clean image."""
+    h, w = gt.shape[:2]
+    small = Image.fromarray(gt).resize((w // 2, h // 2), Image.Resampling.BICUBIC)
+    return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
+
+
+def _assert_agrees_with_scikit_image(images: list[np.ndarray], gt: np.ndarray, results: list[ImageMetrics]):
+    assert len(results) == len(images)
+    for i, (image, ours) in enumerate(zip(images, results, strict=True)):
+        ref = skimage_metrics(image, gt)
+        for key, value in ref.items():
+            assert getattr(ours, key) == pytest.approx(value, abs=1e-6), (i, key)
+
+
+@pytest.mark.parametrize("name", ["baby", "bird", "butterfly", "head", "woman"])
+def test_measure_against_agrees_with_scikit_image_on_set5(name):
+    # The app's request: a model's output and bicubic's, against one ground truth.
+    gt = crop_for_scale(read_rgb(SET5 / f"{name}.png"), 2)
+    images = [jpeg_roundtrip(gt, 40), _bicubic_x2(gt)]
+    _assert_agrees_with_scikit_image(images, gt, measure_against(images, gt))
+
+
+def test_measure_against_agrees_with_scikit_image_on_a_large_held_out_image():
+    path = EVAL_DIR / "Urban100_10" / "img_002.png"  # 1024x768: many strips and column blocks
+    if not path.is_file():
+        pytest.skip(f"held-out eval data not found at {path} (set RTSR_SHARED)")
+    gt = read_rgb(path)
+    rng = np.random.default_rng(2)
+    images = [_bicubic_x2(gt), np.clip(gt + rng.normal(0, 5, gt.shape), 0, 255).astype(np.uint8)]
+    _assert_agrees_with_scikit_image(images, gt, measure_against(images, gt))
+
+
+def test_measure_against_equals_measure_on_each_image():
+    gt = read_rgb(SET5 / "woman.png")  # 228x344: sides that are no multiple of a strip or block
+    rng = np.random.default_rng(3)
+    noisy = np.clip(gt + rng.normal(0, 8, gt.shape), 0, 255).astype(np.uint8)
+    images = [jpeg_roundtrip(gt, 20), gt.copy(), _bicubic_x2(gt), noisy]
+    for crop in (0, 4):
+        together = measure_against(images, gt, crop_border=crop)
+        alone = [measure(image, gt, crop_border=crop) for image in images]
+        assert math.isinf(together[1].psnr_rgb) and math.isinf(together[1].psnr_y)
+        for i, (a, b) in enumerate(zip(together, alone, strict=True)):
+            for key, value in b.as_dict().items():
+                assert getattr(a, key) == pytest.approx(value, rel=1e-12), (crop, i, key)
+
+
+def test_measure_against_names_the_image_of_the_wrong_size():
+    gt = photo("coffee")
+    with pytest.raises(InputError, match="size mismatch: image 1 is"):
+        measure_against([gt, gt[:-2]], gt)
+
+
+def test_measure_against_no_images_gives_no_metrics():
+    assert measure_against([], photo("coffee")) == []
 
 
 def test_size_mismatch_is_an_input_error():
@@ -117,3 +180,10 @@ def test_cuda_agrees_with_cpu():
     cpu, cuda = measure(sr, gt, device="cpu").as_dict(), measure(sr, gt, device="cuda").as_dict()
     for key, value in cpu.items():
         assert cuda[key] == pytest.approx(value, abs=1e-9), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_measure_against_on_cuda_agrees_with_scikit_image():
+    gt = crop_for_scale(read_rgb(SET5 / "baby.png"), 2)
+    images = [jpeg_roundtrip(gt, 40), _bicubic_x2(gt)]
+    _assert_agrees_with_scikit_image(images, gt, measure_against(images, gt, device="cuda"))
