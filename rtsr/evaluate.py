@@ -37,7 +37,7 @@ from rtsr.errors import InputError, ModelError
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale
 from rtsr.leaderboard.schema import SCHEMA, SCHEMA_VERSION
-from rtsr.metrics import ImageMetrics, mean_metrics, measure, pair_by_stem
+from rtsr.metrics import ImageMetrics, mean_metrics, measure_against, pair_by_stem
 from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
 from rtsr.runtime import RuntimeReport, measure_runtime
 from rtsr.scoring import score
@@ -150,9 +150,10 @@ def evaluate_with(
             raise ModelError(f"{lr_path.name}: {e}") from None
         if sr.shape != gt.shape or sr.dtype != np.uint8:
             raise ModelError(f"{lr_path.name}: the model's output is {sr.shape} {sr.dtype}, expected {gt.shape} uint8")
-        model_metrics[gt_path.stem] = measure(sr, gt, crop_border, device)
         bicubic_sr = upscale(bicubic, lr, scale, device, "fp32")
-        bicubic_metrics[gt_path.stem] = measure(bicubic_sr, gt, crop_border, device)
+        model_metrics[gt_path.stem], bicubic_metrics[gt_path.stem] = measure_against(
+            [sr, bicubic_sr], gt, crop_border, device
+        )
     report = runtime()
     metrics, reference = _summary(model_metrics), _summary(bicubic_metrics)
     psnr, bicubic_psnr = metrics["mean"]["psnr_rgb"], reference["mean"]["psnr_rgb"]

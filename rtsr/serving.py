@@ -31,7 +31,7 @@ from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError
 from rtsr.images import image_size, read_rgb
 from rtsr.inference import prepare, upscale_timed
-from rtsr.metrics import ImageMetrics, measure
+from rtsr.metrics import ImageMetrics, measure_against
 from rtsr.models import Bicubic, ModelDescriptor
 from rtsr.scoring import score
 from rtsr.submissions.registry import Registry, RegistryEntry
@@ -481,8 +481,8 @@ def serve(
     metrics = bicubic_metrics = None
     if reference is not None:
         with _stage(timings, "metrics", on_stage):
-            metrics = measure(done.sr, reference, device=pool.device)
-            bicubic_metrics = measure(bicubic, reference, device=pool.device)
+            # one pass over the ground truth for both (rtsr.metrics.measure_against)
+            metrics, bicubic_metrics = measure_against([done.sr, bicubic], reference, device=pool.device)
     return UpscaleResult(
         model=descriptor,
         mode=mode,
