@@ -242,7 +242,7 @@ def engines() -> list[str]:
     for scale in (2, 3):
         if device.type == "cuda":
             lines += [*bench(scale, device, None, WARMUP_PASSES, TIMED_PASSES), ""]
-        else:  # torch.compile is left out on a CPU: it compiles for a minute and serves nothing here
+        else:  # torch.compile is left out on a CPU: it compiles for each size, and serves nothing here
             lines += [*bench(scale, device, (96, 128), 1, 3, skip=("compile",)), ""]
     return lines
 

@@ -282,6 +282,11 @@ def build_engine(
         if spec.engine == "cuda-graph":
             return _Cast(_CudaGraphs(moved), dtype, channels_last=True).eval()
         if spec.engine == "compile":
+            # Dynamo keeps at most 8 compilations per code object, and every engine of one model
+            # class shares its forward's code (each size and dtype is one): beyond that it runs
+            # eager without a word. Each compiled engine starts from a fresh cache; one built
+            # before recompiles on its next call.
+            torch._dynamo.reset()
             return _Cast(torch.compile(moved), dtype, channels_last=True).eval()  # type: ignore[arg-type]
         return _Cast(moved, dtype, channels_last=spec.engine == "channels-last").eval()
     except EngineError:
