@@ -26,7 +26,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
 from rtsr.degradation import crop_for_scale, degrade
-from rtsr.engines import EngineChoice, build_engine, serving_candidates
+from rtsr.engines import EngineChoice, EngineSpec, build_engine, serving_candidates
 from rtsr.inference import upscale
 from rtsr.metrics import measure
 from rtsr.models import Bicubic
@@ -120,6 +120,22 @@ def test_upscale_mode_measures_against_an_uploaded_ground_truth(app, tmp_path):
     assert details["metrics"] == pytest.approx(ours.as_dict(), abs=1e-9)
     assert details["jpeg_quality"] is None and details["psnr_gain"] > 0.3
     assert f"| **RTSRN x2** | {ours.psnr_rgb:.3f}" in metrics_md
+
+
+def test_an_input_above_the_one_pass_size_is_tiled_and_the_page_says_so(app, tmp_path):
+    # 1024x600 (0.61 MP) is above the 960x540 a CPU host runs in one pass: 2x2 tiles of 512
+    lr = np.asarray(Image.fromarray(photo("astronaut")).resize((1024, 600), Image.Resampling.BICUBIC))
+    Image.fromarray(lr).save(tmp_path / "wide.png")
+    _, _, timing_md, details, png, _ = predict(
+        app, tmp_path, model_id="rtsrn-x2", mode_id="upscale", upload=handle_file(tmp_path / "wide.png")
+    )
+    assert details["tiles"] == 4 and details["tiles_exact"] is True
+    assert "Tiled: the input ran in **4 tiles**, each with the model's receptive field around it" in timing_md
+    # the tiles equal one pass of the same engine, run here by hand
+    engine = build_engine(Registry.read(BUNDLED_REGISTRY).load("rtsrn-x2").module, CPU, EngineSpec.parse(
+        f"{details['engine']['engine']}-{details['engine']['precision']}"
+    ))  # fmt: skip
+    assert np.abs(read(png).astype(int) - upscale(engine, lr, 2, CPU, "fp32")).max() <= 1
 
 
 def test_bad_requests_get_one_line_messages_and_the_app_stays_up(app, tmp_path):
