@@ -317,15 +317,14 @@ class SandboxedModels:
                 self._process = None
                 why = outcome.failure() or "it exited"
                 raise ModelError(f"{model_id} failed on a {w}x{h} input: its process ended ({why})")
-        message = str(answer.get("error") or "failed")[:500]
+            message = str(answer.get("error") or "failed")[:500]
+            hit = None if answer.get("kind") == "oom" else sandbox.limit_hit(self.limits, False, 1, message)
+            if hit is not None:
+                # what a process that hit a limit holds (a runtime's buffers sized for the input
+                # that failed) is unknown: the next request gets a fresh one
+                self._restart(f"it hit {hit}")
         if answer.get("kind") == "oom":
             raise torch.OutOfMemoryError(message)
-        hit = sandbox.limit_hit(self.limits, False, 1, message)
-        if hit is not None:
-            # what a process that hit a limit holds (a runtime's buffers sized for the input
-            # that failed) is unknown: the next request gets a fresh one
-            with self._lock:
-                self._restart(f"it hit {hit}")
         raise ModelError(f"{message} (exceeded {hit})" if hit else message)
 
     def _call(self, header: dict[str, Any], timeout_s: float, doing: str) -> tuple[dict[str, Any], float]:
