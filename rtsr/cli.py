@@ -502,6 +502,8 @@ def _spec_in(engine: Any, precision: Precision) -> Any:
 
 def _print_engines(engines: list[dict[str, Any]], precision: str) -> None:
     """The engines timed beside the eager run (``runtime.engines`` of a report or document)."""
+    from rtsr.engines import fidelity_text
+
     if not engines:
         return
     print(f"engines   beside eager {precision}, same input and passes (the challenge's figure is eager):")
@@ -509,7 +511,7 @@ def _print_engines(engines: list[dict[str, Any]], precision: str) -> None:
     width = max(map(len, labels))
     for label, e in zip(labels, engines, strict=True):
         db = e["fidelity_db"]
-        fidelity = "the FP32 reference" if db is None else f"{db:.1f} dB from FP32"
+        fidelity = fidelity_text(db)
         print(
             f"  {label:<{width}}  mean {e['stats']['mean_ms']:.3f} ms  median {e['stats']['median_ms']:.3f}"
             f"  {e['relative_to_eager']:.2f}x eager  {fidelity}"

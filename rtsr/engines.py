@@ -127,8 +127,8 @@ class EngineChoice:
         return self.spec.label
 
     def describe(self) -> str:
-        """One line for logs and pages, e.g. ``"openvino bf16 (58.1 dB from FP32)"``."""
-        fidelity = "the reference" if self.fidelity_db is None else f"{self.fidelity_db:.1f} dB from FP32"
+        """One line for logs and pages, e.g. ``"openvino bf16 (56.2 dB from FP32)"``."""
+        fidelity = fidelity_text(self.fidelity_db)
         why = f"; passed over: {'; '.join(self.passed_over)}" if self.passed_over else ""
         return f"{self.label} ({fidelity}){why}"
 
@@ -158,6 +158,14 @@ class EngineChoice:
             "fidelity_db": self.fidelity_db,
             "passed_over": list(self.passed_over),
         }
+
+
+def fidelity_text(db: float | None) -> str:
+    """A fidelity as people read it: ``"56.2 dB from FP32"``, ``"identical to FP32"`` (the
+    same 8-bit output), or ``"the FP32 reference"`` for None."""
+    if db is None:
+        return "the FP32 reference"
+    return "identical to FP32" if db == math.inf else f"{db:.1f} dB from FP32"
 
 
 class _Cast(nn.Module):
@@ -393,7 +401,7 @@ def choose_engine(
             choice = EngineChoice(spec, db, tuple(passed_over))
             logger.info("engine: %s", choice.describe())
             return engine, choice
-        shown = "non-finite or misshapen output" if db == -math.inf else f"{db:.1f} dB from FP32"
+        shown = "non-finite or misshapen output" if db == -math.inf else fidelity_text(db)
         passed_over.append(f"{spec.label}: {shown}, below {MIN_FIDELITY_DB:g} dB")
     choice = EngineChoice(EngineSpec("eager", "fp32"), None, tuple(passed_over))
     if passed_over:

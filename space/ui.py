@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from rtsr.constants import JPEG_QUALITY, TARGET_SIZE, TRACK_SCALES
+from rtsr.engines import fidelity_text
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.leaderboard import (
     COLUMNS,
@@ -172,7 +173,7 @@ def host_note(pool: ModelPool, max_input_pixels: int) -> str:
 def engine_markdown(result: UpscaleResult) -> str:
     """Which engine ran and how faithful it is, and whether the input was tiled."""
     choice = result.engine
-    fidelity = "the FP32 reference" if choice.fidelity_db is None else f"{choice.fidelity_db:.1f} dB from FP32"
+    fidelity = fidelity_text(choice.fidelity_db)
     line = f"Engine: **{choice.label}** ({fidelity})"
     if choice.passed_over:
         # the reasons quote the model's own errors: shown as text, never as markup

@@ -24,7 +24,8 @@ def test_prepare_sr_metrics_score(tmp_path, hr_dir, scale):
 
     out = run_cli("sr", "--model", "bicubic", "--scale", scale, "--lr-dir", lr, "--out-dir", sr, check=True)
     # bicubic has no weights to run faster in a lower precision: the reference engine
-    assert f"upscaled 4 images x{scale} with bicubic-x{scale} on cpu\nengine eager fp32 (the reference)\n" in out.stdout
+    expected = f"upscaled 4 images x{scale} with bicubic-x{scale} on cpu\nengine eager fp32 (the FP32 reference)\n"
+    assert expected in out.stdout
 
     report = tmp_path / "metrics.json"
     out = run_cli("metrics", "--sr-dir", sr, "--gt-dir", gt, "--json", report, check=True)

@@ -126,7 +126,7 @@ def test_sr_tile_on_the_cli_equals_whole_images(tmp_path):
     assert whole.returncode == 0 and tiled.returncode == 0, tiled.stderr
     assert tiled.stdout.splitlines() == [
         "upscaled 5 images x2 with model on cpu, tiles of 96 px",
-        "engine eager fp32 (the reference)",
+        "engine eager fp32 (the FP32 reference)",
         f"wrote {tmp_path / 'tiled'}",
     ]
     for path in sorted((tmp_path / "whole").iterdir()):
