@@ -39,6 +39,7 @@ from torch import nn
 
 from rtsr.devices import DTYPES, Precision
 from rtsr.errors import DeviceError, first_line
+from rtsr.metrics import psnr
 from rtsr.models import PaddedModel
 
 logger = logging.getLogger(__name__)
@@ -332,19 +333,16 @@ def serving_candidates(device: torch.device, supports_half: bool = True) -> list
     return [*specs, EngineSpec("channels-last", "fp32"), EngineSpec("eager", "fp32")]
 
 
-def check_images() -> list[np.ndarray]:
+@functools.cache
+def check_images() -> tuple[np.ndarray, ...]:
     """The natural images engines are checked on: :data:`CHECK_IMAGE` (112x96) and a crop of
-    it of another, odd size (73x61), so that an engine that kept the first size it saw fails."""
+    it of another, odd size (73x61), so that an engine that kept the first size it saw fails.
+    Read once per process (every candidate of every model is checked on them); read-only."""
     from rtsr.images import read_rgb
 
     image = read_rgb(CHECK_IMAGE)
-    return [image, image[5:66, 9:82]]
-
-
-def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR of two model outputs on [0, 1] after clamping, dB (``inf`` if equal)."""
-    mse = (a.double().clamp(0, 1) - b.double().clamp(0, 1)).square().mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    image.flags.writeable = False
+    return image, image[5:66, 9:82]
 
 
 def fidelity(engine: nn.Module, reference: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> float:
@@ -354,15 +352,18 @@ def fidelity(engine: nn.Module, reference: Callable[[torch.Tensor], torch.Tensor
     Raises:
         Exception: whatever the engine raises on the check images.
     """
+    from rtsr.inference import to_tensor  # rtsr.inference builds on this module
+
     worst = math.inf
     with torch.inference_mode():
         for image in check_images():
-            x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div(255)
+            x = to_tensor(image, device, "fp32")
             want = reference(x).float()
             got = engine(x).float()
             if got.shape != want.shape or not torch.isfinite(got).all():
                 return -math.inf
-            worst = min(worst, psnr_db(got, want))
+            # the outputs as an image shows them: clamped to [0, 1], the peak
+            worst = min(worst, psnr(got.clamp(0, 1), want.clamp(0, 1), peak=1.0))
     return worst
 
 

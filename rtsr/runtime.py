@@ -222,9 +222,7 @@ def report_beside_bicubic(
 Built = list[tuple[EngineSpec, nn.Module, float | None]]
 
 
-def build_engines(
-    loaded: LoadedModel, specs: list[EngineSpec], device: torch.device
-) -> list[tuple[EngineSpec, nn.Module, float | None]]:
+def build_engines(loaded: LoadedModel, specs: list[EngineSpec], device: torch.device) -> Built:
     """Each engine of ``specs`` built for ``loaded``, with its fidelity to FP32 eager on the
     check image (None for FP32 eager itself): done before any timing, so that an engine
     that cannot run here fails at once.
@@ -232,6 +230,8 @@ def build_engines(
     Raises:
         EngineError: an engine does not run here or does not take the model.
     """
+    if not specs:  # the plain protocol: no reference to build
+        return []
     faithful = build_engine(loaded.module, device, EngineSpec("eager", "fp32"))
     built = []
     for spec in specs:

@@ -13,6 +13,7 @@ line and is started afresh for the next one.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import logging
@@ -450,9 +451,12 @@ def _serve(job: dict[str, Any]) -> None:
     fields: dict[str, ReceptiveField] = {}
 
     def prepare_once(model_id: str, precision: Precision) -> torch.nn.Module:
-        """The model in eager mode in ``precision``: the challenge's runtime rule."""
+        """The model in eager mode in ``precision``: the challenge's runtime rule. A copy:
+        :func:`prepare` casts in place, and the engines and the receptive field are built
+        from the loaded FP32 module too."""
         if (model_id, precision) not in prepared:
-            prepared[model_id, precision] = prepare(loaded[model_id].module, device, precision)
+            module = copy.deepcopy(loaded[model_id].module)
+            prepared[model_id, precision] = prepare(module, device, precision)
         return prepared[model_id, precision]
 
     def engine_once(model_id: str, engine: str, precision: Precision) -> tuple[torch.nn.Module, EngineChoice]:
