@@ -98,7 +98,8 @@ def _serve(settings: Settings, pool: ModelPool, requests: Store) -> None:
         # Gradio reads this when it is imported (hence the import below) and as each component
         # is made
         os.environ["GRADIO_TEMP_DIR"] = str(gradio_dir)
-        from space.ui import Board, build_demo
+        from space.leaderboard_tab import Board
+        from space.ui import PAGE_CSS, build_demo
 
         board = Board(frame, [f"left out of the leaderboard: {e}" for e in errors], sources)
         store = TempStore(gradio_dir, settings.temp_dir_bytes, settings.temp_file_age)
@@ -117,6 +118,7 @@ def _serve(settings: Settings, pool: ModelPool, requests: Store) -> None:
                 server_port=settings.port,
                 max_file_size=settings.max_file_bytes,
                 show_error=True,
+                css=PAGE_CSS,
                 footer_links=["api", "gradio"],
                 app_kwargs={"middleware": [doors]},
             )

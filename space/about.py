@@ -18,6 +18,11 @@ from rtsr.constants import (
 
 TITLE = "Real-Time Super-Resolution Space"
 
+#: The prose's styles: code blocks wrap rather than run off a phone's screen.
+CSS = """
+.prose pre, .prose pre code { white-space: pre-wrap; overflow-wrap: anywhere; }
+"""
+
 _TRACK_LINES = "\n".join(
     f"- **Track {track}**: x{scale}, {TARGET_SIZE[1] // scale}x{TARGET_SIZE[0] // scale} → "
     f"{TARGET_SIZE[1]}x{TARGET_SIZE[0]} (4K UHD)"

@@ -15,29 +15,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 import gradio as gr
-import pandas as pd
 import torch
 
-from rtsr.constants import JPEG_QUALITY, TARGET_SIZE, TRACK_SCALES
+from rtsr.constants import JPEG_QUALITY, TRACK_SCALES
 from rtsr.engines import fidelity_text
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.leaderboard import (
-    COLUMNS,
-    Source,
     datasets,
-    default_sources,
-    filter_leaderboard,
-    leaderboard_figure,
-    load_leaderboard,
-    shown_table,
-    to_csv,
 )
-from rtsr.leaderboard.plot import X_AXES, Y_AXES, XAxis, YAxis
 from rtsr.serving import (
     STAGES,
     Mode,
@@ -53,8 +42,10 @@ from rtsr.serving import (
 )
 from rtsr.submissions.requests import Store
 from rtsr.submissions.sandbox import isolation_note
-from space.about import ABOUT, INTRO, LEADERBOARD_NOTE, SUBMIT_INTRO, TITLE
+from space.about import ABOUT, INTRO, SUBMIT_INTRO, TITLE
+from space.about import CSS as ABOUT_CSS
 from space.doors import safe_name, save_data_url
+from space.leaderboard_tab import Board, LeaderboardView, build_leaderboard_tab, errors_markdown, track_label
 from space.settings import Settings
 from space.submit import build_submit_tab, plain, queue_version
 
@@ -70,6 +61,9 @@ _STAGE_LABELS = {
     "bicubic": "bicubic reference",
     "metrics": "measuring",
 }
+
+#: The page's styles, each part from the module that builds what it styles (``launch(css=...)``).
+PAGE_CSS = ABOUT_CSS
 
 F = TypeVar("F", bound=Callable[..., Any])
 Before = Literal["bicubic", "lr"]
@@ -121,28 +115,6 @@ def image_upload(inline_dir: Path, max_bytes: int, max_age_s: int, **kwargs: Any
 
     component.preprocess = preprocess  # type: ignore[method-assign]
     return component
-
-
-@dataclass
-class Board:
-    """The leaderboard the app shows, what went wrong loading it (shown, not raised), and
-    the sources it was loaded from (the page's checkboxes, in this order)."""
-
-    frame: pd.DataFrame
-    errors: list[str] = field(default_factory=list)
-    sources: list[Source] = field(default_factory=default_sources)
-
-    def reload(self) -> None:
-        """Read every source again (new results, a file fixed or broken since)."""
-        frame, problems = load_leaderboard(self.sources)
-        self.frame, self.errors = frame, [f"left out of the leaderboard: {p}" for p in problems]
-
-
-def track_label(track: int) -> str:
-    """E.g. ``"Track 1: x2, 1080p → 4K"``."""
-    scale = TRACK_SCALES[track]
-    h = TARGET_SIZE[0]
-    return f"Track {track}: x{scale}, {h // scale}p → 4K"
 
 
 def host_note(pool: ModelPool, max_input_pixels: int) -> str:
@@ -390,102 +362,6 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
     return model
 
 
-@dataclass
-class LeaderboardView:
-    """What a refresh of the leaderboard tab reads and writes."""
-
-    inputs: list[Any]
-    outputs: list[Any]
-    errors: gr.Markdown
-    dataset: gr.Dropdown
-    view: Callable[..., Iterator[tuple[Any, pd.DataFrame, str]]]
-
-
-def _errors_markdown(board: Board) -> str:
-    return "\n\n".join(f"⚠️ {error}" for error in board.errors)
-
-
-def _build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
-    # the board's frame is read at each view: a refresh replaces it
-    errors = gr.Markdown(_errors_markdown(board), elem_id="leaderboard-errors")
-    frame = board.frame
-    tracks = sorted(int(t) for t in frame["track"].unique()) if len(frame) else list(TRACK_SCALES)
-    with gr.Row():
-        track = gr.Radio(
-            [(track_label(t), t) for t in tracks], value=tracks[0], label="Track", scale=2, elem_id="lb-track"
-        )
-        first_sets = datasets(frame, tracks[0])
-        dataset = gr.Dropdown(
-            first_sets, value=first_sets[0] if first_sets else None, label="Test set", scale=1, elem_id="lb-dataset"
-        )
-        names = [s.name for s in board.sources]
-        sources = gr.CheckboxGroup(
-            names,
-            value=names,
-            label="Sources",
-            scale=2,
-            elem_id="lb-sources",
-        )
-    with gr.Row():
-        y_axis = gr.Radio(
-            [(label, key) for key, label in Y_AXES.items()], value="score", label="Quality axis", elem_id="lb-y"
-        )
-        x_axis = gr.Radio(
-            [(label, key) for key, label in X_AXES.items()],
-            value="runtime_ms",
-            label="Runtime axis",
-            elem_id="lb-x",
-        )
-        query = gr.Textbox(label="Search method, team or device", placeholder="e.g. RTSRN, 3090", elem_id="lb-query")
-
-    def render(
-        track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str, folder: Path
-    ) -> tuple[Any, pd.DataFrame, str]:
-        rows = filter_leaderboard(board.frame, track=track_id, sources=source_names, dataset=dataset_name, query=text)
-        title = f"{track_label(track_id)} · {dataset_name or 'no results'}"
-        path = to_csv(rows, folder / f"rtsr_leaderboard_track{track_id}.csv")
-        figure = leaderboard_figure(rows, y=y, x=x, title=title, sources=names)
-        return figure, shown_table(rows), str(path)
-
-    def on_view(
-        track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str
-    ) -> Iterator[tuple[Any, pd.DataFrame, str]]:
-        folder = Path(tempfile.mkdtemp(dir=workdir))
-        try:
-            yield render(track_id, dataset_name, source_names, y, x, text, folder)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)  # Gradio has its own copy of the CSV
-
-    first = render(track.value, dataset.value, sources.value, y_axis.value, x_axis.value, "", workdir)
-    plot = gr.Plot(first[0], elem_id="leaderboard-plot")
-    gr.Markdown("".join(f"- **{s.name}**: {s.description}\n" for s in board.sources) + "\n" + LEADERBOARD_NOTE)
-    # links (the submission on the Hub at the commit measured) as Markdown, the rest as text
-    datatype = ["markdown" if c.kind == "url" else "str" for c in COLUMNS if c.shown]
-    table = gr.Dataframe(
-        first[1],
-        datatype=datatype,  # type: ignore[arg-type]
-        interactive=False,
-        show_search="filter",
-        max_height=520,
-        elem_id="leaderboard-table",
-    )
-    csv = gr.DownloadButton("Download CSV", value=first[2], elem_id="leaderboard-csv")
-
-    def on_track(track_id: int) -> Any:
-        names = datasets(board.frame, track_id)
-        return gr.Dropdown(choices=names, value=names[0] if names else None)
-
-    inputs = [track, dataset, sources, y_axis, x_axis, query]
-    outputs = [plot, table, csv]
-    # .then: the dataset's value may not change with the track (Set5 in both), so no .change fires
-    changed = track.change(on_track, track, dataset, api_visibility="private")
-    changed.then(on_view, inputs, outputs, api_visibility="private")
-    for control in (dataset, sources, y_axis, x_axis):
-        control.input(on_view, inputs, outputs, api_visibility="private")
-    query.input(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
-    return LeaderboardView(inputs, outputs, errors, dataset, on_view)
-
-
 def build_demo(
     pool: ModelPool,
     board: Board,
@@ -509,7 +385,7 @@ def build_demo(
             with gr.Tab("Upscale", id="upscale"):
                 model = _build_upscale_tab(pool, settings, workdir, inline_dir)
             with gr.Tab("Leaderboard", id="leaderboard"):
-                leaderboard = _build_leaderboard_tab(board, workdir)
+                leaderboard = build_leaderboard_tab(board, workdir)
             if store is not None:
                 with gr.Tab("Submit", id="submit"):
                     submit_tab = build_submit_tab(store, settings.daily_limit, SUBMIT_INTRO)
@@ -578,7 +454,7 @@ def _wire_refresh(
         updates: list[Any] = [token]
         if model is not None:
             updates.append(gr.Dropdown(choices=model_choices(live.pool)))
-        updates += [_errors_markdown(live.board), gr.Dropdown(choices=names, value=dataset_name)]
+        updates += [errors_markdown(live.board), gr.Dropdown(choices=names, value=dataset_name)]
         for view in leaderboard.view(track_id, dataset_name, source_names, y or "score", x or "runtime_ms", text or ""):
             updates += list(view)
         updates += submit_tab["refresh"]()
