@@ -5,10 +5,15 @@ entries (one trace per source, Pareto-optimal points drawn as larger stars), the
 reference (its own trace), then lines only: the Pareto front, and in PSNR mode dotted
 iso-score curves. FPS bands (60/30/24) shade the runtime axis.
 
-Runtime in ms is absolute, so the bands sit at 1000/60, 1000/30 and 1000/24 ms whatever the
-devices. Relative runtime (× bicubic) is per device: the bands and iso-score curves need
-bicubic's runtime in ms, so they are drawn only when all rows come from one device, and the
-axis title names it; with several devices they are left out, and the axis title says so.
+FPS bands are the challenge's real-time targets, which it set for a GPU: they are drawn only
+against GPU rows (``device_type`` cuda). Runtime in ms is absolute, so the bands sit at
+1000/60, 1000/30 and 1000/24 ms whatever the GPU; with CPU rows only, there are none, and the
+axis title says so. Relative runtime (× bicubic) is per device: the bands and iso-score
+curves need bicubic's runtime in ms, so they are drawn only when all rows come from one GPU,
+and the axis title names it; otherwise they are left out, and the axis title says why.
+
+The Pareto front and the bicubic reference belong to the whole selection: a search
+(``highlight``) fades the rows it does not match and changes nothing else.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ XAxis = Literal["runtime_ms", "relative_runtime"]
 REFERENCE_NAME: Final = "Bicubic (reference)"
 PARETO_NAME: Final = "Pareto front"
 EMPTY_MESSAGE: Final = "no results for this selection"
+NO_MATCH_MESSAGE: Final = "no row matches the search"
 
 #: The quality axes, each titled by its metric's label.
 Y_AXES: Final[dict[str, str]] = {key: metric(key).label for key in get_args(YAxis)}
@@ -48,7 +54,9 @@ _BAND_COLORS: Final = ("rgba(44, 160, 44, 0.16)", "rgba(44, 160, 44, 0.10)", "rg
 #: Score levels of the iso-score curves are drawn from these times powers of ten.
 _NICE: Final = (1.0, 2.0, 5.0)
 _MAX_LEVELS: Final = 5
-_HEIGHT: Final = 520
+_HEIGHT: Final = 560
+#: The opacity of rows a search does not match.
+_FADED: Final = 0.15
 
 
 #: The hover's fields, by column key: the entry, each metric of the specification, and where
@@ -101,7 +109,7 @@ def _device_bicubic_ms(df: pd.DataFrame) -> tuple[float | None, str]:
     """Bicubic's runtime in ms and the device, when all rows share one device; else None."""
     devices = df["device"].unique()
     if len(devices) != 1:
-        return None, ""
+        return None, "several devices"
     # Each row knows its device's bicubic runtime as runtime / relative runtime; the median
     # settles the small run-to-run differences between documents.
     ratio = (df["runtime_ms"] / df["relative_runtime"]).to_numpy(dtype="float64")
@@ -150,6 +158,7 @@ def leaderboard_figure(
     x: XAxis = "runtime_ms",
     title: str = "",
     sources: Sequence[str] = (),
+    highlight: pd.Series | None = None,
 ) -> go.Figure:
     """Plot ``y`` (score, or PSNR RGB in dB) against ``x`` (runtime in ms, or relative to
     bicubic), log x, for leaderboard rows of one track and one dataset.
@@ -157,11 +166,14 @@ def leaderboard_figure(
     One marker per row: entries per source (Pareto-optimal ones as larger stars; each source
     in the colour of its place in ``sources``, the names of all the leaderboard's sources, so
     that a source keeps its colour whichever are shown; sources not there follow) and the
-    bicubic reference (at score 0 in score mode). Lines without markers: the Pareto front
-    (staircase through the optimal entries), and in PSNR mode the iso-score curves of
-    :func:`score_levels` of the entries' scores (dotted, named ``score = N``). FPS bands
-    shade runtimes of 60 FPS and more, 30 to 60, and 24 to 30. An empty ``df`` gives a
-    figure that says so.
+    bicubic reference (at score 0 in score mode; a star too when it is on the front). Lines
+    without markers: the Pareto front (staircase through the optimal rows), and in PSNR mode
+    the iso-score curves of :func:`score_levels` of the entries' scores (dotted, named
+    ``score = N``). FPS bands shade runtimes of 60 FPS and more, 30 to 60, and 24 to 30,
+    against GPU rows only. ``highlight`` (aligned with ``df``'s rows; None: all) is a
+    search's matches: the other rows are drawn faded, and the front stays the whole
+    selection's. The legend sits below the axes, so that a narrow screen keeps the title and
+    the plot. An empty ``df`` gives a figure that says so.
 
     Raises:
         ValueError: ``y`` or ``x`` is not one of the above, or ``df`` mixes tracks or datasets.
@@ -176,7 +188,10 @@ def leaderboard_figure(
         if df[key].nunique() > 1:
             raise ValueError(f"plot one {key} at a time, got {', '.join(map(str, df[key].unique()))}")
 
-    # Rows are matched to the front by label: labels must be unique.
+    # Rows are matched to the front and the highlight by label: labels must be unique.
+    if highlight is None:
+        highlight = pd.Series(True, index=df.index)
+    shown = pd.Series(highlight.to_numpy(dtype="bool"), index=range(len(df)))
     df = df.reset_index(drop=True)
     figure = go.Figure()
     reference = df["is_reference"].to_numpy(dtype="bool")
@@ -184,11 +199,20 @@ def leaderboard_figure(
     front = pareto_front(df, y, x)
 
     # x per unit in ms: 1 for runtime; bicubic's ms for relative runtime on one device.
+    on_gpu = (df["device_type"] == "cuda").to_numpy(dtype="bool")
     bicubic_ms, device = _device_bicubic_ms(df)
-    ms_per_unit = 1.0 if x == "runtime_ms" else bicubic_ms
     x_title = _X_TITLES[x]
-    if x == "relative_runtime":
-        x_title += f"; FPS bands for {device}" if ms_per_unit else "; no FPS bands: several devices"
+    ms_per_unit: float | None
+    if not on_gpu.any():
+        ms_per_unit = None
+        x_title += "; no FPS bands: these runtimes are from a CPU"
+    elif x == "runtime_ms":
+        ms_per_unit = 1.0
+        if not on_gpu.all():
+            x_title += "; FPS bands: GPU rows"
+    else:
+        ms_per_unit = bicubic_ms if on_gpu.all() else None
+        x_title += f"; FPS bands for {device}" if ms_per_unit else f"; no FPS bands: {device}"
 
     xs = df[x].to_numpy(dtype="float64")
     xs = xs[np.isfinite(xs) & (xs > 0)]
@@ -200,6 +224,9 @@ def leaderboard_figure(
     edges = [x_low, *thresholds]
     for i, fps in enumerate(FPS_BANDS if thresholds else ()):
         label = f"≥{fps} FPS" if i == 0 else f"{fps}–{FPS_BANDS[i - 1]} FPS"
+        # Neighbouring bands' labels alternate between the top and the bottom: the 24-30 band
+        # is a tenth of a decade wide, a few pixels on a phone.
+        position = "top right" if i % 2 == 0 else "bottom right"
         figure.add_shape(
             type="rect",
             xref="x",
@@ -217,12 +244,13 @@ def leaderboard_figure(
             label={
                 "text": label,
                 "textangle": -90,
-                "textposition": "top right",
+                "textposition": position,
                 "font": {"size": 11, "color": "#2b7a2b"},
             },
         )
 
     order = list(dict.fromkeys([*sources, *df["source"]]))
+    faded = np.where(shown.to_numpy(dtype="bool"), 1.0, _FADED)
     for source in dict.fromkeys(entries["source"]):
         rows = entries[entries["source"] == source]
         # Front points last: drawn on top of the others, and the legend shows a plain marker
@@ -241,6 +269,7 @@ def leaderboard_figure(
                     "size": np.where(on_front, 16, 10),
                     "symbol": np.where(on_front, "star", "circle"),
                     "line": {"color": "#222222", "width": np.where(on_front, 1.5, 0.5)},
+                    "opacity": faded[rows.index],
                 },
                 customdata=_customdata(rows),
                 hovertemplate=_HOVER,
@@ -262,21 +291,33 @@ def leaderboard_figure(
         )
 
     if len(references):
+        optimal = front[references.index].to_numpy(dtype="bool")
         figure.add_trace(
             go.Scatter(
                 x=references[x],
                 y=references[y],
                 mode="markers",
                 name=REFERENCE_NAME,
-                marker={"color": "#000000", "size": 11, "symbol": "diamond", "line": {"color": "#ffffff", "width": 1}},
+                marker={
+                    "color": "#000000",
+                    "size": np.where(optimal, 16, 11),
+                    "symbol": np.where(optimal, "star-diamond", "diamond"),
+                    "line": {"color": "#ffffff", "width": 1},
+                    "opacity": faded[references.index],
+                },
                 customdata=_customdata(references),
                 hovertemplate=_HOVER,
             )
         )
 
+    if not shown.any():
+        figure.add_annotation(
+            text=NO_MATCH_MESSAGE, xref="paper", yref="paper", x=0.5, y=0.98, showarrow=False, font={"size": 14}
+        )
+
     ys = df[y].to_numpy(dtype="float64")
     ys = ys[np.isfinite(ys)]
-    yaxis: dict[str, object] = {"title": {"text": Y_AXES[y]}, "zeroline": y == "score"}
+    yaxis: dict[str, object] = {"title": {"text": Y_AXES[y]}, "zeroline": y == "score", "automargin": True}
     if y == "psnr_rgb" and len(ys):
         # Fixed to the data: the iso-score curves climb far above it and would flatten it.
         pad = max(0.08 * float(ys.max() - ys.min()), 0.1)
@@ -289,10 +330,18 @@ def leaderboard_figure(
         template="plotly_white",
         height=_HEIGHT,
         title={"text": title} if title else None,
-        margin={"t": 110 if title else 80, "r": 20, "l": 70, "b": 60},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.06, "x": 0, "xanchor": "left"},
+        margin={"t": 50 if title else 20, "r": 10, "l": 10, "b": 10},
+        # Below the axes, in the container's coordinates: plotly makes room for it however
+        # many lines it wraps to on a narrow screen.
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "x": 0, "xanchor": "left"},
         # Log axis ranges are in log10 units.
-        xaxis={"type": "log", "title": {"text": x_title}, "range": [math.log10(x_low), math.log10(x_high)]},
+        xaxis={
+            "type": "log",
+            "title": {"text": x_title},
+            "range": [math.log10(x_low), math.log10(x_high)],
+            "automargin": True,
+        },
+        hoverlabel={"font": {"size": 11}},
         yaxis=yaxis,
         hovermode="closest",
     )

@@ -192,6 +192,41 @@ class Evaluation:
         return self.text("precision")
 
     @property
+    def device_type(self) -> str:
+        """``"cuda"`` (a GPU) or ``"cpu"``: the document's ``device_type``, else what its
+        runtime's timer implies (CUDA events on a GPU, a wall clock on a CPU)."""
+        kind = self.document.get("device_type")
+        if kind in ("cuda", "cpu"):
+            return str(kind)
+        return "cuda" if self.text("runtime.timer").startswith("cuda") else "cpu"
+
+    def images(self, who: Literal["metrics", "bicubic"] = "metrics") -> list[dict[str, Any]]:
+        """The per-image metrics of the model (``"metrics"``) or of bicubic: one dict per
+        image with ``name`` and the four metrics of ``metrics.mean`` (floats), in the
+        document's order.
+
+        Raises:
+            InputError: the document holds no per-image list, or an entry lacks a name or a
+                metric (readers need not rely on them: they are not in :data:`FIELDS`).
+        """
+        raw = self.document.get(who, {}).get("images")
+        if not isinstance(raw, list):
+            raise InputError(f"{self.where}: no per-image results ({who}.images)")
+        keys = list(self.document[who]["mean"])
+        images = []
+        for i, entry in enumerate(raw):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise InputError(f"{self.where}: {who}.images[{i}] has no name")
+            values = {}
+            for key in keys:
+                value = entry.get(key)
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise InputError(f"{self.where}: {who}.images[{i}].{key} is not a number ({value!r})")
+                values[key] = float(value)
+            images.append({"name": entry["name"], **values})
+        return images
+
+    @property
     def runtime_engine(self) -> str:
         """The engine the runtime was timed in: ``runtime.engine``, "eager" (the challenge's
         rule) where the document predates the field."""

@@ -80,6 +80,15 @@ class Source(Protocol):
         never raises for a bad file."""
         ...
 
+    def evaluation(self, document: str) -> Evaluation:
+        """The results document of one of its rows (the row's ``document`` column), read
+        again: its per-image metrics and where it was measured.
+
+        Raises:
+            InputError: the source keeps no documents, or this one is gone or unreadable.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class OfficialTable:
@@ -153,11 +162,13 @@ class OfficialTable:
                 "device": self.device,
                 "precision": self.precision,
                 "engine": "eager",
+                "device_type": "cuda",
                 **{key: column[i] for key, column in values.items()},
                 "license": "",
                 "link": "",
                 "is_reference": bool(is_reference[i]),
                 "model_id": "",
+                "document": "",
             }
             for i, team in enumerate(teams)
         ]
@@ -169,6 +180,10 @@ class OfficialTable:
             return Loaded(self.read(), [])
         except InputError as e:
             return Loaded(empty_leaderboard(), [first_line(e)])
+
+    def evaluation(self, document: str) -> Evaluation:
+        """Always raises: the challenge published one mean per team, not per image."""
+        raise InputError(f"{self.name}: the challenge published only each team's means, not per-image results")
 
 
 @dataclass(frozen=True)
@@ -198,10 +213,20 @@ class EvaluationFolder:
         rows, problems = [], []
         for path in self.paths():
             try:
-                rows.append(evaluation_row(read_evaluation(path), self.name))
+                document = path.relative_to(self.folder).as_posix()
+                rows.append(evaluation_row(read_evaluation(path), self.name, document))
             except InputError as e:
                 problems.append(first_line(e))
         return Loaded(frame_of(rows), problems)
+
+    def evaluation(self, document: str) -> Evaluation:
+        """The document at ``document`` below :attr:`folder` (never outside it)."""
+        path = (self.folder / document).resolve()
+        if not document or not path.is_relative_to(self.folder.resolve()) or path.suffix != ".json":
+            raise InputError(f"{self.name}: no results document {document!r}")
+        if not path.is_file():
+            raise InputError(f"{self.name}: {document} is no longer there (removed since the page loaded)")
+        return read_evaluation(path)
 
 
 def _is_bicubic(model_id: str) -> bool:
@@ -209,10 +234,10 @@ def _is_bicubic(model_id: str) -> bool:
     return model_id == "bicubic" or model_id.startswith("bicubic-x")
 
 
-def evaluation_row(evaluation: Evaluation, source: str) -> dict[str, Any]:
+def evaluation_row(evaluation: Evaluation, source: str, document: str = "") -> dict[str, Any]:
     """One checked document as one leaderboard row (a dict keyed by column) of ``source``:
     every metric read as :data:`METRICS` says, the submission's team, license and link where
-    the document names a submission."""
+    the document names a submission; ``document`` is where the source keeps it."""
     submission = evaluation.submission
     return {
         "track": evaluation.track,
@@ -224,11 +249,13 @@ def evaluation_row(evaluation: Evaluation, source: str) -> dict[str, Any]:
         "device": evaluation.device,
         "precision": evaluation.precision,
         "engine": evaluation.runtime_engine,
+        "device_type": evaluation.device_type,
         **{m.key: m.read(evaluation) for m in METRICS},
         "license": submission.license if submission else "",
         "link": submission.link if submission else "",
         "is_reference": _is_bicubic(evaluation.model_id),
         "model_id": evaluation.model_id,
+        "document": document,
     }
 
 

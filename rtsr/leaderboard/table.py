@@ -5,6 +5,7 @@ view and the CSV. Every function takes a frame of :data:`rtsr.leaderboard.column
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from rtsr.leaderboard.columns import COLUMNS, METRICS, metric
+from rtsr.leaderboard.columns import TABLE_KEYS, Column, cell_text, column, metric
 from rtsr.leaderboard.schema import HUB_URL
 
 #: The columns the search box looks in.
@@ -31,20 +32,26 @@ def filter_leaderboard(
     """The rows of ``track``, from one of ``sources`` (by name), on ``dataset``, whose method,
     team or device contains ``query`` (case-insensitive, plain text); ``None`` or ``""`` does
     not filter. The result has a fresh index."""
-    keep = pd.Series(True, index=df.index)
+    keep = matching(df, query)
     if track is not None:
         keep &= df["track"] == track
     if sources is not None:
         keep &= df["source"].isin(list(sources))
     if dataset is not None:
         keep &= df["dataset"] == dataset
-    query = query.strip()
-    if query:
-        matches = pd.Series(False, index=df.index)
-        for key in _SEARCHED:
-            matches |= df[key].str.contains(query, case=False, regex=False, na=False)
-        keep &= matches
     return df[keep].reset_index(drop=True)
+
+
+def matching(df: pd.DataFrame, query: str) -> pd.Series:
+    """Which rows' method, team or device contains ``query`` (case-insensitive, plain text),
+    aligned with ``df.index``; all of them for a blank query."""
+    query = query.strip()
+    if not query:
+        return pd.Series(True, index=df.index, dtype="bool")
+    found = pd.Series(False, index=df.index, dtype="bool")
+    for key in _SEARCHED:
+        found |= df[key].str.contains(query, case=False, regex=False, na=False)
+    return found
 
 
 def _natural(name: str) -> list[tuple[int, str]]:
@@ -70,8 +77,9 @@ def pareto_front(df: pd.DataFrame, y: str, x: str = "runtime_ms") -> pd.Series:
     PSNR, lower runtime or size), aligned with ``df.index``.
 
     A row is on the front when no other row is at least as good in both with at least one of
-    the two strictly better; equal points are all on it. Only non-reference rows with a finite
-    ``x`` and a non-NaN ``y`` take part; the others are False.
+    the two strictly better; equal points are all on it. Every row with a finite ``x`` and a
+    non-NaN ``y`` takes part, the bicubic reference included (it is the fastest of all, so it
+    is on the front whenever nothing is both as fast and as good); the others are False.
 
     Raises:
         KeyError: ``y`` or ``x`` is not a metric.
@@ -79,7 +87,7 @@ def pareto_front(df: pd.DataFrame, y: str, x: str = "runtime_ms") -> pd.Series:
     front = pd.Series(False, index=df.index, dtype="bool")
     xs = df[x].to_numpy(dtype="float64")
     ys = df[y].to_numpy(dtype="float64")
-    usable = ~df["is_reference"].to_numpy(dtype="bool") & np.isfinite(xs) & ~np.isnan(ys)
+    usable = np.isfinite(xs) & ~np.isnan(ys)
     if not usable.any():
         return front
     # Oriented so that lower x and higher y are better.
@@ -97,30 +105,56 @@ def pareto_front(df: pd.DataFrame, y: str, x: str = "runtime_ms") -> pd.Series:
     return front
 
 
-def _link_markdown(url: str) -> str:
-    """A Hub link as Markdown, its text ``org/name@<commit, 7 characters>``."""
+def link_text(url: str) -> str:
+    """A Hub link as people read it: ``org/name@<commit, 7 characters>``; empty for none."""
     if not url:
         return ""
     found = _HUB_TREE.fullmatch(url)
-    text = url.removeprefix("https://")
     if found:
-        text = found["repo"] + (f"@{found['commit'][:7]}" if found["commit"] else "")
-    return f"[{text}]({url})"
+        return found["repo"] + (f"@{found['commit'][:7]}" if found["commit"] else "")
+    return url.removeprefix("https://")
+
+
+def table_columns(df: pd.DataFrame) -> list[Column]:
+    """The columns of the page's table for these rows: :data:`TABLE_KEYS` in order, less
+    those with no value in any row (e.g. SSIM Y of the official table, or the team of rows
+    that are not submissions); the method is always there."""
+    kept = []
+    for key in TABLE_KEYS:
+        values = df[key]
+        empty = values.isna()
+        if not pd.api.types.is_numeric_dtype(values):
+            empty |= values.astype(str).str.strip() == ""
+        if key == "method" or not empty.all():
+            kept.append(column(key))
+    return kept
 
 
 def shown_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows as the page's table shows them: the columns that are ``shown``, headed by
-    their labels, each metric rounded to the digits it is printed with, links as Markdown
-    (``[org/name@abc1234](url)``)."""
-    shown = [c for c in COLUMNS if c.shown]
-    table = df[[c.key for c in shown]].copy()
-    for m in METRICS:
-        if m.key in table:
-            table[m.key] = table[m.key].round(m.decimals)
-    for c in shown:
-        if c.kind == "url":
-            table[c.key] = table[c.key].map(_link_markdown)
-    return table.rename(columns={c.key: c.label for c in shown})
+    """The rows as the page's table prints them: :func:`table_columns`, headed by their
+    labels, every cell text (metrics in their format, unknown as an em dash; links as
+    ``org/name@abc1234``). The CSV (:func:`to_csv`) keeps every column at full precision."""
+    columns = table_columns(df)
+    table = pd.DataFrame(index=df.index)
+    for c in columns:
+        texts = df[c.key].map(link_text) if c.kind == "url" else df[c.key].map(lambda v, k=c.key: cell_text(k, v))
+        table[c.label] = texts
+    return table
+
+
+def row_key(row: pd.Series) -> str:
+    """A name for one row that survives reloads and sorting: its source and its document
+    (or, in a table without documents, its method)."""
+    return json.dumps([row["source"], row["document"] or row["method"]], ensure_ascii=False)
+
+
+def find_row(df: pd.DataFrame, key: str) -> pd.Series | None:
+    """The row of ``df`` whose :func:`row_key` is ``key``; None when there is none (the
+    leaderboard changed since the key was given)."""
+    for _, row in df.iterrows():
+        if row_key(row) == key:
+            return row
+    return None
 
 
 def to_csv(df: pd.DataFrame, path: str | Path) -> Path:
