@@ -1,4 +1,5 @@
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -7,6 +8,7 @@ from rtsr.leaderboard import METRICS, filter_leaderboard, load_leaderboard, metr
 from rtsr.leaderboard.plot import (
     EMPTY_MESSAGE,
     HOVER_KEYS,
+    NO_MATCH_MESSAGE,
     PARETO_NAME,
     REFERENCE_NAME,
     leaderboard_figure,
@@ -130,11 +132,75 @@ def test_pareto_line_goes_through_the_front_only(official, y, front):
     figure = leaderboard_figure(official, y=y)
     (line,) = [t for t in figure.data if t.name == PARETO_NAME]
     assert line.mode == "lines"
-    assert list(line.x) == sorted(front.values())
+    # Bicubic, faster than every team, is on the front too
+    assert list(line.x) == [BICUBIC_MS, *sorted(front.values())]
     # the front's points are highlighted in the entries' trace
     entries = next(t for t in figure.data if t.name == SOURCE_OFFICIAL)
     stars = sorted(x for x, symbol in zip(entries.x, entries.marker.symbol, strict=True) if symbol == "star")
     assert stars == sorted(front.values())
+    # and the reference is starred when it is on the front
+    reference = next(t for t in figure.data if t.name == REFERENCE_NAME)
+    assert list(reference.marker.symbol) == ["star-diamond"]
+
+
+def test_a_search_fades_rows_and_keeps_the_front_and_the_reference(official):
+    """Searching "RTSR" matches NJUST-RTSR only: it must not become Pareto-optimal, and
+    Bicubic and the whole selection's front stay."""
+    found = official["method"].str.contains("RTSR")
+    assert official.loc[found, "method"].tolist() == ["NJUST-RTSR"]
+    whole = leaderboard_figure(official)
+    searched = leaderboard_figure(official, highlight=found)
+    line = next(t for t in searched.data if t.name == PARETO_NAME)
+    assert list(line.x) == list(next(t for t in whole.data if t.name == PARETO_NAME).x)
+    entries = next(t for t in searched.data if t.name == SOURCE_OFFICIAL)
+    assert len(entries.x) == len(official) - 1  # every team is still drawn
+    opacity = dict(zip((_hover_name(c) for c in entries.customdata), entries.marker.opacity, strict=True))
+    assert opacity.pop("NJUST-RTSR") == 1.0 and set(opacity.values()) == {0.15}
+    symbols = dict(zip((_hover_name(c) for c in entries.customdata), entries.marker.symbol, strict=True))
+    assert symbols["NJUST-RTSR"] == "circle" and symbols["ALONG"] == "star"
+    # the legend takes the first point's style: a plain, matched marker
+    assert entries.marker.opacity[0] == 1.0 and entries.marker.symbol[0] == "circle"
+    reference = next(t for t in searched.data if t.name == REFERENCE_NAME)
+    assert list(reference.marker.opacity) == [0.15]
+    nothing = leaderboard_figure(official, highlight=official["method"] == "no such team")
+    assert NO_MATCH_MESSAGE in [a.text for a in nothing.layout.annotations]
+
+
+def _hover_name(customdata):
+    return customdata[HOVER_KEYS.index("method")]
+
+
+def test_fps_bands_only_against_gpu_rows(leaderboard, official):
+    # our evaluations ran on a CPU: no bands, and the axis title says why
+    cpu = filter_leaderboard(leaderboard, track=2, dataset="Set5")
+    assert set(cpu["device_type"]) == {"cpu"}
+    for x in ("runtime_ms", "relative_runtime"):
+        figure = leaderboard_figure(cpu, x=x)
+        assert _bands(figure) == []
+        assert "no FPS bands: these runtimes are from a CPU" in figure.layout.xaxis.title.text
+    # GPU and CPU rows in ms: the bands are the GPU rows'
+    both = pd.concat([official, cpu.assign(dataset="NTIRE 2023 test", track=1)], ignore_index=True)
+    figure = leaderboard_figure(both)
+    assert [b[2] for b in _bands(figure)] == ["≥60 FPS", "30–60 FPS", "24–30 FPS"]
+    assert "FPS bands: for the GPU rows" in figure.layout.xaxis.title.text
+    # relative runtimes of several devices have no one bicubic to convert them
+    assert _bands(leaderboard_figure(both, x="relative_runtime")) == []
+
+
+def test_band_labels_alternate_so_that_narrow_bands_do_not_collide(official):
+    shapes = sorted(leaderboard_figure(official).layout.shapes, key=lambda shape: shape.x1)
+    assert [shape.label.textposition for shape in shapes] == ["top right", "middle right", "top right"]
+
+
+def test_the_layout_fits_a_phone(official):
+    layout = leaderboard_figure(official, title="Track 1 · NTIRE 2023 test").layout
+    # the legend below the axes, in the container's coordinates (plotly makes room for it)
+    assert (layout.legend.orientation, layout.legend.yref, layout.legend.y) == ("h", "container", 0)
+    assert layout.xaxis.automargin and layout.yaxis.automargin
+    # each line of the axis titles fits a phone (about 50 characters at this size)
+    for axis in ("runtime_ms", "relative_runtime"):
+        title = leaderboard_figure(official, x=axis).layout.xaxis.title.text
+        assert all(len(re.sub("<[^>]+>", "", part)) <= 50 for part in title.split("<br>")), title
 
 
 def _bands(figure):
@@ -199,7 +265,7 @@ def test_no_iso_score_curves_in_score_mode(official):
     assert not _iso_traces(leaderboard_figure(official, y="score"))
 
 
-def test_iso_score_curves_for_evaluations(leaderboard):
+def test_iso_score_curves_for_evaluations_on_a_cpu(leaderboard):
     rows = filter_leaderboard(leaderboard, track=1, dataset="Set5")
     rtsrn = rows[~rows["is_reference"]].iloc[0]
     bicubic_psnr = rtsrn["psnr_rgb"] - rtsrn["psnr_gain"]

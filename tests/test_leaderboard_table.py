@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rtsr.leaderboard.columns import COLUMNS, METRICS
+from rtsr.leaderboard.columns import COLUMNS, METRICS, TABLE_KEYS, column
 from rtsr.leaderboard.sources import (
     SOURCE_EVALUATED,
     SOURCE_OFFICIAL,
@@ -14,7 +14,17 @@ from rtsr.leaderboard.sources import (
     default_sources,
     load_leaderboard,
 )
-from rtsr.leaderboard.table import datasets, filter_leaderboard, pareto_front, shown_table, to_csv
+from rtsr.leaderboard.table import (
+    datasets,
+    filter_leaderboard,
+    find_row,
+    matching,
+    pareto_front,
+    row_key,
+    shown_table,
+    table_columns,
+    to_csv,
+)
 from tests.test_leaderboard_columns import EXPECTED_KEYS
 from tests.test_leaderboard_sources import SUBMISSION, _store_results
 
@@ -68,13 +78,13 @@ def _brute_force_front(df, y, x):
     result = []
     for i in range(len(df)):
         a = df.iloc[i]
-        if a["is_reference"] or not math.isfinite(a[x]) or math.isnan(a[y]):
+        if not math.isfinite(a[x]) or math.isnan(a[y]):
             result.append(False)
             continue
         dominated = False
         for j in range(len(df)):
             b = df.iloc[j]
-            if j == i or b["is_reference"] or not math.isfinite(b[x]) or math.isnan(b[y]):
+            if j == i or not math.isfinite(b[x]) or math.isnan(b[y]):
                 continue
             if b[x] <= a[x] and b[y] >= a[y] and (b[x] < a[x] or b[y] > a[y]):
                 dominated = True
@@ -95,11 +105,12 @@ def test_pareto_front_equals_brute_force_on_the_official_table(y, x):
 def test_pareto_front_of_the_official_table_by_hand():
     df = _official()
     by_score = df.loc[pareto_front(df, "score"), "method"]
-    # ALONG is the fastest team (1.91 ms), Noah TerminalVision has the best score.
-    assert sorted(by_score) == ["ALONG", "Noah TerminalVision"]
+    # ALONG is the fastest team (1.91 ms), Noah TerminalVision has the best score; Bicubic
+    # (0.46 ms) is faster than every team, so it is on the front too, at score 0.
+    assert sorted(by_score) == ["ALONG", "Bicubic", "Noah TerminalVision"]
     by_psnr = df.loc[pareto_front(df, "psnr_rgb"), "method"]
     # z6 ties Noah TerminalVision's 35.02 dB at 11.19 ms instead of 3.19: dominated.
-    assert sorted(by_psnr) == ["ALONG", "ECNU SR", "Noah TerminalVision", "R.I.P. ShopeeVideo", "RTVSR"]
+    assert sorted(by_psnr) == ["ALONG", "Bicubic", "ECNU SR", "Noah TerminalVision", "R.I.P. ShopeeVideo", "RTVSR"]
 
 
 def test_pareto_front_on_a_hand_made_frame():
@@ -112,9 +123,13 @@ def test_pareto_front_on_a_hand_made_frame():
         index=[10, 11, 12, 13, 14, 15, 16, 17],
     )
     front = pareto_front(df, "score")
-    # 10 and 14 are the same point (both on the front); 12 loses to 11 at equal runtime, 13 to
-    # 11 at equal score; 15 is fastest; the reference 16 neither counts nor dominates; NaN is out.
-    assert front.to_dict() == {10: True, 11: True, 12: False, 13: False, 14: True, 15: True, 16: False, 17: False}
+    # The reference 16 takes part like any row: fastest and best, it dominates every other
+    # row; NaN is out.
+    assert front.to_dict() == {10: False, 11: False, 12: False, 13: False, 14: False, 15: False, 16: True, 17: False}
+    # without it: 10 and 14 are the same point (both on the front); 12 loses to 11 at equal
+    # runtime, 13 to 11 at equal score; 15 is fastest
+    teams = pareto_front(df.drop(index=16), "score")
+    assert teams.to_dict() == {10: True, 11: True, 12: False, 13: False, 14: True, 15: True, 17: False}
     assert front.tolist() == _brute_force_front(df, "score", "runtime_ms")
     assert not pareto_front(df.iloc[:0], "score").any()
 
@@ -179,23 +194,59 @@ def test_pareto_front_takes_each_metric_the_way_it_is_better():
 # --- the page's table ---------------------------------------------------------------------------
 
 
-def test_shown_table_is_the_shown_columns_labelled_and_rounded_as_printed(tmp_path):
+def test_shown_table_puts_what_people_compare_next_to_the_method(tmp_path):
     store = EvaluationFolder("Submissions", _store_results(tmp_path), recursive=True)
     df, _ = load_leaderboard([*default_sources(), store])
     table = shown_table(df)
-    assert list(table.columns) == [c.label for c in COLUMNS if c.shown]
-    assert "Device" in table.columns and "Link" in table.columns
+    labels = list(table.columns)
+    assert labels[:7] == ["Method", "Score", "PSNR RGB (dB)", "PSNR gain (dB)", "Runtime (ms)", "× bicubic", "FPS"]
+    assert labels == [column(k).label for k in TABLE_KEYS]  # every column has a value somewhere here
+    assert {c.key for c in COLUMNS if c.shown} == set(TABLE_KEYS)
+    # printed as the specification formats them, the same digits in every row of a column
     noah = table[table["Method"] == "Noah TerminalVision"].iloc[0]
-    assert noah["Score"] == 24.13 and noah["PSNR gain (dB)"] == 1.1 and noah["Link"] == ""
+    assert noah["Score"] == "24.13" and noah["PSNR gain (dB)"] == "+1.1000" and noah["Link"] == ""
+    assert noah["FPS"] == "313.5" and noah["× bicubic"] == "6.93" and noah["SSIM Y"] == "—"
+    bicubic = table[table["Method"] == "Bicubic"].iloc[0]
+    assert bicubic["FPS"] == "2173.9" and bicubic["Params (M)"] == "—"  # was 2173.913 and NaN
     rtsrn = table[table["Method"] == "RTSRN x2"]
     for m in METRICS:
-        assert rtsrn[m.label].iloc[0] == round(df.loc[rtsrn.index[0], m.key], m.decimals), m.key
-    # a submission links to the Hub at the commit measured, as Markdown
+        assert rtsrn[m.label].iloc[0] == format(df.loc[rtsrn.index[0], m.key], m.fmt), m.key
+    # a submission links to the Hub at the commit measured, named org/name@commit
     submitted = table[table["Source"] == "Submissions"].iloc[0]
-    assert submitted["Link"] == f"[team/fastnet@0123456]({SUBMISSION['url']})"
+    assert submitted["Link"] == "team/fastnet@0123456"
     assert submitted["Team"] == "Team Fast" and submitted["License"] == "apache-2.0"
-    # the frame itself is untouched
+    # the frame itself, and so the CSV, keeps full precision
     assert df["link"].iloc[-1] == SUBMISSION["url"]
+    assert df.loc[df["method"] == "Bicubic", "fps"].iloc[0] == pytest.approx(1000 / 0.46)
+
+
+def test_shown_table_leaves_out_columns_empty_for_the_selection():
+    official = _official()
+    labels = list(shown_table(official).columns)
+    # the challenge published no SSIM on Y, and its rows have no team, license or link
+    for empty in ("SSIM Y", "Team", "License", "Link"):
+        assert empty not in labels
+    assert [c.key for c in table_columns(official)] == [
+        k for k in TABLE_KEYS if k not in ("ssim_y", "team", "license", "link")
+    ]
+    evaluated = filter_leaderboard(_leaderboard(), sources=[SOURCE_EVALUATED])
+    assert "SSIM Y" in shown_table(evaluated).columns
+    # the method stays even with no rows
+    assert list(shown_table(official.iloc[:0]).columns) == ["Method"]
+
+
+def test_matching_and_row_keys_survive_a_reload(tmp_path):
+    df = _leaderboard()
+    assert matching(df, "").all() and matching(df, "  ").all()
+    assert df.loc[matching(df, "RTSR"), "method"].tolist() == ["NJUST-RTSR", *["RTSRN x2"] * 3, *["RTSRN x3"] * 3]
+    again = _leaderboard()
+    for i in (0, 5, len(df) - 1):
+        key = row_key(df.iloc[i])
+        found = find_row(again, key)
+        assert found is not None and found["method"] == df.iloc[i]["method"]
+        assert found["dataset"] == df.iloc[i]["dataset"]
+    assert len({row_key(r) for _, r in df.iterrows()}) == len(df)
+    assert find_row(df, '["rtsr evaluate", "../../etc/passwd"]') is None
 
 
 def test_search_finds_a_team_and_test_sets_of_every_source(tmp_path):

@@ -46,7 +46,7 @@ Y_AXES: Final[dict[str, str]] = {key: metric(key).label for key in get_args(YAxi
 X_AXES: Final[dict[str, str]] = {"runtime_ms": "Runtime (ms)", "relative_runtime": "Runtime relative to bicubic"}
 _X_TITLES: Final[dict[str, str]] = {
     "runtime_ms": "runtime per 4K output (ms, log scale)",
-    "relative_runtime": "runtime relative to bicubic (× bicubic, log scale)",
+    "relative_runtime": "runtime (× bicubic, log scale)",
 }
 #: One colour per source, in the order of the sources (the official table's blue first).
 _SOURCE_COLORS: Final = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
@@ -103,6 +103,11 @@ def _customdata(rows: pd.DataFrame) -> list[list[str]]:
     # Preformatted strings: NaN (unknown SSIM Y, the reference's params) reads as a dash
     # instead of plotly's "NaN", and infinities survive JSON.
     return [[_hover_text(row, key) for key in HOVER_KEYS] for _, row in rows.iterrows()]
+
+
+def _note(text: str) -> str:
+    """A second, smaller line under an axis title: one line each fits a phone's width."""
+    return f"<br><sub>{html.escape(text, quote=False)}</sub>"
 
 
 def _device_bicubic_ms(df: pd.DataFrame) -> tuple[float | None, str]:
@@ -201,22 +206,23 @@ def leaderboard_figure(
     # x per unit in ms: 1 for runtime; bicubic's ms for relative runtime on one device.
     on_gpu = (df["device_type"] == "cuda").to_numpy(dtype="bool")
     bicubic_ms, device = _device_bicubic_ms(df)
+    # x per unit in ms: 1 for runtime; bicubic's ms for relative runtime on one device
+    ms_per_unit = 1.0 if x == "runtime_ms" else bicubic_ms
     x_title = _X_TITLES[x]
-    ms_per_unit: float | None
     if not on_gpu.any():
-        ms_per_unit = None
-        x_title += "; no FPS bands: these runtimes are from a CPU"
+        bands = False
+        x_title += _note("no FPS bands: these runtimes are from a CPU")
     elif x == "runtime_ms":
-        ms_per_unit = 1.0
+        bands = True
         if not on_gpu.all():
-            x_title += "; FPS bands: GPU rows"
+            x_title += _note("FPS bands: for the GPU rows")
     else:
-        ms_per_unit = bicubic_ms if on_gpu.all() else None
-        x_title += f"; FPS bands for {device}" if ms_per_unit else f"; no FPS bands: {device}"
+        bands = ms_per_unit is not None and bool(on_gpu.all())
+        x_title += _note(f"FPS bands for {device}" if bands else f"no FPS bands: {device}")
 
     xs = df[x].to_numpy(dtype="float64")
     xs = xs[np.isfinite(xs) & (xs > 0)]
-    thresholds = [1000.0 / fps / ms_per_unit for fps in FPS_BANDS] if ms_per_unit else []
+    thresholds = [1000.0 / fps / ms_per_unit for fps in FPS_BANDS] if bands and ms_per_unit else []
     span = np.concatenate([xs, thresholds]) if len(xs) else np.asarray(thresholds or [1.0])
     x_low, x_high = float(span.min()) / 1.6, float(span.max()) * 1.6
 
@@ -224,9 +230,9 @@ def leaderboard_figure(
     edges = [x_low, *thresholds]
     for i, fps in enumerate(FPS_BANDS if thresholds else ()):
         label = f"≥{fps} FPS" if i == 0 else f"{fps}–{FPS_BANDS[i - 1]} FPS"
-        # Neighbouring bands' labels alternate between the top and the bottom: the 24-30 band
+        # Neighbouring bands' labels alternate between the top and the middle: the 24-30 band
         # is a tenth of a decade wide, a few pixels on a phone.
-        position = "top right" if i % 2 == 0 else "bottom right"
+        position = "top right" if i % 2 == 0 else "middle right"
         figure.add_shape(
             type="rect",
             xref="x",
@@ -253,9 +259,10 @@ def leaderboard_figure(
     faded = np.where(shown.to_numpy(dtype="bool"), 1.0, _FADED)
     for source in dict.fromkeys(entries["source"]):
         rows = entries[entries["source"] == source]
-        # Front points last: drawn on top of the others, and the legend shows a plain marker
-        # (it takes the first point's symbol).
-        rows = rows.iloc[np.argsort(front[rows.index].to_numpy(dtype="bool"), kind="stable")]
+        # Front points last, drawn on top of the others; a plain matched marker first, since
+        # the legend takes the first point's symbol and opacity.
+        rank = front[rows.index].to_numpy(dtype="int") * 2 + ~shown[rows.index].to_numpy(dtype="bool")
+        rows = rows.iloc[np.argsort(rank, kind="stable")]
         on_front = front[rows.index].to_numpy(dtype="bool")
         color = _SOURCE_COLORS[order.index(source) % len(_SOURCE_COLORS)]
         figure.add_trace(
