@@ -38,6 +38,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+#: The options of every command, accepted before or after its name (``rtsr -q sr ...`` and
+#: ``rtsr sr ... -q`` alike): flags and help.
+GLOBAL_OPTIONS = (
+    (("-q", "--quiet"), "no progress bars"),
+    (("-v", "--verbose"), "log what happens (and the traceback of an internal error)"),
+)
+
+
+def _global_options(default: Any) -> argparse.ArgumentParser:
+    """:data:`GLOBAL_OPTIONS` as a parent parser, each a ``store_true`` with ``default``.
+
+    The top-level parser takes them with default False; each command's parser with
+    ``argparse.SUPPRESS``, so that it sets one only where it is given after the command and
+    never resets one given before it (a command's namespace is copied over the top level's).
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("global options", "before the command or anywhere among its arguments")
+    for flags, text in GLOBAL_OPTIONS:
+        group.add_argument(*flags, action="store_true", default=default, help=text)
+    return parent
+
+
+class _CommandParser(_Parser):
+    """The parser of a command (or of a command's action): takes the global options too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["parents"] = [*kwargs.get("parents", ()), _global_options(argparse.SUPPRESS)]
+        super().__init__(**kwargs)
+
+
 def _scale(text: str) -> int:
     if text not in {str(s) for s in SCALES}:
         raise argparse.ArgumentTypeError(f"scale must be {' or '.join(map(str, SCALES))}, got {text}")
@@ -130,12 +160,12 @@ def _add_engine_timing_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="rtsr", description="NTIRE 2023 Real-Time Super-Resolution: data, metrics, score, runtime, submissions."
+        prog="rtsr",
+        description="NTIRE 2023 Real-Time Super-Resolution: data, metrics, score, runtime, submissions.",
+        parents=[_global_options(False)],
     )
     parser.add_argument("--version", action="version", version=f"rtsr {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
 
     p = sub.add_parser(
         "prepare-data",
@@ -313,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("registry", help="list or add the submissions the app may run")
     p.add_argument("--registry", help="registry file (default: $RTSR_REGISTRY or submissions/registry.json)")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_CommandParser)
     actions.add_parser("list", help="print the registered entries")
     a = actions.add_parser("add", help="validate a submission and register it, pinned and hashed")
     a.add_argument("submission", metavar="org/name@rev|PATH", help="a Hub commit, or a folder below the registry's")

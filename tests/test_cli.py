@@ -3,6 +3,8 @@ runtime and evaluate, and every kind of bad input giving one line and a non-zero
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,8 +12,9 @@ import torch
 from PIL import Image
 
 from bench.bench_metrics import skimage_metrics
+from rtsr.cli import COMMANDS, build_parser
 from rtsr.images import read_rgb
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("scale", [2, 3])
@@ -202,3 +205,90 @@ def test_train_through_the_cli(tmp_path, hr_dir):
     assert_one_line_error(again, "a run is already there")
     assert_one_line_error(run_cli("train", "--scale", 2, "--train-dir", tmp_path / "no", "--out", tmp_path / "r2"),
                           "no such folder")  # fmt: skip
+
+
+# --- global options, before or after the command -------------------------------------------
+
+
+def _rtsr(*args: object) -> subprocess.CompletedProcess[str]:
+    """``python -m rtsr ARGS`` exactly as given (run_cli puts --quiet first)."""
+    return subprocess.run([sys.executable, "-m", "rtsr", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def _has_progress_bar(stderr: str) -> bool:
+    return "100%|" in stderr and "img/s" in stderr
+
+
+def test_quiet_after_the_command_hides_the_progress_bar(tmp_path, hr_dir):
+    sr = ("sr", "--model", "bicubic", "--scale", 2, "--lr-dir", hr_dir)
+    loud = _rtsr(*sr, "--out-dir", tmp_path / "loud")
+    assert loud.returncode == 0, loud.stderr
+    assert _has_progress_bar(loud.stderr) and "sr x2 eager fp32:" in loud.stderr  # what -q is to hide
+
+    for where, argv in {
+        "-q last": (*sr, "--out-dir", tmp_path / "a", "-q"),
+        "--quiet among the options": ("sr", "--model", "bicubic", "--quiet", "--scale", 2, "--lr-dir", hr_dir,
+                                      "--out-dir", tmp_path / "b"),
+        "-q before the command": ("-q", *sr, "--out-dir", tmp_path / "c"),
+    }.items():  # fmt: skip
+        result = _rtsr(*argv)
+        assert result.returncode == 0, (where, result.stderr)
+        assert "img/s" not in result.stderr and "%|" not in result.stderr, (where, result.stderr)
+        assert "upscaled 4 images x2 with bicubic-x2 on cpu" in result.stdout, where
+    for out in ("a", "b", "c"):
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == sorted(p.name for p in hr_dir.iterdir())
+
+
+def test_verbose_after_the_command_logs(tmp_path, hr_dir):
+    def prepare(n: int) -> tuple[object, ...]:
+        return ("prepare-data", "--image-dir", hr_dir, "--downsample-factor", 2,
+                "--lr-out-dir", tmp_path / f"lr{n}", "--gt-out-dir", tmp_path / f"gt{n}")  # fmt: skip
+
+    plain = _rtsr(*prepare(0), "-q")
+    assert plain.returncode == 0, plain.stderr
+    assert "INFO" not in plain.stderr  # what -v adds
+    for argv in ((*prepare(1), "-v", "-q"), ("-q", *prepare(2)[:3], "--verbose", *prepare(2)[3:]),
+                 ("-v", *prepare(3), "-q")):  # fmt: skip
+        result = _rtsr(*argv)
+        assert result.returncode == 0, result.stderr
+        # both flags hold, wherever each was given: the log line, and no progress bar
+        assert result.stderr.strip() == "INFO rtsr.degradation: prepared 4 images at x2", argv
+        assert "prepared 4 images at x2" in result.stdout
+
+
+def test_unknown_option_after_the_command_is_still_refused(tmp_path, hr_dir):
+    for bad in ("--bogus", "-x", "--quietly"):
+        result = _rtsr("sr", "--model", "bicubic", "--scale", 2, "--lr-dir", hr_dir,
+                       "--out-dir", tmp_path / "o", "-q", bad)  # fmt: skip
+        assert result.returncode == 2, (bad, result.stderr)
+        assert_one_line_error(result, f"unrecognized arguments: {bad}")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "quiet", "verbose"),
+    [
+        (["registry", "list"], False, False),
+        (["-q", "registry", "list"], True, False),
+        (["registry", "list", "-q"], True, False),
+        (["registry", "-v", "list"], False, True),
+        (["-v", "registry", "list", "--quiet"], True, True),
+        (["-q", "-v", "validate", "sub", "-q", "-v"], True, True),
+        (["validate", "-v", "sub"], False, True),
+        (["score", "--psnr", "30", "-qv", "--runtime", "4", "--bicubic-psnr", "29"], True, True),
+    ],
+)
+def test_global_options_parse_the_same_anywhere(argv, quiet, verbose):
+    args = build_parser().parse_args(argv)
+    assert (args.quiet, args.verbose) == (quiet, verbose)
+
+
+@pytest.mark.parametrize("command", [*(c for c in COMMANDS if c != "registry"), "registry list", "registry add"])
+def test_every_command_lists_the_global_options_in_its_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*command.split(), "--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "-q, --quiet" in help_text and "-v, --verbose" in help_text, help_text
+    assert f"usage: rtsr {command} [-h] [-q] [-v]" in help_text.replace("\n", " ")

@@ -1,0 +1,131 @@
+"""The newcomer's path: the README's Quick start main job, as written, in a fresh clone of the
+repository's committed tree with nothing beside it (no ../shared, no RTSR_SHARED, no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+#: What the Quick start's main job line starts with; the packages are installed already and
+#: the test has no network, so the test runs what follows it.
+INSTALL = "pip install -r requirements.txt && "
+
+
+def quick_start_blocks(readme: str) -> list[tuple[str, str]]:
+    """The fenced blocks of the README's "## Quick start" section, in order: (info, text)."""
+    section = readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    blocks: list[tuple[str, str]] = []
+    fence: tuple[str, list[str]] | None = None
+    for line in section.splitlines():
+        if fence is None and line.startswith("```"):
+            fence = (line.removeprefix("```").strip(), [])
+        elif fence is not None and line == "```":
+            blocks.append((fence[0], "\n".join(fence[1])))
+            fence = None
+        elif fence is not None:
+            fence[1].append(line)
+    assert fence is None, "an unclosed fence in the README's Quick start"
+    return blocks
+
+
+def main_job(readme: str) -> str:
+    """The command line under the "# the main job" comment of the Quick start's bash block,
+    without the install step."""
+    lines = next(text for info, text in quick_start_blocks(readme) if info == "bash").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("# the main job")]
+    assert len(starts) == 1, lines
+    command = next(line for line in lines[starts[0] + 1 :] if not line.startswith("#"))
+    assert command.startswith(INSTALL), command
+    return command.removeprefix(INSTALL)
+
+
+def printed_output(readme: str) -> str:
+    """The first plain block after the bash block: what the README says the main job prints."""
+    infos = [info for info, _ in quick_start_blocks(readme)]
+    after = infos.index("bash") + 1
+    assert "" in infos[after:], "no output block after the Quick start's commands"
+    return quick_start_blocks(readme)[infos.index("", after)][1]
+
+
+def table_row(text: str, name: str) -> list[float]:
+    """The numbers of the metrics table's row ``name`` (``model`` or ``bicubic``)."""
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] == [name]]
+    assert len(rows) == 1, text
+    return [float(cell) for cell in rows[0][1:]]
+
+
+def git_toplevel(folder: Path) -> Path | None:
+    """The root of the git work tree ``folder`` is in; None outside one, or without git."""
+    if shutil.which("git") is None:
+        return None
+    top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    return Path(top.stdout.strip()).resolve() if top.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone of the repository's HEAD, alone in a temporary folder."""
+    if git_toplevel(ROOT) != ROOT:
+        reason = f"{ROOT} is not the root of a git repository (or git is missing): nothing to clone"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    parent = tmp_path_factory.mktemp("fresh")
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(parent / "rtsr")], check=True, timeout=120)
+    return parent / "rtsr"
+
+
+def test_the_quick_start_main_job_runs_in_a_fresh_clone(clone):
+    assert sorted(p.name for p in clone.parent.iterdir()) == ["rtsr"]
+    assert not (clone.parent / "shared").exists()  # what ../shared/data/eval would be beside it
+    assert sorted(p.name for p in (clone / "testsets" / "Set5").iterdir()) == [
+        "baby.png", "bird.png", "butterfly.png", "head.png", "woman.png",
+    ]  # fmt: skip
+
+    readme = (clone / "README.md").read_text()
+    job = main_job(readme)
+    assert "../shared" not in job and "testsets/Set5" in job
+    env = {k: v for k, v in os.environ.items() if k != "RTSR_SHARED"} | {"HF_HUB_OFFLINE": "1"}
+    stdout = ""
+    for command in job.split(" && "):
+        argv = shlex.split(command)
+        assert argv[0] == "python", command
+        result = subprocess.run(
+            [sys.executable, *argv[1:]], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, f"{command}\nexited {result.returncode}:\n{result.stderr}"
+        stdout += result.stdout
+
+    argv = shlex.split(job.split(" && ")[-1])
+    out = clone / argv[argv.index("--out") + 1]
+    assert out.is_file(), stdout
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "rtsr.evaluate" and doc["model"]["id"] == "rtsrn-x2" and doc["model"]["scale"] == 2
+    assert doc["dataset"]["name"] == "Set5" and doc["dataset"]["images"] == 5
+    assert sorted(image["name"] for image in doc["metrics"]["images"]) == ["baby", "bird", "butterfly", "head", "woman"]
+    # RTSRN x2 on Set5 (JPEG q90 LR) is about 31.4 dB RGB; bicubic below it
+    model_psnr, bicubic_psnr = doc["metrics"]["mean"]["psnr_rgb"], doc["bicubic"]["mean"]["psnr_rgb"]
+    assert 30.5 < model_psnr < 32.5
+    assert 28.0 < bicubic_psnr < model_psnr
+    assert doc["psnr_gain"] > 0 and doc["psnr_gain"] == pytest.approx(model_psnr - bicubic_psnr)
+    assert doc["score"] > 0
+    # the shortened protocol the line asks for
+    assert doc["runtime"]["warmup"] == int(argv[argv.index("--warmup") + 1])
+    assert doc["runtime"]["runtime"]["passes"] == int(argv[argv.index("--repeat") + 1])
+
+    # What the README says the job prints is what it printed (PSNR and SSIM to 0.01: the
+    # runtime differs from run to run, the numbers only by a CPU's rounding).
+    shown = printed_output(readme)
+    for name in ("model", "bicubic"):
+        assert table_row(stdout, name) == pytest.approx(table_row(shown, name), abs=0.01), name
+    assert f"wrote {argv[argv.index('--out') + 1]}" in stdout and f"wrote {out.relative_to(clone)}" in shown
