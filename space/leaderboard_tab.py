@@ -1,8 +1,17 @@
 """The Leaderboard tab: the plot and the table of rtsr.leaderboard for one track and test set,
-wired to the page's controls, and nothing else."""
+wired to the page's controls, and a selected row's details.
+
+The table is an HTML table of our own (``gr.HTML``) rather than ``gr.Dataframe``: a click on
+a header sorts by it (the better end first), the method column stays pinned while the rest
+scrolls, every header explains itself in a tooltip, and a click (or Enter) on a row shows its
+per-image results. It holds text that the server formatted and escaped; the script only
+reorders rows and reports which row was chosen, by a key the server checks against its
+own rows.
+"""
 
 from __future__ import annotations
 
+import html
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,17 +24,20 @@ import pandas as pd
 
 from rtsr.constants import TARGET_SIZE, TRACK_SCALES
 from rtsr.leaderboard import (
-    COLUMNS,
+    OfficialTable,
     Source,
+    column,
     datasets,
     default_sources,
     filter_leaderboard,
     leaderboard_figure,
     load_leaderboard,
-    shown_table,
     to_csv,
 )
+from rtsr.leaderboard.columns import IMAGE_METRICS, cell_text, metric
+from rtsr.leaderboard.details import BICUBIC_PSNR_KEY, GAIN_KEY, RowDetails, row_details
 from rtsr.leaderboard.plot import X_AXES, Y_AXES, XAxis, YAxis
+from rtsr.leaderboard.table import find_row, link_text, matching, pareto_front, row_key, table_columns
 from space.about import LEADERBOARD_NOTE
 
 
@@ -51,97 +63,377 @@ def track_label(track: int) -> str:
     return f"Track {track}: x{scale}, {h // scale}p → 4K"
 
 
+#: The table's script: sorting by a header (the better end first, then flipping), keeping
+#: the sort when the server sends new rows, and reporting the chosen row (click or Enter).
+_TABLE_JS = """
+const sortBy = (th, direction) => {
+  const table = th.closest('table');
+  const index = Array.prototype.indexOf.call(th.parentNode.children, th);
+  const numeric = th.dataset.type === 'number';
+  table.querySelectorAll('th[data-col]').forEach((h) => h.removeAttribute('aria-sort'));
+  th.setAttribute('aria-sort', direction);
+  element.dataset.sortCol = th.dataset.col;
+  element.dataset.sortDir = direction;
+  const body = table.tBodies[0];
+  const value = (row) => {
+    const cell = row.cells[index];
+    return numeric ? parseFloat(cell.dataset.v) : cell.textContent.trim().toLowerCase();
+  };
+  const rows = Array.from(body.rows);
+  rows.sort((a, b) => {
+    const x = value(a), y = value(b);
+    if (numeric && (isNaN(x) || isNaN(y))) return isNaN(x) - isNaN(y);  // unknown last
+    const order = x < y ? -1 : x > y ? 1 : 0;
+    return direction === 'ascending' ? order : -order;
+  });
+  rows.forEach((row) => body.appendChild(row));
+};
+const choose = (row) => {
+  element.querySelectorAll('tr[aria-selected]').forEach((r) => r.removeAttribute('aria-selected'));
+  row.setAttribute('aria-selected', 'true');
+  trigger('select', {row: row.dataset.key});
+};
+element.addEventListener('click', (event) => {
+  const th = event.target.closest('th[data-col]');
+  if (th) {
+    const current = th.getAttribute('aria-sort');
+    const first = th.dataset.better === 'lower' || th.dataset.type !== 'number' ? 'ascending' : 'descending';
+    const flipped = current === 'ascending' ? 'descending' : 'ascending';
+    sortBy(th, current ? flipped : first);
+    return;
+  }
+  if (event.target.closest('a')) return;
+  const row = event.target.closest('tr[data-key]');
+  if (row) choose(row);
+});
+element.addEventListener('keydown', (event) => {
+  const row = event.target.closest('tr[data-key]');
+  if (row && event.target === row && (event.key === 'Enter' || event.key === ' ')) {
+    event.preventDefault();
+    choose(row);
+  }
+});
+watch('value', () => {
+  const col = element.dataset.sortCol;
+  const th = col && element.querySelector(`th[data-col="${col}"]`);
+  if (th) sortBy(th, element.dataset.sortDir);
+});
+"""
+
+#: Styles of the tab: the table (pinned method column and header, selected row), and the
+#: plot on a phone (no toolbar over the title: pinch to zoom instead).
+CSS = """
+#leaderboard-table .lb-scroll {
+  overflow: auto;
+  max-height: 560px;
+  border: 1px solid var(--border-color-primary);
+  border-radius: 6px;
+}
+#leaderboard-table table {
+  color: var(--body-text-color);
+  font-family: var(--font);
+  border-collapse: separate;
+  border-spacing: 0;
+  width: max-content;
+  min-width: 100%;
+  font-size: 14px;
+}
+#leaderboard-table th, #leaderboard-table td {
+  padding: 6px 10px;
+  border-bottom: 1px solid var(--border-color-primary);
+  text-align: right;
+  white-space: nowrap;
+  background: var(--background-fill-primary);
+}
+#leaderboard-table th { position: sticky; top: 0; z-index: 2; background: var(--background-fill-secondary); }
+#leaderboard-table th button { all: unset; cursor: pointer; font-weight: 600; }
+#leaderboard-table th button:focus-visible { outline: 2px solid var(--color-accent); }
+#leaderboard-table th[aria-sort="ascending"] button::after { content: " ▲"; }
+#leaderboard-table th[aria-sort="descending"] button::after { content: " ▼"; }
+#leaderboard-table th.text, #leaderboard-table td.text { text-align: left; }
+#leaderboard-table th:first-child, #leaderboard-table td:first-child {
+  position: sticky;
+  left: 0;
+  z-index: 1;
+  border-right: 1px solid var(--border-color-primary);
+  max-width: 45vw;
+  overflow: hidden;
+  text-overflow: ellipsis;
+}
+#leaderboard-table th:first-child { z-index: 3; }
+#leaderboard-table tbody tr { cursor: pointer; }
+#leaderboard-table tbody tr:hover td { background: var(--background-fill-secondary); }
+#leaderboard-table tbody tr[aria-selected="true"] td { background: var(--color-accent-soft); }
+#leaderboard-table tbody tr.reference td { font-style: italic; }
+#leaderboard-details table { display: block; overflow-x: auto; white-space: nowrap; }
+@media (max-width: 640px) { #leaderboard-plot .modebar-container { display: none; } }
+"""
+
+
+def _cell(key: str, row: pd.Series, on_front: bool) -> str:
+    c = column(key)
+    value = row[key]
+    if c.kind == "url":
+        url = str(value)
+        if not url:
+            return '<td class="text"></td>'
+        link = f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{html.escape(link_text(url))}</a>'
+        return f'<td class="text">{link}</td>'
+    if c.kind == "float":
+        number = float(value)
+        sort = "NaN" if number != number else repr(number)
+        return f'<td data-v="{sort}">{html.escape(cell_text(key, number))}</td>'
+    text = html.escape(cell_text(key, value))
+    if key == "method" and on_front:
+        text = f'<span title="On the Pareto front" aria-label="On the Pareto front">★</span> {text}'
+    return f'<td class="text">{text}</td>'
+
+
+def table_html(rows: pd.DataFrame, front: pd.Series, sort_key: str) -> str:
+    """The page's table of ``rows``: :func:`rtsr.leaderboard.table.table_columns`, each
+    header a sort button whose tooltip is the column's description, rows sorted by
+    ``sort_key`` (its better end first, unknown last), Pareto-optimal methods starred."""
+    if rows.empty:
+        return '<p class="lb-empty">No rows for this selection.</p>'
+    sort = metric(sort_key)
+    rows = rows.assign(_front=front.to_numpy(dtype="bool"))
+    rows = rows.sort_values(sort_key, ascending=not sort.higher_is_better, na_position="last", kind="stable")
+    columns = table_columns(rows)
+    head = []
+    for c in columns:
+        numeric = c.kind == "float"
+        better = ("higher" if metric(c.key).higher_is_better else "lower") if numeric else ""
+        direction = ' aria-sort="descending"' if c.key == sort_key and sort.higher_is_better else ""
+        direction = ' aria-sort="ascending"' if c.key == sort_key and not sort.higher_is_better else direction
+        head.append(
+            f'<th scope="col" data-col="{c.key}" data-type="{"number" if numeric else "text"}" data-better="{better}"'
+            f' class="{"" if numeric else "text"}" title="{html.escape(c.description)}"{direction}>'
+            f'<button type="button">{html.escape(c.label)}</button></th>'
+        )
+    body = []
+    for _, row in rows.iterrows():
+        cells = "".join(_cell(c.key, row, bool(row["_front"])) for c in columns)
+        reference = ' class="reference"' if row["is_reference"] else ""
+        body.append(f'<tr data-key="{html.escape(row_key(row))}" tabindex="0"{reference}>{cells}</tr>')
+    return (
+        '<div class="lb-scroll"><table><thead><tr>'
+        + "".join(head)
+        + "</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table></div>"
+    )
+
+
+def details_markdown(details: RowDetails) -> str:
+    """A selected row: where and how it was measured, and its per-image results."""
+    lines = [f"### {_md(details.method)} · {_md(details.dataset)}", ""]
+    facts = [
+        ("Source", details.source),
+        ("Device", details.device),
+        ("Precision", details.precision),
+        ("Engine", details.engine),
+        ("Team", details.team),
+        ("License", details.license),
+        ("Measured", details.created),
+        ("With", details.versions),
+    ]
+    lines.append(" · ".join(f"**{name}:** {_md(value)}" for name, value in facts if value))
+    if details.link:
+        where = f"{details.repo}@{details.commit[:7]}" if details.repo and details.commit else link_text(details.link)
+        lines += ["", f"**Submission:** [{_md(where)}]({details.link}) (the repo at the commit measured)"]
+    lines.append("")
+    if details.images is None:
+        lines.append(f"*No per-image results: {_md(details.note)}.*")
+        return "\n".join(lines)
+    keys = [m.key for m in IMAGE_METRICS]
+    headers = ["Image", *(m.label for m in IMAGE_METRICS), "Bicubic PSNR RGB (dB)", metric(GAIN_KEY).label]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|---|" + "---:|" * (len(headers) - 1))
+    for _, image in details.images.iterrows():
+        values = [cell_text(k, image[k]) for k in keys]
+        values += [cell_text("psnr_rgb", image[BICUBIC_PSNR_KEY]), cell_text(GAIN_KEY, image[GAIN_KEY])]
+        lines.append(f"| {_md(str(image['image']))} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    """Text from a document or a submission, shown as text: no markup, no HTML."""
+    return html.escape(text).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_").replace("[", "\\[")
+
+
+def search_placeholder(frame: pd.DataFrame) -> str:
+    """The search box's hint: a method and a device that the first view has, so that the
+    example finds rows."""
+    rows = frame[~frame["is_reference"]] if len(frame) else frame
+    if rows.empty:
+        return "a method, team or device"
+    best = rows.sort_values("score", ascending=False).iloc[0]
+    device = str(best["device"]).split("(")[0].split()
+    return f"e.g. {str(best['method']).split()[0]}" + (f", {device[-1]}" if device else "")
+
+
+def track_note(board: Board, track: int) -> str:
+    """What the selection of ``track`` holds: each source with rows in it, and a plain word
+    where the challenge's own table for the track is not among them."""
+    present = set(board.frame.loc[board.frame["track"] == track, "source"])
+    lines = [f"- **{s.name}**: {s.description}" for s in board.sources if s.name in present]
+    official = [s for s in board.sources if isinstance(s, OfficialTable)]
+    if official and not any(s.track == track for s in official):
+        lines.append(
+            f"- **The challenge's official Track {track} table is not included**: every row here is one of our"
+            " own evaluations, measured on the device its row names."
+        )
+    if not lines:
+        lines.append(f"- No results for Track {track} yet.")
+    return "\n".join(lines) + "\n\n" + LEADERBOARD_NOTE
+
+
 @dataclass
 class LeaderboardView:
-    """What a refresh of the leaderboard tab reads and writes."""
+    """The tab's controls (:attr:`inputs`: track, test set, sources, axes, search), what a
+    view writes (:attr:`outputs`: plot, table, CSV), and :meth:`refresh` for the page's timer."""
 
+    board: Board
     inputs: list[Any]
     outputs: list[Any]
-    errors: gr.Markdown
-    dataset: gr.Dropdown
-    view: Callable[..., Iterator[tuple[Any, pd.DataFrame, str]]]
+    #: What a refresh writes besides the view: the errors, the test sets, the sources, the note.
+    controls: list[Any]
+    view: Callable[..., Iterator[tuple[Any, str, str]]]
+
+    def refresh(self, *values: Any) -> list[Any]:
+        """Updates for :attr:`controls` then :attr:`outputs`, from the controls' current
+        ``values`` (those of a tab never opened may be None), after the board reloaded."""
+        track_id, dataset_name, source_names, y, x, text = values
+        track_id = track_id or 1
+        names = datasets(self.board.frame, track_id)
+        dataset_name = dataset_name if dataset_name in names else (names[0] if names else None)
+        present = _present_sources(self.board, track_id)
+        chosen = [n for n in (source_names if source_names is not None else present) if n in present]
+        updates: list[Any] = [
+            errors_markdown(self.board),
+            gr.Dropdown(choices=names, value=dataset_name),
+            gr.CheckboxGroup(choices=present, value=chosen),
+            track_note(self.board, track_id),
+        ]
+        for view in self.view(track_id, dataset_name, chosen, y or "score", x or "runtime_ms", text or ""):
+            updates += list(view)
+        return updates
 
 
 def errors_markdown(board: Board) -> str:
     return "\n\n".join(f"⚠️ {error}" for error in board.errors)
 
 
+def _present_sources(board: Board, track: int) -> list[str]:
+    """The names of the sources with rows in ``track``, in the board's order."""
+    present = set(board.frame.loc[board.frame["track"] == track, "source"])
+    return [s.name for s in board.sources if s.name in present]
+
+
 def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
+    """The tab's components and events; returns what the page's refresh needs."""
     # the board's frame is read at each view: a refresh replaces it
     errors = gr.Markdown(errors_markdown(board), elem_id="leaderboard-errors")
     frame = board.frame
     tracks = sorted(int(t) for t in frame["track"].unique()) if len(frame) else list(TRACK_SCALES)
+    names = [s.name for s in board.sources]  # every source, for stable colours
+    first_sets = datasets(frame, tracks[0])
+    first_sources = _present_sources(board, tracks[0])
+    first_rows = filter_leaderboard(frame, track=tracks[0], dataset=first_sets[0] if first_sets else None)
     with gr.Row():
         track = gr.Radio(
             [(track_label(t), t) for t in tracks], value=tracks[0], label="Track", scale=2, elem_id="lb-track"
         )
-        first_sets = datasets(frame, tracks[0])
         dataset = gr.Dropdown(
             first_sets, value=first_sets[0] if first_sets else None, label="Test set", scale=1, elem_id="lb-dataset"
         )
-        names = [s.name for s in board.sources]
         sources = gr.CheckboxGroup(
-            names,
-            value=names,
+            first_sources,
+            value=first_sources,
             label="Sources",
+            info="Only the sources with results for this track",
             scale=2,
             elem_id="lb-sources",
         )
     with gr.Row():
         y_axis = gr.Radio(
-            [(label, key) for key, label in Y_AXES.items()], value="score", label="Quality axis", elem_id="lb-y"
+            [(label, key) for key, label in Y_AXES.items()],
+            value="score",
+            label="Quality axis",
+            info="Score: the challenge's ranking (PSNR gain over bicubic against runtime); PSNR: quality alone",
+            elem_id="lb-y",
         )
         x_axis = gr.Radio(
             [(label, key) for key, label in X_AXES.items()],
             value="runtime_ms",
             label="Runtime axis",
+            info="Relative to bicubic on the same device compares across devices; milliseconds do not",
             elem_id="lb-x",
         )
-        query = gr.Textbox(label="Search method, team or device", placeholder="e.g. RTSRN, 3090", elem_id="lb-query")
+        query = gr.Textbox(
+            label="Search method, team or device",
+            info="Fades the other points; the Pareto front stays the whole selection's",
+            placeholder=search_placeholder(first_rows),
+            elem_id="lb-query",
+        )
 
     def render(
         track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str, folder: Path
-    ) -> tuple[Any, pd.DataFrame, str]:
-        rows = filter_leaderboard(board.frame, track=track_id, sources=source_names, dataset=dataset_name, query=text)
-        title = f"{track_label(track_id)} · {dataset_name or 'no results'}"
-        path = to_csv(rows, folder / f"rtsr_leaderboard_track{track_id}.csv")
-        figure = leaderboard_figure(rows, y=y, x=x, title=title, sources=names)
-        return figure, shown_table(rows), str(path)
+    ) -> tuple[Any, str, str]:
+        rows = filter_leaderboard(board.frame, track=track_id, sources=source_names, dataset=dataset_name)
+        found = matching(rows, text)
+        title = f"Track {track_id} · {dataset_name or 'no results'}"
+        path = to_csv(rows[found], folder / f"rtsr_leaderboard_track{track_id}.csv")
+        figure = leaderboard_figure(rows, y=y, x=x, title=title, sources=names, highlight=found)
+        front = pareto_front(rows, y, x)
+        return figure, table_html(rows[found], front[found], y), str(path)
 
     def on_view(
         track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str
-    ) -> Iterator[tuple[Any, pd.DataFrame, str]]:
+    ) -> Iterator[tuple[Any, str, str]]:
         folder = Path(tempfile.mkdtemp(dir=workdir))
         try:
-            yield render(track_id, dataset_name, source_names, y, x, text, folder)
+            yield render(track_id, dataset_name, source_names, y, x, text or "", folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)  # Gradio has its own copy of the CSV
 
     first = render(track.value, dataset.value, sources.value, y_axis.value, x_axis.value, "", workdir)
     plot = gr.Plot(first[0], elem_id="leaderboard-plot")
-    gr.Markdown("".join(f"- **{s.name}**: {s.description}\n" for s in board.sources) + "\n" + LEADERBOARD_NOTE)
-    # links (the submission on the Hub at the commit measured) as Markdown, the rest as text
-    datatype = ["markdown" if c.kind == "url" else "str" for c in COLUMNS if c.shown]
-    table = gr.Dataframe(
-        first[1],
-        datatype=datatype,  # type: ignore[arg-type]
-        interactive=False,
-        show_search="filter",
-        max_height=520,
-        elem_id="leaderboard-table",
+    note = gr.Markdown(track_note(board, tracks[0]), elem_id="leaderboard-note")
+    gr.Markdown(
+        "Click a header to sort by it (again to reverse); hover it for what it means. Select a row for its"
+        " per-image results and where it was measured."
     )
-    csv = gr.DownloadButton("Download CSV", value=first[2], elem_id="leaderboard-csv")
+    table = gr.HTML(first[1], js_on_load=_TABLE_JS, apply_default_css=False, elem_id="leaderboard-table")
+    details = gr.Markdown(elem_id="leaderboard-details")
+    csv = gr.DownloadButton("Download CSV (full precision)", value=first[2], elem_id="leaderboard-csv")
 
-    def on_track(track_id: int) -> Any:
-        names = datasets(board.frame, track_id)
-        return gr.Dropdown(choices=names, value=names[0] if names else None)
+    def on_track(track_id: int) -> tuple[Any, Any, str, str]:
+        sets = datasets(board.frame, track_id)
+        present = _present_sources(board, track_id)
+        return (
+            gr.Dropdown(choices=sets, value=sets[0] if sets else None),
+            gr.CheckboxGroup(choices=present, value=present),
+            track_note(board, track_id),
+            "",
+        )
+
+    def on_select(track_id: int, dataset_name: str | None, event: gr.EventData) -> str:
+        key = getattr(event, "row", None)
+        rows = filter_leaderboard(board.frame, track=track_id, dataset=dataset_name)
+        row = find_row(rows, key) if isinstance(key, str) else None
+        if row is None:
+            return "*That row is no longer on the leaderboard (it was reloaded): select it again.*"
+        return details_markdown(row_details(row, board.sources))
 
     inputs = [track, dataset, sources, y_axis, x_axis, query]
     outputs = [plot, table, csv]
     # .then: the dataset's value may not change with the track (Set5 in both), so no .change fires
-    changed = track.change(on_track, track, dataset, api_visibility="private")
+    changed = track.change(on_track, track, [dataset, sources, note, details], api_visibility="private")
     changed.then(on_view, inputs, outputs, api_visibility="private")
     for control in (dataset, sources, y_axis, x_axis):
         control.input(on_view, inputs, outputs, api_visibility="private")
-    query.input(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
-    return LeaderboardView(inputs, outputs, errors, dataset, on_view)
+    # .change, not .input: a box emptied by Backspace or select-all + Delete must show every row again
+    query.change(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
+    table.select(on_select, [track, dataset], details, api_visibility="private")
+    return LeaderboardView(board, inputs, outputs, [errors, dataset, sources, note], on_view)
