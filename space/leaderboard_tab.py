@@ -291,24 +291,28 @@ def track_note(board: Board, track: int) -> str:
 @dataclass
 class LeaderboardView:
     """The tab's controls (:attr:`inputs`: track, test set, sources, axes, search), what a
-    view writes (:attr:`outputs`: plot, table, CSV), and :meth:`refresh` for the page's timer."""
+    view writes (:attr:`outputs`: plot, table, CSV), and :meth:`refresh` for the page's timer,
+    which reads :attr:`refresh_inputs` (the controls, then the sources this page unchecked)."""
 
     board: Board
     inputs: list[Any]
     outputs: list[Any]
+    refresh_inputs: list[Any]
     #: What a refresh writes besides the view: the errors, the test sets, the sources, the note.
     controls: list[Any]
     view: Callable[..., Iterator[tuple[Any, str, str]]]
 
     def refresh(self, *values: Any) -> list[Any]:
-        """Updates for :attr:`controls` then :attr:`outputs`, from the controls' current
-        ``values`` (those of a tab never opened may be None), after the board reloaded."""
-        track_id, dataset_name, source_names, y, x, text = values
+        """Updates for :attr:`controls` then :attr:`outputs`, from the values of
+        :attr:`refresh_inputs` (those of a tab never opened may be None), after the board
+        reloaded. A source that has rows now and was not unchecked on this page is checked: a
+        new one (the first submission of a track) shows at once."""
+        track_id, dataset_name, _, y, x, text, unchecked = values
         track_id = track_id or 1
         names = datasets(self.board.frame, track_id)
         dataset_name = dataset_name if dataset_name in names else (names[0] if names else None)
         present = _present_sources(self.board, track_id)
-        chosen = [n for n in (source_names if source_names is not None else present) if n in present]
+        chosen = [n for n in present if n not in (unchecked or [])]
         updates: list[Any] = [
             errors_markdown(self.board),
             gr.Dropdown(choices=names, value=dataset_name),
@@ -408,15 +412,23 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
     details = gr.Markdown(elem_id="leaderboard-details")
     csv = gr.DownloadButton("Download CSV (full precision)", value=first[2], elem_id="leaderboard-csv")
 
-    def on_track(track_id: int) -> tuple[Any, Any, str, str]:
+    # the sources this page unchecked: a refresh or another track keeps them unchecked, and
+    # checks the others, new ones included
+    unchecked = gr.State([])
+
+    def on_track(track_id: int, hidden: list[str]) -> tuple[Any, Any, str, str]:
         sets = datasets(board.frame, track_id)
         present = _present_sources(board, track_id)
         return (
             gr.Dropdown(choices=sets, value=sets[0] if sets else None),
-            gr.CheckboxGroup(choices=present, value=present),
+            gr.CheckboxGroup(choices=present, value=[n for n in present if n not in hidden]),
             track_note(board, track_id),
             "",
         )
+
+    def on_sources(track_id: int, checked: list[str], hidden: list[str]) -> list[str]:
+        present = _present_sources(board, track_id)
+        return [n for n in hidden if n not in present] + [n for n in present if n not in checked]
 
     def on_select(track_id: int, dataset_name: str | None, event: gr.EventData) -> str:
         key = getattr(event, "row", None)
@@ -429,11 +441,13 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
     inputs = [track, dataset, sources, y_axis, x_axis, query]
     outputs = [plot, table, csv]
     # .then: the dataset's value may not change with the track (Set5 in both), so no .change fires
-    changed = track.change(on_track, track, [dataset, sources, note, details], api_visibility="private")
+    changed = track.change(on_track, [track, unchecked], [dataset, sources, note, details], api_visibility="private")
     changed.then(on_view, inputs, outputs, api_visibility="private")
     for control in (dataset, sources, y_axis, x_axis):
         control.input(on_view, inputs, outputs, api_visibility="private")
+    sources.input(on_sources, [track, sources, unchecked], unchecked, api_visibility="private")
     # .change, not .input: a box emptied by Backspace or select-all + Delete must show every row again
     query.change(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
     table.select(on_select, [track, dataset], details, api_visibility="private")
-    return LeaderboardView(board, inputs, outputs, [errors, dataset, sources, note], on_view)
+    controls = [errors, dataset, sources, note]
+    return LeaderboardView(board, inputs, outputs, [*inputs, unchecked], controls, on_view)

@@ -209,6 +209,11 @@ def test_track_2_says_what_it_has(board):
     shot(board, "leaderboard_track2")
     board.locator("#lb-track").get_by_label(re.compile("Track 1")).check()
     expect(board.locator("#lb-sources label")).to_have_text(["NTIRE 2023 (reported)", "rtsr evaluate"])
+    # a source unchecked here stays unchecked in the other track
+    board.locator("#lb-sources").get_by_label("rtsr evaluate").uncheck()
+    board.locator("#lb-track").get_by_label(re.compile("Track 2")).check()
+    expect(board.locator("#lb-sources").get_by_label("rtsr evaluate")).not_to_be_checked()
+    expect(board.locator(POINTS)).to_have_count(0)
 
 
 def test_a_selected_row_shows_its_per_image_results(board):
