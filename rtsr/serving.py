@@ -67,6 +67,10 @@ PREVIEW_JPEG_QUALITY = 92
 #: lossless, for a file about a quarter larger (bench/bench_app.py).
 PNG_COMPRESS_LEVEL = 1
 
+#: Side of a detail view's crops, in output pixels: small enough to show four side by side at
+#: 1:1 on a laptop, large enough to judge edges and textures.
+DETAIL_SIZE = 128
+
 #: The request's stages, in order, as they appear in :attr:`UpscaleResult.timings_ms`.
 STAGES = ("decode", "degrade", "model", "bicubic", "metrics", "encode")
 
@@ -300,6 +304,42 @@ def check_input_size(height: int, width: int, scale: int, mode: Mode, max_input_
         raise InputError(f"image is too small: {what}, and the model input needs at least {MIN_INPUT_SIDE} px a side")
 
 
+def fit_size(height: int, width: int, scale: int, mode: Mode, max_input_pixels: int) -> tuple[int, int] | None:
+    """The largest ``(height, width)`` of the same aspect ratio (sides rounded down) whose
+    model input fits ``max_input_pixels``, or None when the image fits as it is.
+
+    In ``"simulate"`` mode the image is the ground truth, whose model input is its ``scale``
+    downscale after cropping to a multiple of ``scale`` (as :func:`check_input_size` counts).
+
+    Raises:
+        ValueError: a side or the limit is not positive.
+    """
+    if height < 1 or width < 1 or max_input_pixels < 1:
+        raise ValueError(f"sides and limit must be positive, got {width}x{height} and {max_input_pixels}")
+    factor = scale if mode == "simulate" else 1
+
+    def fits(h: int, w: int) -> bool:
+        return (h // factor) * (w // factor) <= max_input_pixels
+
+    if fits(height, width):
+        return None
+    ratio = min(1.0, ((max_input_pixels * factor * factor) / (height * width)) ** 0.5)
+    h, w = max(1, int(height * ratio)), max(1, int(width * ratio))
+    while not fits(h, w) and h > 1:  # float rounding may leave a row or a column too many
+        h -= 1
+        w = max(1, int(h * width / height))
+    return h, w
+
+
+def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 image resized to ``size`` ``(height, width)`` with Pillow's
+    Lanczos filter, whose support widens with the reduction so that it antialiases."""
+    height, width = size
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {width}x{height}")
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+
+
 def read_upload(path: str | Path, scale: int, mode: Mode, max_input_pixels: int) -> np.ndarray:
     """Read an uploaded image as ``(H, W, 3)`` uint8 RGB after checking its size from the
     header, so that an oversized file is refused before it is decoded. Messages name the file
@@ -342,6 +382,16 @@ class UpscaleResult:
     tiles_exact: bool = True
     #: Milliseconds spent in each of :data:`STAGES` that ran.
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: ``(height, width)`` of the upload as read (before any crop for the scale); None for
+    #: results made without one.
+    upload_size: tuple[int, int] | None = None
+    #: ``(height, width)`` of the file when it was downscaled to fit the size limit (``fit``).
+    downscaled_from: tuple[int, int] | None = None
+
+    @property
+    def cropped(self) -> bool:
+        """True when simulate mode cropped the upload so that its sides divide by the scale."""
+        return self.gt is not None and self.upload_size is not None and self.gt.shape[:2] != self.upload_size
 
     @property
     def precision(self) -> Precision:
@@ -378,6 +428,8 @@ class UpscaleResult:
             "engine": self.engine.as_dict(),
             "tiles": self.tiles,
             "tiles_exact": self.tiles_exact,
+            "upload_size": list(self.upload_size) if self.upload_size else None,
+            "downscaled_from": list(self.downscaled_from) if self.downscaled_from else None,
             "forward_ms": self.forward_ms,
             "timings_ms": dict(self.timings_ms),
             "metrics": self.metrics.as_dict() if self.metrics else None,
@@ -410,6 +462,7 @@ def serve(
     one_pass_pixels: int | None = None,
     tile: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    fit: bool = False,
 ) -> UpscaleResult:
     """Serve one request: read, (degrade,) upscale with the model and bicubic, measure.
 
@@ -430,6 +483,8 @@ def serve(
             :func:`default_one_pass_pixels`).
         tile: the tiles' side in LR pixels (default: by device, see :func:`default_tile`).
         on_tile: called with (tiles done, tiles in all) as a tiled input progresses.
+        fit: downscale an image above ``max_input_pixels`` to the largest size that fits
+            (:func:`fit_size`, Lanczos) instead of refusing it.
 
     Raises:
         InputError: unreadable, too large or mismatched images, a bad mode or quality, or a
@@ -446,7 +501,15 @@ def serve(
 
     with _stage(timings, "decode", on_stage):
         if isinstance(image, np.ndarray):
-            check_input_size(image.shape[0], image.shape[1], scale, mode, limit)
+            height, width = image.shape[:2]
+        else:
+            height, width = image_size(image, Path(image).name)
+        target = fit_size(height, width, scale, mode, limit) if fit else None
+        if target is not None:
+            upload = downscale(image if isinstance(image, np.ndarray) else read_rgb(image, Path(image).name), target)
+            check_input_size(upload.shape[0], upload.shape[1], scale, mode, limit)
+        elif isinstance(image, np.ndarray):
+            check_input_size(height, width, scale, mode, limit)
             upload = image
         else:
             upload = read_upload(image, scale, mode, limit)
@@ -500,6 +563,8 @@ def serve(
         tiles=done.tiles,
         tiles_exact=done.bounded,
         timings_ms=timings,
+        upload_size=(upload.shape[0], upload.shape[1]),
+        downscaled_from=(height, width) if target is not None else None,
     )
 
 
@@ -532,6 +597,69 @@ def encode_png(image: np.ndarray, path: str | Path, compress_level: int = PNG_CO
     return Path(path)
 
 
+def detail_box(height: int, width: int, scale: int, x: int, y: int, size: int = DETAIL_SIZE) -> tuple[int, int, int]:
+    """The ``(top, left, side)`` of a square detail of an output of ``height x width``
+    pixels, centred on the output pixel ``(x, y)`` as nearly as it fits inside.
+
+    ``side`` is ``size`` rounded down to a multiple of ``scale`` (and to the output's shorter
+    side), and ``top`` and ``left`` are multiples of ``scale`` too, so that the detail covers
+    whole input pixels: the input's crop is exactly ``side // scale`` pixels a side.
+
+    Raises:
+        ValueError: ``scale`` or ``size`` is below 1, or smaller than ``scale``.
+    """
+    if scale < 1 or size < scale:
+        raise ValueError(f"size must be at least the scale, got size {size} at x{scale}")
+    side = min(size, height // scale * scale, width // scale * scale) // scale * scale
+    x, y = min(max(x, 0), width - 1), min(max(y, 0), height - 1)
+
+    def start(centre: int, extent: int) -> int:
+        first = min(max(centre - side // 2, 0), extent // scale * scale - side)
+        return first // scale * scale
+
+    return start(y, height), start(x, width), side
+
+
+def detail_crops(
+    lr: np.ndarray, outputs: dict[str, np.ndarray], x: int, y: int, size: int = DETAIL_SIZE
+) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
+    """Crops of the same square detail of several images, at 1:1 for comparison.
+
+    Args:
+        lr: the model's input, ``(h, w, 3)``.
+        outputs: images of the output's size ``(h * scale, w * scale, 3)`` by name (the
+            model's output, bicubic, the ground truth).
+        x, y: the output pixel to centre the detail on (see :func:`detail_box`).
+        size: the detail's side in output pixels.
+
+    Returns:
+        The crops by name, ``"input"`` first: the input's pixels repeated ``scale`` times
+        each way (:func:`nearest_upscale`) so that all crops show the same area at the same
+        size; and the detail's ``(top, left, side)`` in output pixels.
+
+    Raises:
+        ValueError: no outputs, or an output that is not ``scale`` times the input.
+    """
+    if not outputs:
+        raise ValueError("no images to crop")
+    h, w = lr.shape[:2]
+    height, width = next(iter(outputs.values())).shape[:2]
+    scale = height // h
+    for name, image in outputs.items():
+        if scale < 1 or image.shape[:2] != (h * scale, w * scale):
+            raise ValueError(f"{name} is {image.shape[1]}x{image.shape[0]}, not a whole multiple of the {w}x{h} input")
+    top, left, side = detail_box(height, width, scale, x, y, size)
+    rows, cols = slice(top // scale, (top + side) // scale), slice(left // scale, (left + side) // scale)
+    crops = {"input": nearest_upscale(lr[rows, cols], scale)}
+    crops.update({name: image[top : top + side, left : left + side] for name, image in outputs.items()})
+    return crops, (top, left, side)
+
+
+def _decode(jpeg: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(jpeg)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 @dataclass(frozen=True)
 class Previews:
     """The JPEG previews of one request: small enough to keep in a user's session (a few MB at
@@ -543,16 +671,29 @@ class Previews:
     lr: bytes
     #: The model's input at the output's size, pixels repeated (no interpolation).
     lr_nearest: bytes
+    #: The ground truth the outputs were measured against, if any.
+    gt: bytes | None = None
 
     @classmethod
     def encode(cls, result: UpscaleResult) -> Previews:
-        """Encode the four previews of ``result`` (the request's "encode" stage)."""
+        """Encode the previews of ``result`` (the request's "encode" stage)."""
         return cls(
             sr=jpeg_preview(result.sr),
             bicubic=jpeg_preview(result.bicubic),
             lr=jpeg_preview(result.lr),
             lr_nearest=jpeg_preview(nearest_upscale(result.lr, result.model.scale)),
+            gt=jpeg_preview(result.gt) if result.gt is not None else None,
         )
+
+    def detail(self, x: int, y: int, size: int = DETAIL_SIZE) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
+        """:func:`detail_crops` of the previews around output pixel ``(x, y)``: ``"input"``,
+        ``"bicubic"``, ``"model"`` and, with a ground truth, ``"gt"``. The crops are of
+        the previews (JPEG at :data:`PREVIEW_JPEG_QUALITY`, chroma not subsampled), which the
+        session keeps instead of the arrays."""
+        outputs = {"bicubic": _decode(self.bicubic), "model": _decode(self.sr)}
+        if self.gt is not None:
+            outputs["gt"] = _decode(self.gt)
+        return detail_crops(_decode(self.lr), outputs, x, y, size)
 
     def pair(self, before: Literal["bicubic", "lr"], folder: str | Path) -> tuple[str, str]:
         """Write the before/after comparison into ``folder``: bicubic or the LR input (its

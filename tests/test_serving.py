@@ -24,8 +24,12 @@ from rtsr.serving import (
     ModelPool,
     Previews,
     check_input_size,
+    detail_box,
+    detail_crops,
+    downscale,
     encode_png,
     encode_preview,
+    fit_size,
     nearest_upscale,
     serve,
 )
@@ -221,6 +225,107 @@ def test_size_limits_are_exact(pool):
         check_input_size(30, 300, 3, "simulate", 960 * 540)
     with pytest.raises(InputError, match="too small"):
         serve(pool, "rtsrn-x2", photo("chelsea")[:20], mode="simulate")
+
+
+def test_fit_size_is_the_largest_size_of_the_same_shape_under_the_limit():
+    # 4000x3000 (12 MP) into 1920x1080 (2 073 600 px): a ratio of sqrt(2073600 / 12e6) = 0.41569,
+    # so 1662.76 x 1247.07, sides rounded down
+    assert fit_size(3000, 4000, 2, "upscale", 1920 * 1080) == (1247, 1662)
+    # simulate mode: the limit is on the x2 downscale, so the ground truth may be 4x larger
+    assert fit_size(3000, 4000, 2, "simulate", 1920 * 1080) == (2494, 3325)
+    assert fit_size(540, 960, 2, "upscale", 960 * 540) is None  # exactly at the limit
+    for height, width, scale, mode, limit in [
+        (1100, 2000, 2, "upscale", 1920 * 1080),
+        (3001, 4001, 3, "simulate", 960 * 540),
+        (5000, 333, 2, "upscale", 100_000),
+        (777, 7777, 3, "simulate", 250_000),
+    ]:
+        h, w = fit_size(height, width, scale, mode, limit)
+        check_input_size(h, w, scale, mode, limit)  # it fits ...
+        factor = scale if mode == "simulate" else 1
+        assert (h // factor) * (w // factor) > 0.98 * limit  # ... with little to spare
+        assert abs(w / h - width / height) < 1.5 / min(h, w) * max(1, width / height)  # the same shape
+    with pytest.raises(ValueError, match="positive"):
+        fit_size(0, 10, 2, "upscale", 100)
+
+
+def test_downscale_uses_a_real_resampler():
+    from skimage.transform import resize
+
+    image = photo("astronaut")  # 512x512
+    small = downscale(image, (200, 300))
+    assert small.shape == (200, 300, 3) and small.dtype == np.uint8
+    # scikit-image's antialiased resize is an independent reference; plain subsampling is not close
+    reference = (resize(image, (200, 300), anti_aliasing=True, order=3) * 255).round().astype(np.uint8)
+    assert peak_signal_noise_ratio(reference, small) > 28
+    rows, cols = np.arange(200) * 512 // 200, np.arange(300) * 512 // 300
+    assert peak_signal_noise_ratio(reference, image[rows][:, cols]) < peak_signal_noise_ratio(reference, small) - 3
+
+
+def test_an_oversized_upload_is_downscaled_to_fit_when_asked(pool, tmp_path):
+    Image.fromarray(photo("chelsea")).save(tmp_path / "chelsea.png")  # 451x300
+    limit = 200 * 150
+    with pytest.raises(InputError, match=r"at most 0\.03 MP"):
+        serve(pool, "bicubic-x2", tmp_path / "chelsea.png", mode="upscale", max_input_pixels=limit)
+    result = serve(pool, "bicubic-x2", tmp_path / "chelsea.png", mode="upscale", max_input_pixels=limit, fit=True)
+    # sqrt(30000 / (451 * 300)) = 0.47090: 212.38 x 141.27, rounded down
+    assert result.lr.shape == (141, 212, 3) and result.sr.shape == (282, 424, 3)
+    assert result.downscaled_from == (300, 451) and result.upload_size == (141, 212)
+    assert result.summary()["downscaled_from"] == [300, 451]
+    reference = np.asarray(Image.fromarray(photo("chelsea")).resize((212, 141), Image.Resampling.LANCZOS))
+    assert np.array_equal(result.lr, reference)
+    # simulate mode: the ground truth is downscaled, then cropped to the scale and degraded
+    sim = serve(pool, "bicubic-x3", photo("chelsea"), mode="simulate", max_input_pixels=limit // 9, fit=True)
+    assert sim.downscaled_from == (300, 451) and sim.upload_size is not None
+    assert (sim.upload_size[0] // 3) * (sim.upload_size[1] // 3) <= limit // 9
+    assert sim.gt is not None and sim.gt.shape[:2] == (sim.upload_size[0] // 3 * 3, sim.upload_size[1] // 3 * 3)
+    # an image that fits is left as it is
+    same = serve(pool, "bicubic-x2", photo("chelsea"), mode="upscale", fit=True)
+    assert same.downscaled_from is None and np.array_equal(same.lr, photo("chelsea"))
+
+
+def test_simulate_says_when_it_crops_the_upload_to_the_scale(pool):
+    astronaut = photo("astronaut")  # 512x512: 512 = 3 * 170 + 2
+    cropped = serve(pool, "bicubic-x3", astronaut, mode="simulate")
+    assert cropped.cropped and cropped.upload_size == (512, 512) and cropped.gt.shape == (510, 510, 3)
+    assert not serve(pool, "bicubic-x2", astronaut, mode="simulate").cropped
+    assert not serve(pool, "bicubic-x3", astronaut, mode="upscale").cropped
+
+
+def test_detail_box_is_centred_aligned_to_the_scale_and_inside():
+    # the centre of a 1024x1024 x2 output: 128 px from 448, whole input pixels 224..288
+    assert detail_box(1024, 1024, 2, 512, 512) == (448, 448, 128)
+    # x3: 126 px (42 input pixels), starting on a multiple of 3 at or before 500 - 63 = 437
+    assert detail_box(1536, 1536, 3, 500, 500) == (435, 435, 126)
+    # corners: clamped inside, the last whole input pixels for a side not divisible by 3
+    assert detail_box(426, 639, 3, 0, 0) == (0, 0, 126)
+    assert detail_box(426, 639, 3, 638, 425) == (300, 513, 126)
+    assert detail_box(428, 640, 3, 639, 427) == (300, 513, 126)  # 640 = 3 * 213 + 1: 513 + 126 = 639
+    # narrower than the detail: its whole width, and a square of that side around y = 50
+    assert detail_box(100, 60, 2, 30, 50) == (20, 0, 60)
+    with pytest.raises(ValueError, match="at least the scale"):
+        detail_box(100, 100, 3, 0, 0, size=2)
+
+
+def test_detail_crops_show_the_same_area_of_each_image(pool):
+    gt = photo("astronaut")  # 512x512
+    result = serve(pool, "rtsrn-x2", gt, mode="simulate")
+    outputs = {"bicubic": result.bicubic, "model": result.sr, "gt": result.gt}
+    crops, box = detail_crops(result.lr, outputs, x=300, y=100)
+    assert box == (36, 236, 128) and list(crops) == ["input", "bicubic", "model", "gt"]
+    assert all(c.shape == (128, 128, 3) for c in crops.values())
+    assert np.array_equal(crops["gt"], gt[36:164, 236:364])
+    assert np.array_equal(crops["model"], result.sr[36:164, 236:364])
+    # the input's 64x64 pixels under the same area, each shown as 2x2 (Pillow's nearest as reference)
+    lr_area = Image.fromarray(result.lr[18:82, 118:182])
+    assert np.array_equal(crops["input"], np.asarray(lr_area.resize((128, 128), Image.Resampling.NEAREST)))
+    # the crops of the session's previews are those of the JPEG previews, ground truth included
+    preview_crops, preview_box = Previews.encode(result).detail(300, 100)
+    assert preview_box == box and list(preview_crops) == ["input", "bicubic", "model", "gt"]
+    for name, crop in preview_crops.items():
+        assert peak_signal_noise_ratio(crops[name], crop) > 35, name
+    with pytest.raises(ValueError, match="not a whole multiple"):
+        detail_crops(result.lr, {"gt": gt[:-1]}, 0, 0)
 
 
 def test_bad_requests_get_clear_errors(pool, tmp_path):
