@@ -5,6 +5,8 @@ Numbers come from :mod:`rtsr.constants`, so the page cannot drift from the code 
 
 from __future__ import annotations
 
+import os
+
 from rtsr.constants import (
     FPS_BANDS,
     JPEG_QUALITY,
@@ -38,11 +40,50 @@ or compare every entry's quality against its runtime on the leaderboard.
 """
 
 LEADERBOARD_NOTE = """\
-Every row names the device and precision that measured it: milliseconds from different devices
-do not compare, **× bicubic** (the runtime over bicubic's on the same device) does. Stars mark the
-Pareto front: no other entry is both at least as fast and at least as good. Scores of runs
-timed on a CPU are far below the official ones and say nothing about a GPU.
+How to read it: every row names the device and precision that measured it; milliseconds from
+different devices do not compare, **× bicubic** (the runtime over bicubic's on the same device)
+does. **Stars** mark the **Pareto front**: no other row is both at least as fast and at least as
+good. The green **FPS bands** shade runtimes of 60, 30 and 24 frames per second and more: the
+challenge's real-time targets on its GPU, drawn only against GPU rows. In PSNR mode the dotted
+**score lines** join the runtimes and PSNRs that earn the same score. Scores of runs timed on a
+CPU are far below the official ones and say nothing about a GPU.
 """
+
+
+def about_links(space_id: str | None) -> str:
+    """The About tab's links: the challenge, its code and report, this Space's code (on a
+    Space, ``SPACE_ID`` names it), the Hub, and the way onto the leaderboard."""
+    code = (
+        f"[huggingface.co/spaces/{space_id}](https://huggingface.co/spaces/{space_id}/tree/main)"
+        if space_id
+        else "the repository this app runs from (its README is the guide)"
+    )
+    return f"""\
+## Links
+- **The challenge**: the [NTIRE 2023 workshop]({NTIRE_URL}) at CVPR 2023, and its CodaLab pages for
+  [Track 1]({CODALAB_URLS[1]}) and [Track 2]({CODALAB_URLS[2]}).
+- **The organizers' code**: [eduardzamfir/NTIRE23-RTSR]({ORGANIZERS_REPO}) (the degradation,
+  the metric script, the submission layout).
+- **The report**: *Efficient Deep Models for Real-Time 4K Image Super-Resolution. NTIRE 2023
+  Benchmark and Report*, Conde, Zamfir, Timofte et al., CVPR Workshops 2023
+  ([CVF open access]({REPORT_INDEX_URL})).
+- **This Space's code**: {code}.
+- **The Hugging Face Hub**: [make a model repo](https://huggingface.co/new) and
+  [an access token](https://huggingface.co/settings/tokens) to publish your submission.
+- **Getting on the leaderboard**: the five steps above, then the **Submit** tab.
+"""
+
+
+#: Where the challenge lives (from the organizers' README).
+NTIRE_URL = "https://cvlai.net/ntire/2023/"
+CODALAB_URLS = {
+    1: "https://codalab.lisn.upsaclay.fr/competitions/10227",
+    2: "https://codalab.lisn.upsaclay.fr/competitions/10228",
+}
+ORGANIZERS_REPO = "https://github.com/eduardzamfir/NTIRE23-RTSR"
+#: The NTIRE 2023 workshop's papers at the CVF, the report among them.
+REPORT_INDEX_URL = "https://openaccess.thecvf.com/CVPR2023_workshops/NTIRE"
+
 
 ABOUT = f"""\
 ## The challenge
@@ -58,10 +99,17 @@ CUDA events on an NVIDIA RTX 3090.
 
 ## The score
 ```
-score = {SCORE_NUMERATOR:g} · 2^(PSNR − PSNR_bicubic) / ({SCORE_RUNTIME_FACTOR:g} · √runtime_ms)
+if PSNR > PSNR_bicubic:
+    score = {SCORE_NUMERATOR:g} · 2^(PSNR − PSNR_bicubic) / ({SCORE_RUNTIME_FACTOR:g} · √runtime_ms)
+else:
+    score = 0
 ```
-Each dB gained over bicubic doubles the score; halving the runtime multiplies it by √2.
-A method no better than bicubic scores 0. The leaderboard's frame-rate bands: {_BANDS}.
+One rule, two cases: a method not above bicubic's PSNR scores 0, however fast, and any gain at
+all scores the formula, which starts at {SCORE_NUMERATOR / SCORE_RUNTIME_FACTOR:g} / √runtime_ms (so the
+score jumps at bicubic's PSNR). Above it, each dB gained doubles the score and halving the
+runtime multiplies it by √2. PSNR is over the whole test set, the runtime FP16 on the
+challenge's GPU at 4K: a score of one image on another device says little. The leaderboard's
+frame-rate bands: {_BANDS}.
 
 ## Submit a model
 Everything below runs with the `rtsr` command-line tool of this Space's repository
@@ -100,11 +148,13 @@ Everything below runs with the `rtsr` command-line tool of this Space's reposito
    code sees the degraded inputs only, never the ground truth. A passing submission appears
    on the leaderboard, linked to the commit measured, and in the Upscale tab, where it runs in
    a sandboxed process of its own.
-"""
+
+""" + about_links(os.environ.get("SPACE_ID"))
 
 SUBMIT_INTRO = """\
 ## Submit a model for evaluation
-Publish your submission to the Hugging Face Hub first (`python -m rtsr publish`, see About),
+Publish your submission to the [Hugging Face Hub](https://huggingface.co/new) first
+(`python -m rtsr publish`; the About tab has every step and the challenge's links),
 then sign in and enter its repo. The request is pinned to the repo's current commit (or the
 one you name with `@<commit>`). A worker evaluates requests one at a time, in a sandbox with
 no network and bounded memory, time and processes: it runs the validation checklist, then the

@@ -30,6 +30,14 @@ logger = logging.getLogger(__name__)
 QUEUE_COLUMNS = ("Request", "Submission", "Track", "Submitter", "Submitted", "Finished", "Device", "Reason")
 
 
+#: The queues on a phone: the tables keep readable columns and scroll sideways, rather than
+#: breaking every header into one letter per line.
+CSS = """
+[id^="queue-"] table { min-width: 760px; }
+[id^="queue-"] th { word-break: normal; overflow-wrap: normal; }
+"""
+
+
 def login_unavailable() -> str | None:
     """Why signing in cannot work here, or None when it can: on a Space, Hugging Face OAuth;
     elsewhere Gradio's mocked login, which asks the Hub who the machine's token belongs to."""

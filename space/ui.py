@@ -9,6 +9,7 @@ as a one-line internal error, and the server stays up.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -21,22 +22,23 @@ from typing import Any, Literal, TypeVar, cast
 import gradio as gr
 import torch
 
+from rtsr.batch import serve_batch
 from rtsr.constants import JPEG_QUALITY, TRACK_SCALES
 from rtsr.engines import fidelity_text
 from rtsr.errors import InputError, RTSRError, first_line
-from rtsr.leaderboard import (
-    datasets,
-)
+from rtsr.images import image_size
 from rtsr.serving import (
     STAGES,
     Mode,
     ModelPool,
     Previews,
     UpscaleResult,
+    check_input_size,
     default_max_input_pixels,
     default_one_pass_pixels,
     default_tile,
     encode_png,
+    fit_size,
     megapixels,
     serve,
 )
@@ -44,9 +46,13 @@ from rtsr.submissions.requests import Store
 from rtsr.submissions.sandbox import isolation_note
 from space.about import ABOUT, INTRO, SUBMIT_INTRO, TITLE
 from space.about import CSS as ABOUT_CSS
+from space.batch import CSS as BATCH_CSS
+from space.batch import build_batch_section
 from space.doors import safe_name, save_data_url
-from space.leaderboard_tab import Board, LeaderboardView, build_leaderboard_tab, errors_markdown, track_label
+from space.leaderboard_tab import CSS as LEADERBOARD_CSS
+from space.leaderboard_tab import Board, LeaderboardView, build_leaderboard_tab, track_label
 from space.settings import Settings
+from space.submit import CSS as SUBMIT_CSS
 from space.submit import build_submit_tab, plain, queue_version
 
 logger = logging.getLogger(__name__)
@@ -62,8 +68,20 @@ _STAGE_LABELS = {
     "metrics": "measuring",
 }
 
+#: The Upscale tab's styles: the slider's caption centred under it, the one-image score small.
+UPSCALE_CSS = """
+#slider-caption { text-align: center; }
+#metrics small, #upload-note small { opacity: 0.85; }
+#metrics table { font-size: var(--text-sm); }
+#metrics td { white-space: nowrap; padding: 4px 6px; }
+#metrics th { padding: 4px 6px; }
+#detail img { image-rendering: pixelated; }
+#detail .grid-wrap { height: auto !important; min-height: 0 !important; max-height: none !important; }
+@media (max-width: 700px) { #detail .grid-container { --grid-cols: 2 !important; } }
+"""
+
 #: The page's styles, each part from the module that builds what it styles (``launch(css=...)``).
-PAGE_CSS = ABOUT_CSS
+PAGE_CSS = ABOUT_CSS + LEADERBOARD_CSS + SUBMIT_CSS + UPSCALE_CSS + BATCH_CSS
 
 F = TypeVar("F", bound=Callable[..., Any])
 Before = Literal["bicubic", "lr"]
@@ -121,8 +139,8 @@ def host_note(pool: ModelPool, max_input_pixels: int) -> str:
     """What the user should know about this host before uploading."""
     one_pass = default_one_pass_pixels(pool.device)
     limit = (
-        f"Inputs up to {megapixels(max_input_pixels)} reach the model; above {megapixels(one_pass)} they run in"
-        f" tiles of {default_tile(pool.device)} px"
+        f"Inputs up to {megapixels(max_input_pixels)} reach the model (larger ones can be downscaled to fit);"
+        f" above {megapixels(one_pass)} they run in tiles of {default_tile(pool.device)} px"
     )
     unisolated = isolation_note()
     sandbox = (
@@ -134,11 +152,13 @@ def host_note(pool: ModelPool, max_input_pixels: int) -> str:
         "Each model runs in the fastest engine whose output stays within 45 dB PSNR of its FP32 output"
         " (checked once per model; each result names its engine)"
     )
+    # the precisions named here and in each result, said once in words
+    precisions = "FP32, FP16 and BF16 are 32-bit, 16-bit and bfloat16 floating-point arithmetic."
     if pool.device.type == "cuda":
-        return f"Running on **{pool.device_name}**. {engines}. {limit}.{sandbox}"
+        return f"Running on **{pool.device_name}**. {engines}. {limit}. {precisions}{sandbox}"
     return (
         f"⚠️ **This host has no GPU**: models run on the CPU ({pool.device_name}), so runtimes are far from the"
-        f" challenge's FP16 GPU figures. {engines}. {limit} (a 1080p frame is 2.07 MP).{sandbox}"
+        f" challenge's FP16 GPU figures. {engines}. {limit} (a 1080p frame is 2.07 MP). {precisions}{sandbox}"
     )
 
 
@@ -160,35 +180,78 @@ def engine_markdown(result: UpscaleResult) -> str:
     return line
 
 
-def metrics_markdown(result: UpscaleResult) -> str:
-    """The metrics table of a request, or a note that there is no ground truth."""
+def metrics_markdown(result: UpscaleResult, other: UpscaleResult | None = None) -> str:
+    """What was done to the upload (downscaled to fit, cropped to the scale), then the metrics
+    table of a request (with ``other``, a second model on the same input, in a row of its
+    own), or a note that there is no ground truth."""
+    notes = []
+    if result.downscaled_from is not None and result.upload_size is not None:
+        (h0, w0), (h, w) = result.downscaled_from, result.upload_size
+        notes.append(f"Downscaled to fit: the {w0}x{h0} upload was resized to **{w}x{h}** (Lanczos) first.")
+    if result.cropped and result.gt is not None and result.upload_size is not None:
+        (h0, w0), (h, w) = result.upload_size, result.gt.shape[:2]
+        scale = result.model.scale
+        notes.append(
+            f"Cropped: simulate mode cut the {w0}x{h0} image to **{w}x{h}** (sides divisible by {scale} for x{scale})"
+            " before degrading it; the metrics are on that crop."
+        )
+    head = "".join(f"ℹ️ {n}\n\n" for n in notes)
     if result.metrics is None or result.bicubic_metrics is None:
-        return "*No ground truth: choose **Simulate the challenge**, or add a ground truth, to measure.*"
-    rows = [("**" + result.model.name + "**", result.metrics), ("Bicubic", result.bicubic_metrics)]
-    lines = ["| | PSNR RGB (dB) | SSIM RGB | PSNR Y (dB) | SSIM Y |", "|---|---:|---:|---:|---:|"]
+        return head + "*No ground truth: choose **Simulate the challenge**, or add a ground truth, to measure.*"
+    rows = [("**" + result.model.name + "**", result.metrics)]
+    if other is not None and other.metrics is not None:
+        rows.append((other.model.name + " (model B)", other.metrics))
+    rows.append(("Bicubic", result.bicubic_metrics))
+    lines = [head + "| | PSNR RGB (dB) | SSIM RGB | PSNR Y (dB) | SSIM Y |", "|---|---:|---:|---:|---:|"]
     for name, m in rows:
         lines.append(f"| {name} | {m.psnr_rgb:.3f} | {m.ssim_rgb:.4f} | {m.psnr_y:.3f} | {m.ssim_y:.4f} |")
     gain, score = result.psnr_gain, result.score
     assert gain is not None and score is not None  # both exist whenever metrics do
     lines.append("")
+    lines.append(f"**Gain over bicubic: {gain:+.3f} dB**")
+    if other is not None and other.psnr_gain is not None and other.metrics is not None:
+        ahead = result.metrics.psnr_rgb - other.metrics.psnr_rgb
+        lines.append(
+            f"\n{other.model.name} (model B): {other.psnr_gain:+.3f} dB over bicubic;"
+            f" {result.model.name} − {other.model.name}: **{ahead:+.3f} dB** PSNR RGB"
+        )
+    lines.append("")
     lines.append(
-        f"**Gain over bicubic: {gain:+.3f} dB** · **score {score:.2f}** on this image at {result.forward_ms:.1f} ms"
-        f" ({result.device_type.upper()}, {result.engine.label}; the official scores are FP16 on an RTX 3090"
-        " at 4K, so compare with care)"
+        "PSNR: peak signal-to-noise ratio against the ground truth, in dB (higher is better); SSIM: structural"
+        " similarity, 0 to 1 (1 is identical); Y: the luma (brightness) channel alone, BT.601, as the"
+        " super-resolution papers report it; RGB: all three colour channels."
+    )
+    lines.append("")
+    rule = " (0: not above bicubic)" if score == 0 else ""
+    scores = f"{score:.2f}{rule}"
+    if other is not None and other.score is not None:
+        other_rule = " (0: not above bicubic)" if other.score == 0 else ""
+        scores += f"; {other.model.name} at {other.forward_ms:.1f} ms: {other.score:.2f}{other_rule}"
+    lines.append(
+        f"<small>Score on this one image at {result.forward_ms:.1f} ms: {scores}. It says little: the"
+        f" official score is over a test set, FP16 on an RTX 3090 at 4K (this ran on"
+        f" {result.device_type.upper()}, {result.engine.label}).</small>"
     )
     return "\n".join(lines)
 
 
-def timing_markdown(result: UpscaleResult, request_ms: float) -> str:
-    """The request's timings: the model's forward, the server time and the split by stage."""
+def timing_markdown(result: UpscaleResult, request_ms: float, other: UpscaleResult | None = None) -> str:
+    """The request's timings: the model's forward, the server time and the split by stage; with
+    ``other`` (a second model on the same input), its forward and engine too."""
     timer = "CUDA events" if result.device_type == "cuda" else "wall clock"
     split = " · ".join(f"{stage} {result.timings_ms[stage]:.0f}" for stage in STAGES if stage in result.timings_ms)
     h, w = result.lr.shape[:2]
-    return (
+    text = (
         f"**Model forward: {result.forward_ms:.1f} ms** ({timer}) · **request: {request_ms:.0f} ms** server time\n\n"
         f"{result.device} · input {w}x{h} → {w * result.model.scale}x{h * result.model.scale}\n\n"
         f"{engine_markdown(result)}\n\nms by stage: {split}"
     )
+    if other is not None:
+        text += (
+            f"\n\nModel B, {other.model.name}: forward **{other.forward_ms:.1f} ms** ({timer}) ·"
+            f" {engine_markdown(other)}"
+        )
+    return text
 
 
 def _refusal(message: str) -> gr.Error:
@@ -203,7 +266,10 @@ def _user_error(error: BaseException) -> gr.Error:
     if isinstance(error, torch.OutOfMemoryError):
         return _refusal("out of memory on this device: try a smaller image")
     logger.exception("request failed")
-    return gr.Error(f"internal error ({first_line(error)}); the request was not completed", duration=None)
+    # the message alone: first_line() falls back to the class name, which says nothing to a user
+    text = str(error).strip()
+    detail = f" ({first_line(error)})" if text else ""
+    return gr.Error(f"internal error{detail}; the request was not completed", duration=None)
 
 
 def model_choices(pool: ModelPool) -> list[tuple[str, str]]:
@@ -219,6 +285,18 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
     choices = model_choices(pool)
     # a learned model rather than bicubic (no parameters), which heads each track
     default = next((d.id for t in tracks for d in pool.descriptors(TRACK_SCALES[t]) if d.params > 0), None)
+    # what the upload is in each mode: its label, and what the slider's "before" side shows
+    upload_labels = {
+        "simulate": "Ground truth (simulate mode): the high-resolution image the model's input is made from",
+        "upscale": "Input image (upscale mode): the model's input, upscaled as it is",
+    }
+    before_names = {"bicubic": "Bicubic", "lr": "LR input (nearest)"}
+
+    def others(model_id: str) -> list[tuple[str, str]]:
+        """Model B's choices: none, or another model of model A's scale."""
+        scale = pool.descriptor(model_id).scale
+        same = [(d.name, d.id) for d in pool.descriptors(scale) if d.id != model_id]
+        return [("None: compare with bicubic or the input", ""), *same]
 
     gr.Markdown(host_note(pool, max_pixels), elem_id="host-note")
     if pool.failures:
@@ -229,27 +307,63 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
         return None
 
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320):
+        with gr.Column(scale=2, min_width=300):
+            first = default or choices[0][1]
             model = gr.Dropdown(
                 choices,
-                value=default or choices[0][1],
+                value=first,
                 label="Model",
                 info=" · ".join(track_label(t) for t in tracks),
                 elem_id="model",
             )
-            mode = gr.Radio(MODE_CHOICES, value="simulate", label="Mode", elem_id="mode")
-            quality = gr.Slider(1, 100, value=JPEG_QUALITY, step=1, label="JPEG quality of the simulated input")
+            model_b = gr.Dropdown(
+                others(first),
+                value="",
+                label="Compare with (model B, optional)",
+                info="Another model of the same track on the same input: the slider and the table show both.",
+                elem_id="model-b",
+            )
+            mode = gr.Radio(
+                MODE_CHOICES,
+                value="simulate",
+                label="Mode",
+                info=(
+                    "Simulate: your image is the ground truth; the app makes the low-resolution (LR) input from it"
+                    " as the challenge did and measures the result. Upscale: your image is the LR input."
+                ),
+                elem_id="mode",
+            )
+            quality = gr.Slider(
+                1,
+                100,
+                value=JPEG_QUALITY,
+                step=1,
+                label="JPEG quality of the simulated input",
+                info=f"The challenge compressed its LR inputs at {JPEG_QUALITY}.",
+            )
             upload_limits = (inline_dir, settings.max_file_bytes, settings.temp_file_age)
             image = image_upload(
                 *upload_limits,
                 sources=["upload", "clipboard"],
-                label="Image (the ground truth in simulate mode)",
+                label=upload_labels["simulate"],
                 height=320,
                 elem_id="upload",
+                alt_text="The uploaded image",
+            )
+            upload_note = gr.Markdown(visible=False, elem_id="upload-note")
+            fit = gr.Checkbox(
+                value=False,
+                visible=False,
+                label="Downscale to fit",
+                info="Resize the image (Lanczos) to the largest size this host accepts before upscaling.",
+                elem_id="fit",
             )
             with gr.Accordion("Ground truth (optional, upscale mode)", open=False, visible=False) as gt_box:
                 gt = image_upload(*upload_limits, sources=["upload"], label="Ground truth, x scale of the input")
             run = gr.Button("Upscale", variant="primary", elem_id="run")
+            # the /upscale endpoint of API clients (never shown): the page's button answers a
+            # missing image with a warning, where a client needs an error
+            api_run = gr.Button("Upscale (API)", visible=False)
             examples = sorted(EXAMPLES_DIR.glob("*.png"))
             if examples:
                 gr.Examples(
@@ -257,32 +371,149 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                     inputs=[image],
                     label="Examples (scikit-image's photos)",
                     api_visibility="private",  # the page's: it loads an example into the upload
+                    elem_id="examples",
                 )
-        with gr.Column(scale=3, min_width=480):
-            slider = gr.ImageSlider(type="filepath", label="Before / after", max_height=640, elem_id="slider")
-            compare = gr.Radio(COMPARE_CHOICES, value="bicubic", label="Before")
-            download = gr.File(label="Full-resolution PNG", interactive=False, elem_id="download")
+                # Gradio draws the examples as buttons holding an image with an empty alt: a
+                # screen reader hears "button" four times. Each gets its file's name and size,
+                # set as Gradio draws them and again whenever it redraws them.
+                names_js = """
+                const names = NAMES;
+                const label = () => document.querySelectorAll('#examples button.gallery-item').forEach((button) => {
+                  const img = button.querySelector('img');
+                  if (!img) return;
+                  const name = names[decodeURIComponent(img.src.split('/').pop())];
+                  if (name && button.getAttribute('aria-label') !== name) {
+                    button.setAttribute('aria-label', name);
+                    img.setAttribute('alt', name);
+                  }
+                });
+                label();
+                new MutationObserver(label).observe(document.body, { childList: true, subtree: true });
+                """
+                names = {}
+                for path in examples:
+                    h, w = image_size(path)
+                    names[path.name] = f"Example: {path.name} ({w}x{h})"
+                gr.HTML(
+                    "",
+                    container=False,
+                    padding=False,
+                    elem_id="example-names",
+                    js_on_load=names_js.replace("NAMES", json.dumps(names)),
+                )
+            # several uploads through the model, mode and quality chosen above
+            build_batch_section(pool, model, mode, quality, max_pixels, workdir, on_gpu(serve_batch), _user_error)
+        with gr.Column(scale=3, min_width=300):
+            slider = gr.ImageSlider(
+                type="filepath",
+                label="Before / after",
+                max_height=640,
+                elem_id="slider",
+                buttons=["fullscreen"],  # no JPEG download beside the full-resolution PNG's
+            )
+            caption = gr.Markdown(visible=False, elem_id="slider-caption")
+            compare = gr.Radio(
+                COMPARE_CHOICES,
+                value="bicubic",
+                label="Before (the slider's left side)",
+                info="LR input: the low-resolution image the model received, each pixel repeated to the output size.",
+                elem_id="compare",
+            )
+            detail_note = gr.Markdown(visible=False, elem_id="detail-note")
+            detail = gr.Gallery(
+                label="Detail at 1:1",
+                columns=4,
+                height="auto",
+                object_fit="contain",
+                allow_preview=False,
+                visible=False,
+                elem_id="detail",
+            )
+            download = gr.File(label="Full-resolution PNG (lossless)", interactive=False, elem_id="download")
             metrics = gr.Markdown(elem_id="metrics")
             timing = gr.Markdown(elem_id="timing")
-            lr_preview = gr.Image(label="Model input (in simulate mode, the degraded upload)", interactive=False)
+            lr_preview = gr.Image(
+                label="Model input (in simulate mode, the degraded upload): click it for a detail at 1:1",
+                interactive=False,
+                elem_id="lr-preview",
+                alt_text="The low-resolution image the model received",
+            )
             with gr.Accordion("Details (JSON)", open=False):
                 details = gr.JSON(elem_id="details")
-    # JPEG bytes only (a few MB at 4K), not the arrays; dropped an hour after the last use
+    # (previews, model name, scale, model B's previews, model B's name): JPEG bytes only (a few
+    # MB at 4K), not the arrays; dropped an hour after the last use
     last = gr.State(None, time_to_live=3600)
+    results = [slider, metrics, timing, details, download, lr_preview, last]
+    # what goes with a result on the page but is no part of the API's answer
+    shown_with = [caption, detail, detail_note]
+    no_detail = (gr.Gallery(value=None, visible=False), gr.Markdown(visible=False))
 
-    def on_mode(mode_id: str) -> tuple[Any, Any]:
+    def slider_caption(left: str, model_name: str) -> str:
+        return (
+            f"◀ left: **{left}** · right: **{model_name}** ▶ (drag the handle to compare;"
+            " click the model input below for a detail at 1:1)"
+        )
+
+    def slider_label(left: str, model_name: str) -> str:
+        return f"Left: {left} | Right: {model_name}"
+
+    def on_mode(mode_id: str) -> tuple[Any, Any, Any]:
         simulate = mode_id == "simulate"
-        return gr.Slider(visible=simulate), gr.Accordion(visible=not simulate)
+        return gr.Slider(visible=simulate), gr.Accordion(visible=not simulate), gr.Image(label=upload_labels[mode_id])
 
-    def on_run(
+    def on_input(model_id: str, mode_id: Mode, upload: str | None) -> tuple[Any, ...]:
+        """A new or cleared upload, model or mode: the old result goes, and the upload's size
+        is checked from its header at once."""
+        results_cleared = (gr.ImageSlider(value=None, label="Before / after"), "", "", None, None, None, None)
+        hidden = gr.Markdown(visible=False)
+        cleared = (*results_cleared, *no_detail)
+        if not upload:
+            return (*cleared, hidden, hidden, gr.Checkbox(visible=False))
+        scale = pool.descriptor(model_id).scale
+        try:
+            height, width = image_size(upload, Path(upload).name)
+            target = fit_size(height, width, scale, mode_id, max_pixels)
+            if target is None:
+                check_input_size(height, width, scale, mode_id, max_pixels)
+        except InputError as e:
+            return (*cleared, hidden, gr.Markdown(f"⚠️ {first_line(e)}", visible=True), gr.Checkbox(visible=False))
+        if target is not None:
+            problem = f"image is {width}x{height}, above this host's limit"
+            try:
+                check_input_size(height, width, scale, mode_id, max_pixels)
+            except InputError as e:  # always: the image is too large; the message gives the limit
+                problem = first_line(e)
+            th, tw = target
+            note = f"⚠️ {problem}. **Downscale to fit** (ticked) resizes it to {tw}x{th} first; untick it to be refused."
+            return (
+                *cleared,
+                hidden,
+                gr.Markdown(note, visible=True),
+                gr.Checkbox(visible=True, value=True, label=f"Downscale to fit ({tw}x{th})"),
+            )
+        if mode_id == "simulate" and (height % scale or width % scale):
+            h, w = height // scale * scale, width // scale * scale
+            note = (
+                f"ℹ️ <small>Simulate mode crops this {width}x{height} image to {w}x{h} (sides divisible by {scale}"
+                f" for x{scale}) before degrading it.</small>"
+            )
+            return (*cleared, hidden, gr.Markdown(note, visible=True), gr.Checkbox(visible=False))
+        return (*cleared, hidden, hidden, gr.Checkbox(visible=False))
+
+    def requested(
         model_id: str,
         mode_id: Mode,
         jpeg_quality: float,
         upload: str | None,
         gt_upload: str | None,
         which: Before,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
+        fit_input: bool,
+        progress: gr.Progress,
+        model_b: str = "",
     ) -> Iterator[tuple[Any, ...]]:
+        """One request: yields the slider pair, metrics, timing, details, PNG, model input and
+        what the session keeps (previews, names, scale), then the same with the PNG. With
+        ``model_b``, that model runs on the same input too, and the slider compares the two."""
         if not upload:
             raise _refusal("Upload an image or pick an example first.")
         t0 = time.perf_counter()
@@ -299,17 +530,28 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                 progress(start + done / total / len(STAGES), desc=f"running the model: tile {done} of {total}")
 
             try:
-                result = serve_on_gpu(
-                    pool,
-                    model_id,
-                    upload,
-                    mode=mode_id,
-                    jpeg_quality=int(jpeg_quality),
-                    gt=gt_upload if mode_id == "upscale" else None,
-                    max_input_pixels=max_pixels,
-                    on_stage=stage,
-                    on_tile=tile,
-                )
+
+                def run_model(run_id: str, on_stage: Any = None, on_tile: Any = None) -> UpscaleResult:
+                    return serve_on_gpu(
+                        pool,
+                        run_id,
+                        upload,
+                        mode=mode_id,
+                        jpeg_quality=int(jpeg_quality),
+                        gt=gt_upload if mode_id == "upscale" else None,
+                        max_input_pixels=max_pixels,
+                        on_stage=on_stage,
+                        on_tile=on_tile,
+                        fit=bool(fit_input),
+                    )
+
+                result = run_model(model_id, stage, tile)
+                other = other_previews = None
+                if model_b:
+                    # the same upload through the same (deterministic) degradation: the same input
+                    progress(0.85, desc=f"running model B ({pool.descriptor(model_b).name})")
+                    other = run_model(model_b)
+                    other_previews = Previews.encode(other)
                 progress(0.9, desc="encoding the previews")
                 t_encode = time.perf_counter()
                 previews = Previews.encode(result)
@@ -320,11 +562,21 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                 raise _user_error(e) from None
             request_ms = (time.perf_counter() - t0) * 1e3
             summary = {**result.summary(), "request_ms": request_ms}
-            slider_value = previews.pair(which, folder)
+            if other is not None:
+                summary["model_b"] = other.summary()
+            if other is not None and other_previews is not None:
+                before_path, after_path = folder / "before_model_b.jpg", folder / "after.jpg"
+                before_path.write_bytes(other_previews.sr)
+                after_path.write_bytes(previews.sr)
+                slider_value: tuple[str, str] = (str(before_path), str(after_path))
+            else:
+                slider_value = previews.pair(which, folder)
             lr_path = folder / "input.jpg"
             lr_path.write_bytes(previews.lr)
-            shown = (slider_value, metrics_markdown(result), timing_markdown(result, request_ms))
-            yield (*shown, summary, None, str(lr_path), previews)
+            b_name = other.model.name if other is not None else None
+            kept = (previews, result.model.name, result.model.scale, other_previews, b_name)
+            shown = (slider_value, metrics_markdown(result, other), timing_markdown(result, request_ms, other))
+            yield (*shown, summary, None, str(lr_path), kept)
             # The lossless PNG only for download, after the comparison is on screen. The last
             # yield repeats every value: it is what an API client receives.
             progress(0.95, desc="writing the full-resolution PNG")
@@ -332,7 +584,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
             h, w = result.sr.shape[:2]
             png = encode_png(result.sr, folder / f"{result.model.id}_{w}x{h}.png")
             summary = {**summary, "png_ms": (time.perf_counter() - t_png) * 1e3}
-            yield (*shown, summary, str(png), str(lr_path), previews)
+            yield (*shown, summary, str(png), str(lr_path), kept)
         finally:
             # Gradio has copied every yielded file into its own cache by now.
             shutil.rmtree(folder, ignore_errors=True)
@@ -341,24 +593,127 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                     shutil.rmtree(Path(path).parent, ignore_errors=True)
             logger.info("upscale finished: %s in %.0f ms", model_id, (time.perf_counter() - t0) * 1e3)
 
-    def on_compare(previews: Previews | None, which: Before) -> Iterator[Any]:
-        if previews is None:
-            yield gr.skip()
+    def on_run(
+        model_id: str,
+        mode_id: Mode,
+        jpeg_quality: float,
+        upload: str | None,
+        gt_upload: str | None,
+        which: Before,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
+    ) -> Iterator[tuple[Any, ...]]:
+        # the API's inputs are as they were before the page's "Downscale to fit": a client
+        # resizes its own images, and its calls keep working
+        yield from requested(model_id, mode_id, jpeg_quality, upload, gt_upload, which, False, progress)
+
+    def on_page_run(
+        model_id: str,
+        mode_id: Mode,
+        jpeg_quality: float,
+        upload: str | None,
+        gt_upload: str | None,
+        which: Before,
+        fit_input: bool,
+        model_b: str,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> Iterator[tuple[Any, ...]]:
+        if not upload:  # a hint, not an error: nothing failed, and no panel should say so
+            gr.Warning("Choose an image first: upload one, paste one, or pick an example below.")
+            yield tuple(gr.skip() for _ in range(len(results) + len(shown_with)))
             return
+        # a model of another scale (left from before a change of model A) cannot compare
+        same_scale = model_b and pool.descriptor(model_b).scale == pool.descriptor(model_id).scale
+        b = model_b if same_scale and model_b != model_id else ""
+        runs = requested(model_id, mode_id, jpeg_quality, upload, gt_upload, which, fit_input, progress, b)
+        try:
+            for *values, kept in runs:
+                left = f"{kept[4]} (model B)" if kept[4] else before_names[which]
+                pair = gr.ImageSlider(value=values[0], label=slider_label(left, kept[1]))
+                yield (pair, *values[1:], kept, gr.Markdown(slider_caption(left, kept[1]), visible=True), *no_detail)
+        except gr.Error as e:
+            # The message stays until dismissed; the panels drop what does not answer this
+            # request, and none of them is marked as failed (an API client gets the error).
+            gr.Warning(e.message, duration=None)
+            cleared = (gr.ImageSlider(value=None, label="Before / after"), "", "", None, None, None, None)
+            yield (*cleared, gr.Markdown(visible=False), *no_detail)
+
+    def on_compare(kept: tuple[Previews, str, int, Previews | None, str | None] | None, which: Before) -> Iterator[Any]:
+        if kept is None or kept[4]:  # nothing shown, or model B on the left
+            yield gr.skip(), gr.skip()
+            return
+        previews, name = kept[0], kept[1]
         folder = Path(tempfile.mkdtemp(dir=workdir))
         try:
-            yield previews.pair(which, folder)
+            left = before_names[which]
+            pair = gr.ImageSlider(value=previews.pair(which, folder), label=slider_label(left, name))
+            yield pair, gr.Markdown(slider_caption(left, name), visible=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    mode.change(on_mode, mode, [quality, gt_box], api_visibility="private")
-    run.click(
-        on_run,
-        [model, mode, quality, image, gt, compare],
-        [slider, metrics, timing, details, download, lr_preview, last],
-        api_name="upscale",
-    )
-    compare.change(on_compare, [last, compare], slider, api_visibility="private")
+    def on_input_click(
+        kept: tuple[Previews, str, int, Previews | None, str | None] | None, evt: gr.SelectData
+    ) -> Iterator[Any]:
+        """The same square of the input, bicubic, the model's output and the ground truth,
+        side by side at 1:1, around the model input's pixel clicked. (The slider, a
+        gr.ImageSlider, reports no clicks.)"""
+        index = evt.index
+        if kept is None or not isinstance(index, list | tuple) or len(index) != 2:
+            yield gr.skip(), gr.skip()
+            return
+        previews, name, scale, other_previews, b_name = kept
+        x, y = (int(v) * scale + scale // 2 for v in index)  # the input pixel's centre, in output pixels
+        crops, (top, left, side) = previews.detail(x, y)
+        captions = {
+            "input": f"Input (LR): each pixel repeated {scale}x{scale}, nearest",
+            "bicubic": "Bicubic",
+            "model": name,
+            "model_b": f"{b_name} (model B)",
+            "gt": "Ground truth",
+        }
+        if other_previews is not None:  # model B's crop after model A's, the ground truth last
+            gt_crop = crops.pop("gt", None)
+            crops["model_b"] = other_previews.detail(x, y)[0]["model"]
+            if gt_crop is not None:
+                crops["gt"] = gt_crop
+        folder = Path(tempfile.mkdtemp(dir=workdir))
+        try:
+            items = [(str(encode_png(c, folder / f"{k}.png")), captions[k]) for k, c in crops.items()]
+            note = (
+                f"**Detail at 1:1**: output pixels x {left}–{left + side - 1}, y {top}–{top + side - 1}"
+                f" ({side}x{side} each, enlarged to fit with square pixels; the input's {side // scale}x{side // scale}"
+                " pixels at the output's size). Crops of the on-screen previews (JPEG, quality 92, full chroma); the"
+                " PNG above is exact."
+            )
+            yield gr.Gallery(value=items, visible=True), gr.Markdown(note, visible=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def on_model(model_id: str, b: str) -> Any:
+        choices = others(model_id)
+        return gr.Dropdown(choices=choices, value=b if b in {c[1] for c in choices} else "")
+
+    def on_model_b(b: str) -> Any:
+        return gr.Radio(visible=not b)
+
+    model.change(on_model, [model, model_b], model_b, api_visibility="private", show_progress="hidden")
+    model_b.change(on_model_b, model_b, compare, api_visibility="private", show_progress="hidden")
+    mode.change(on_mode, mode, [quality, gt_box, image], api_visibility="private")
+    checked = [*results, detail, detail_note, caption, upload_note, fit]
+    for trigger in (image.change, model.change, model_b.change, mode.change, gt.change):
+        # a header read: never waits behind an upscale
+        trigger(
+            on_input,
+            [model, mode, image],
+            checked,
+            api_visibility="private",
+            show_progress="hidden",
+            concurrency_limit=None,
+        )
+    inputs = [model, mode, quality, image, gt, compare, fit, model_b]
+    run.click(on_page_run, inputs, [*results, *shown_with], api_visibility="private", concurrency_id="upscale")
+    lr_preview.select(on_input_click, last, [detail, detail_note], api_visibility="private")
+    api_run.click(on_run, inputs[:6], results, api_name="upscale", concurrency_id="upscale")
+    compare.change(on_compare, [last, compare], [slider, caption], api_visibility="private")
     return model
 
 
@@ -432,31 +787,17 @@ def _wire_refresh(
     seen = gr.State("")
     timer = gr.Timer(POLL_S)
     model_out = [model] if model is not None else []
-    outputs = [
-        seen,
-        *model_out,
-        leaderboard.errors,
-        leaderboard.dataset,
-        *leaderboard.outputs,
-        *submit_tab["outputs"],
-    ]
+    outputs = [seen, *model_out, *leaderboard.controls, *leaderboard.outputs, *submit_tab["outputs"]]
 
     def on_tick(last: str, *controls: Any) -> Iterator[list[Any]]:
         token = live.current()
         if token == last:
             yield [gr.skip()] * len(outputs)
             return
-        # controls of a tab never opened may come as None
-        track_id, dataset_name, source_names, y, x, text = controls
-        track_id = track_id or 1
-        names = datasets(live.board.frame, track_id)
-        dataset_name = dataset_name if dataset_name in names else (names[0] if names else None)
         updates: list[Any] = [token]
         if model is not None:
             updates.append(gr.Dropdown(choices=model_choices(live.pool)))
-        updates += [errors_markdown(live.board), gr.Dropdown(choices=names, value=dataset_name)]
-        for view in leaderboard.view(track_id, dataset_name, source_names, y or "score", x or "runtime_ms", text or ""):
-            updates += list(view)
+        updates += leaderboard.refresh(*controls)
         updates += submit_tab["refresh"]()
         yield updates
 
@@ -464,7 +805,7 @@ def _wire_refresh(
     # (or fill the queue that upscales wait in); most return at once with nothing to change
     timer.tick(
         on_tick,
-        [seen, *leaderboard.inputs],
+        [seen, *leaderboard.refresh_inputs],
         outputs,
         api_visibility="private",
         show_progress="hidden",

@@ -97,6 +97,8 @@ def test_simulate_metrics_equal_rtsr_metrics_on_the_same_arrays(app, tmp_path):
     assert gain > 0.3 and details["psnr_gain"] == pytest.approx(gain)
     assert details["score"] == pytest.approx(score(ours.psnr_rgb, details["forward_ms"], reference.psnr_rgb))
     assert details["jpeg_quality"] == 75 and details["device_type"] == "cpu"
+    # 400x600 divides by 2: nothing cropped, nothing downscaled
+    assert details["upload_size"] == [400, 600] and details["downscaled_from"] is None
     assert details["precision"] == details["engine"]["precision"] == serving_candidates(CPU)[0].precision
     assert f"| **RTSRN x2** | {ours.psnr_rgb:.3f} | {ours.ssim_rgb:.4f}" in metrics_md
     assert f"Gain over bicubic: {gain:+.3f} dB" in metrics_md
@@ -181,6 +183,9 @@ def test_the_api_lists_registered_models_by_track(app):
     model = next(p for p in endpoint["parameters"] if p["parameter_name"] == "model_id")
     assert model["type"]["enum"] == ["bicubic-x2", "rtsrn-x2", "bicubic-x3", "rtsrn-x3"]  # by track
     assert model["parameter_default"] == "rtsrn-x2"
+    # the page's own controls (downscale to fit, model B) are not inputs of the API: its calls stay as they were
+    names = [p["parameter_name"] for p in endpoint["parameters"]]
+    assert names == ["model_id", "mode_id", "jpeg_quality", "upload", "gt_upload", "which"]
 
 
 def test_examples_are_scikit_images_photos():

@@ -8,10 +8,8 @@ under CI.
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from rtsr.leaderboard import OFFICIAL_CSV
 from rtsr.serving import ModelPool, serve
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from tests.conftest import ARTIFACTS, ROOT
@@ -22,13 +20,28 @@ SCREENSHOTS = ARTIFACTS / "screenshots"
 TIMEOUT_MS = 120_000
 
 
-@pytest.fixture
-def page(browser, app):
-    context = browser.new_context(viewport={"width": 1440, "height": 1100})
+#: The widths every Upscale test runs at: a laptop and a phone (an iPhone 12-14's CSS pixels).
+VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+EXAMPLES = ROOT / "examples"
+
+
+def open_page(browser, app, viewport: dict[str, int]):
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app.url)
     page.wait_for_selector("#upload")
+    return context, page
+
+
+@pytest.fixture(params=list(VIEWPORTS))
+def viewport(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def page(browser, app, viewport):
+    context, page = open_page(browser, app, VIEWPORTS[viewport])
     yield page
     context.close()
 
@@ -40,12 +53,54 @@ def screenshot(page, name: str, full_page: bool = True) -> Path:
     return path
 
 
-def test_upscale_tab_runs_a_model_and_shows_its_metrics(page):
+def upload(page, path: Path) -> None:
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    playwright.expect(page.locator("#upload img")).to_be_visible()
+
+
+def pick_model(page, name: str) -> None:
+    page.locator("#model input").click()
+    page.get_by_role("option", name=name).click()
+    playwright.expect(page.locator("#model input")).to_have_value(name)
+
+
+def run(page) -> None:
+    """Click Upscale and wait for the whole result (the PNG comes last)."""
+    page.locator("#run").click()
+    playwright.expect(page.locator("#download a")).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def expect_cleared(page) -> None:
+    """Nothing of an earlier result is left on the page, and no panel says Error."""
+    expect = playwright.expect
+    expect(page.locator("#slider img")).to_have_count(0)
+    expect(page.locator("#slider-caption")).to_be_hidden()
+    expect(page.locator("#metrics")).not_to_contain_text("PSNR")
+    expect(page.locator("#timing")).not_to_contain_text("Model forward")
+    expect(page.locator("#download a")).to_have_count(0)
+    expect(page.locator("#lr-preview img")).to_have_count(0)
+    expect(page.locator("#detail")).to_be_hidden()
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+
+
+def open_tab(page, name: str) -> None:
+    """Click a tab, from the "More tabs" menu where a narrow screen has put it."""
+    tab = page.get_by_role("tab", name=name)
+    if not tab.is_visible():
+        page.get_by_role("button", name="More tabs").click()
+        tab = page.get_by_role("button", name=name, exact=True)
+    tab.click()
+
+
+def toast(page):
+    return page.get_by_test_id("toast-body")
+
+
+def test_upscale_tab_runs_a_model_and_shows_its_metrics(page, viewport):
     expect = playwright.expect
     expect(page.locator("#host-note")).to_contain_text("This host has no GPU")
     expect(page.locator("#host-note")).to_contain_text("Models run in a sandbox: no network, read-only files")
-    page.locator("#upload input[type=file]").set_input_files(str(ROOT / "examples" / "astronaut.png"))
-    expect(page.locator("#upload img")).to_be_visible()
+    upload(page, EXAMPLES / "astronaut.png")
     page.locator("#run").click()
     metrics = page.locator("#metrics")
     expect(metrics).to_contain_text("Gain over bicubic", timeout=TIMEOUT_MS)
@@ -70,90 +125,259 @@ def test_upscale_tab_runs_a_model_and_shows_its_metrics(page):
     # the engine that ran, as the pool run here chose it (the same host, the same check)
     expect(page.locator("#timing")).to_contain_text(f"Engine: {expected.engine.label} (")
     assert page.locator("#slider img").count() == 2
+    # the one-image score is a small line, not bold, and says what it is worth
+    expect(metrics.locator("small")).to_contain_text("Score on this one image at")
+    expect(metrics.locator("small")).to_contain_text("It says little")
+    expect(metrics.locator("strong", has_text=re.compile("score", re.I))).to_have_count(0)
+    # each side of the slider is named, and the PNG is the only download
+    caption = page.locator("#slider-caption")
+    expect(caption).to_contain_text("◀ left: Bicubic · right: RTSRN x2 ▶ (drag the handle to compare")
+    expect(page.locator("#slider label").first).to_have_text(re.compile(r"Left: Bicubic \| Right: RTSRN x2"))
+    expect(page.locator("#slider button[aria-label='Download']")).to_have_count(0)
+    expect(page.locator("#download")).to_contain_text("Full-resolution PNG")
     page.locator("#slider").scroll_into_view_if_needed()
-    screenshot(page, "upscale")
+    screenshot(page, f"upscale_{viewport}")
 
     # switching the "before" image redraws the slider without running the model again
     before = page.locator("#slider img").first.get_attribute("src")
     page.get_by_label("LR input (pixels as they are)").check()
     expect(page.locator("#slider img").first).not_to_have_attribute("src", before or "")
+    expect(caption).to_contain_text("◀ left: LR input (nearest) · right: RTSRN x2 ▶ (drag the handle to compare")
+    expect(page.locator("#slider label").first).to_have_text(re.compile(r"Left: LR input \(nearest\) \| Right"))
+    page.locator("#slider").scroll_into_view_if_needed()
+    screenshot(page, f"upscale_lr_side_{viewport}", full_page=False)
 
 
-def test_an_example_through_a_track_2_model(page):
+def test_a_click_on_the_model_input_shows_a_detail_at_1_to_1(page, viewport):
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from skimage.metrics import peak_signal_noise_ratio
+
     expect = playwright.expect
-    page.locator("#model input").click()
-    page.get_by_role("option", name="Track 2 (x3) · RTSRN x3").click()
-    page.get_by_role("button", name="rocket.png").or_(page.locator("img[src*='rocket']")).first.click()
-    expect(page.locator("#upload img")).to_be_visible()
+    upload(page, EXAMPLES / "astronaut.png")  # 512x512: the model input is 256x256, the output 512x512
+    run(page)
+    lr = page.locator("#lr-preview img").first
+    lr.scroll_into_view_if_needed()
+    box = lr.bounding_box()
+    lr.click(position={"x": box["width"] * 0.75, "y": box["height"] * 0.25})
+    note = page.locator("#detail-note")
+    expect(note).to_contain_text("Detail at 1:1: output pixels x ")
+    left, right, top, bottom = (int(v) for v in re.findall(r"x (\d+)–(\d+), y (\d+)–(\d+)", note.inner_text())[0])
+    # 128x128 output pixels around the spot clicked: 3/4 across and 1/4 down the 512x512 output
+    assert right - left + 1 == bottom - top + 1 == 128
+    assert left <= 0.75 * 512 <= right and top <= 0.25 * 512 <= bottom
+    images = page.locator("#detail img")
+    expect(images).to_have_count(4)
+    alts = [images.nth(i).get_attribute("alt") for i in range(4)]
+    assert alts == ["Input (LR): each pixel repeated 2x2, nearest", "Bicubic", "RTSRN x2", "Ground truth"]
+    for i in range(4):
+        assert images.nth(i).evaluate("e => [e.naturalWidth, e.naturalHeight]") == [128, 128]
+    # the ground truth's crop is that square of the file uploaded (through the JPEG preview)
+    gt = np.asarray(Image.open(EXAMPLES / "astronaut.png").convert("RGB"))[top : bottom + 1, left : right + 1]
+    shown = np.asarray(Image.open(io.BytesIO(page.request.get(images.nth(3).get_attribute("src")).body())))
+    assert peak_signal_noise_ratio(gt, shown[..., :3]) > 35
+    # the input's crop: its pixels in 2x2 blocks of one colour each
+    crop = np.asarray(Image.open(io.BytesIO(page.request.get(images.nth(0).get_attribute("src")).body())))
+    blocks = crop[..., :3].reshape(64, 2, 64, 2, 3).astype(int)
+    assert (blocks.max(axis=(1, 3)) - blocks.min(axis=(1, 3))).max() == 0
+    page.locator("#detail").scroll_into_view_if_needed()
+    screenshot(page, f"upscale_detail_{viewport}", full_page=False)
+    # a new upload: the detail was of the old result
+    upload(page, EXAMPLES / "coffee.png")
+    expect(page.locator("#detail")).to_be_hidden()
+    expect(note).to_be_hidden()
+
+
+def test_a_new_input_clears_the_old_result_and_no_image_is_a_hint(page, viewport):
+    expect = playwright.expect
+    # Upscale with no image: a warning that says what to do, and no panel in an error state
     page.locator("#run").click()
-    # rocket.png is 427x640: cropped to 426x639 for x3, so the output is 639x426
-    expect(page.locator("#download a")).to_have_attribute("href", re.compile(r"/rtsrn-x3_639x426\.png$"))
-    expect(page.locator("#metrics")).to_contain_text("RTSRN x3")
-    expect(page.locator("#timing")).to_contain_text("input 213x142 → 639x426")
-    screenshot(page, "upscale_x3_example")
+    expect(toast(page)).to_contain_text("Choose an image first")
+    page.wait_for_timeout(1000)  # the toast slides in
+    screenshot(page, f"upscale_no_image_{viewport}", full_page=False)
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+    expect(page.locator("#slider img")).to_have_count(0)
+    page.get_by_test_id("toast-close").first.click()
+
+    pick_model(page, "Track 1 (x2) · Bicubic x2")  # the quickest model: the result is not the point
+    upload(page, EXAMPLES / "astronaut.png")
+    run(page)
+    expect(page.locator("#metrics")).to_contain_text("PSNR")
+    # a new model: the result was another model's
+    pick_model(page, "Track 1 (x2) · RTSRN x2")
+    expect_cleared(page)
+    pick_model(page, "Track 1 (x2) · Bicubic x2")
+    run(page)
+    # another mode: the image is now the input, not the ground truth
+    page.get_by_label("Upscale this image").check()
+    expect_cleared(page)
+    run(page)
+    expect(page.locator("#timing")).to_contain_text("input 512x512 → 1024x1024")
+    # a new upload
+    upload(page, EXAMPLES / "coffee.png")
+    expect_cleared(page)
+    run(page)
+    expect(page.locator("#timing")).to_contain_text("input 600x400 → 1200x800")
+    # the upload cleared
+    page.locator("#upload button[aria-label='Remove Image']").click()
+    expect(page.locator("#upload img")).to_have_count(0)
+    expect_cleared(page)
+    screenshot(page, f"upscale_cleared_{viewport}")
 
 
-def test_upscale_tab_shows_a_refusal_and_keeps_working(page, tmp_path):
+def test_an_oversized_upload_is_flagged_on_upload_and_can_be_downscaled_to_fit(page, viewport, tmp_path):
     from PIL import Image
 
-    Image.new("RGB", (2000, 1100), "gray").save(tmp_path / "big.png")
+    from tests.conftest import photo
+
+    expect = playwright.expect
+    big = Image.fromarray(photo("astronaut")).resize((2000, 1100), Image.Resampling.LANCZOS)
+    big.save(tmp_path / "big.png")
+    pick_model(page, "Track 1 (x2) · Bicubic x2")
     page.get_by_label("Upscale this image").check()
-    page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "big.png"))
+    upload(page, tmp_path / "big.png")
+    # said at once, before any click: the limit, and the way forward
+    note, fit = page.locator("#upload-note"), page.locator("#fit")
+    expect(note).to_contain_text("image is 2000x1100 (2.20 MP); this host upscales inputs of at most 2.07 MP")
+    # sqrt(1920 * 1080 / (2000 * 1100)) = 0.97085: 1941.7 x 1067.9, sides rounded down
+    expect(note).to_contain_text("resizes it to 1941x1067")
+    expect(fit).to_be_visible()
+    expect(fit.locator("input")).to_be_checked()
+    expect(fit).to_contain_text("Downscale to fit (1941x1067)")
+    screenshot(page, f"upscale_oversized_{viewport}")
+    # as a ground truth it fits: its x2 downscale, the model's input, is 1000x550
+    page.get_by_label("Simulate the challenge (upload = ground truth)").check()
+    expect(note).to_be_hidden()
+    expect(fit).to_be_hidden()
+    page.get_by_label("Upscale this image").check()
+    expect(note).to_be_visible()
+    # unticked, the request is refused in one line, as before
+    fit.locator("input").uncheck()
     page.locator("#run").click()
-    playwright.expect(page.get_by_text("this host upscales inputs of at most 2.07 MP").first).to_be_visible()
-    page.wait_for_timeout(1500)  # the toast slides in; a screenshot taken at once misses it
-    screenshot(page, "upscale_refused", full_page=False)  # the toast is fixed to the viewport
+    expect(toast(page)).to_contain_text("this host upscales inputs of at most 2.07 MP")
+    expect(toast(page)).to_have_class(re.compile(r"\bwarning\b"))  # a refusal, not a failure
+    expect_cleared(page)  # and no panel marked Error
+    page.get_by_test_id("toast-close").first.click()
+    # ticked, the model gets the downscaled image, and the result says so
+    fit.locator("input").check()
+    run(page)
+    expect(page.locator("#download a")).to_have_attribute("href", re.compile(r"/bicubic-x2_3882x2134\.png$"))
+    expect(page.locator("#timing")).to_contain_text("input 1941x1067 → 3882x2134")
+    expect(page.locator("#metrics")).to_contain_text(
+        "Downscaled to fit: the 2000x1100 upload was resized to 1941x1067 (Lanczos) first."
+    )
+    page.locator("#metrics").scroll_into_view_if_needed()
+    screenshot(page, f"upscale_downscaled_{viewport}", full_page=False)
 
 
-def test_leaderboard_plots_one_marker_per_entry(page):
+def test_labels_follow_the_mode_and_simulate_says_when_it_crops(page, viewport):
     expect = playwright.expect
-    page.get_by_role("tab", name="Leaderboard").click()
-    points = page.locator("#leaderboard-plot .scatterlayer .trace path.point")
-    expect(page.locator("#leaderboard-plot .gtitle")).to_contain_text("Track 1")
-    official = pd.read_csv(OFFICIAL_CSV)  # 24 teams and bicubic
-    expect(points).to_have_count(len(official))
-    table = page.locator("#leaderboard-table")
-    expect(table).to_contain_text("Noah TerminalVision")
-    expect(table).to_contain_text("NVIDIA RTX 3090 (reported)")
-    # hover on a marker names its team
-    points.first.hover(force=True)
-    expect(page.locator("#leaderboard-plot .hoverlayer")).to_contain_text("PSNR")
-    screenshot(page, "leaderboard")
+    label = page.locator("#upload label").first
+    expect(label).to_contain_text("Ground truth (simulate mode)")
+    page.get_by_label("Upscale this image").check()
+    expect(label).to_contain_text("Input image (upscale mode)")
+    expect(label).not_to_contain_text("Ground truth")
+    page.get_by_label("Simulate the challenge (upload = ground truth)").check()
+    expect(label).to_contain_text("Ground truth (simulate mode)")
 
-    # PSNR mode: the same markers, plus iso-score curves (lines, no markers)
-    page.locator("#lb-y").get_by_label("PSNR RGB (dB)").check()
-    expect(page.locator("#leaderboard-plot .ytitle")).to_have_text("PSNR RGB (dB)")  # the new figure is in
-    expect(page.locator("#leaderboard-plot .legendtext", has_text="Pareto front")).to_have_count(1)
-    expect(points).to_have_count(len(official))
-    expect(page.locator("#leaderboard-plot .scatterlayer .trace .js-line")).not_to_have_count(0)
-    screenshot(page, "leaderboard_psnr")
-
-    # Our evaluations: Track 2 on Set5 holds bicubic-x3 and rtsrn-x3
-    page.locator("#lb-track").get_by_label(re.compile("Track 2")).check()
-    expect(page.locator("#leaderboard-plot .gtitle")).to_contain_text("Track 2")
-    expect(page.locator("#leaderboard-table")).to_contain_text("RTSRN x3")
-    expect(points).to_have_count(2)
-    screenshot(page, "leaderboard_track2")
-
-    # another test set of Track 2, picked from the dropdown the track change refilled
-    page.locator("#lb-dataset input").click()
-    page.get_by_role("option", name="Urban100_10").click()
-    expect(page.locator("#leaderboard-plot .gtitle")).to_contain_text("Urban100_10")
-    expect(points).to_have_count(2)
-    # typing in the search box narrows the table and the plot to the matching rows
-    page.locator("#lb-query textarea").press_sequentially("RTSRN", delay=30)
-    expect(points).to_have_count(1)
-    expect(page.locator("#leaderboard-table")).not_to_contain_text("Bicubic x3")
+    pick_model(page, "Track 2 (x3) · RTSRN x3")
+    page.get_by_role("button", name="rocket.png").or_(page.locator("img[src*='rocket']")).first.click()
+    expect(page.locator("#upload img")).to_be_visible()
+    # rocket.png is 640x427: cropped to 639x426 for x3, said on upload and with the result
+    expect(page.locator("#upload-note")).to_contain_text("crops this 640x427 image to 639x426")
+    run(page)
+    expect(page.locator("#download a")).to_have_attribute("href", re.compile(r"/rtsrn-x3_639x426\.png$"))
+    expect(page.locator("#metrics")).to_contain_text("RTSRN x3")
+    expect(page.locator("#metrics")).to_contain_text("Cropped: simulate mode cut the 640x427 image to 639x426")
+    expect(page.locator("#timing")).to_contain_text("input 213x142 → 639x426")
+    screenshot(page, f"upscale_x3_example_{viewport}")
 
 
-def test_about_tab_gives_the_formula_and_the_commands(page):
-    page.get_by_role("tab", name="About").click()
+def test_two_models_compare_on_one_input_in_the_slider_and_the_table(page, viewport):
     expect = playwright.expect
-    expect(page.get_by_text("2 · 2^(PSNR − PSNR_bicubic) / (0.1 · √runtime_ms)")).to_be_visible()
+    # model B: the other models of model A's track (x2), none of Track 2's
+    page.locator("#model-b input").click()
+    expect(page.get_by_role("option", name="RTSRN x3")).to_have_count(0)
+    expect(page.get_by_role("option", name="RTSRN x2", exact=True)).to_have_count(0)  # model A itself
+    page.get_by_role("option", name="Bicubic x2", exact=True).click()
+    expect(page.locator("#compare")).to_be_hidden()  # the slider's left side is model B's
+    upload(page, EXAMPLES / "astronaut.png")
+    run(page)
+    caption = page.locator("#slider-caption")
+    expect(caption).to_contain_text("◀ left: Bicubic x2 (model B) · right: RTSRN x2 ▶")
+    expect(page.locator("#slider img").first).to_have_attribute("src", re.compile(r"before_model_b\.jpg$"))
+    metrics = page.locator("#metrics")
+    expect(metrics).to_contain_text("Bicubic x2 (model B)")
+    rows = {}
+    for line in metrics.inner_text().splitlines():
+        cells = [c.strip() for c in line.split("\t") if c.strip()]
+        if len(cells) == 5 and re.fullmatch(r"\d+\.\d+", cells[1]):
+            rows[cells[0]] = [float(c) for c in cells[1:]]
+    assert list(rows) == ["RTSRN x2", "Bicubic x2 (model B)", "Bicubic"]
+    # the Bicubic x2 model is the bicubic reference (its gain is 0 in test_app): the same numbers
+    assert rows["Bicubic x2 (model B)"] == rows["Bicubic"]
+    ahead = rows["RTSRN x2"][0] - rows["Bicubic x2 (model B)"][0]
+    assert ahead > 1
+    shown = re.search(r"RTSRN x2 − Bicubic x2: ([+-]\d+\.\d+) dB", metrics.inner_text())
+    assert shown and float(shown.group(1)) == pytest.approx(ahead, abs=0.0015)
+    expect(page.locator("#timing")).to_contain_text("Model B, Bicubic x2: forward")
+    # the detail shows both models
+    lr = page.locator("#lr-preview img").first
+    lr.scroll_into_view_if_needed()
+    lr.click()
+    images = page.locator("#detail img")
+    expect(images).to_have_count(5)
+    alts = [images.nth(i).get_attribute("alt") for i in range(5)]
+    assert alts[1:] == ["Bicubic", "RTSRN x2", "Bicubic x2 (model B)", "Ground truth"]
+    page.locator("#slider").scroll_into_view_if_needed()
+    screenshot(page, f"upscale_two_models_{viewport}")
+    # no model B: the old result goes, and the slider's "before" choice is back
+    page.locator("#model-b input").click()
+    page.get_by_role("option", name="None: compare with bicubic or the input").click()
+    expect(page.locator("#compare")).to_be_visible()
+    expect_cleared(page)
+
+
+def test_examples_and_images_have_names_and_the_jargon_is_explained(page, viewport):
+    expect = playwright.expect
+    # each example button says which photo it loads (sizes as the files hold them)
+    for name, size in [("astronaut", "512x512"), ("chelsea", "451x300"), ("coffee", "600x400"), ("rocket", "640x427")]:
+        button = page.get_by_role("button", name=f"Example: {name}.png ({size})", exact=True)
+        expect(button).to_be_visible()
+    expect(page.locator("#examples img[alt='']")).to_have_count(0)
+    # the terms of this tab, said where they appear
+    expect(page.locator("#host-note")).to_contain_text("FP32, FP16 and BF16 are 32-bit, 16-bit and bfloat16")
+    expect(page.locator("#mode")).to_contain_text("the low-resolution (LR) input")
+    expect(page.locator("#compare")).to_contain_text("LR input: the low-resolution image the model received")
+    page.get_by_role("button", name="Example: coffee.png (600x400)").click()
+    expect(page.locator("#upload img")).to_have_attribute("alt", "The uploaded image")
+    pick_model(page, "Track 1 (x2) · Bicubic x2")
+    run(page)
+    metrics = page.locator("#metrics")
+    expect(metrics).to_contain_text("PSNR: peak signal-to-noise ratio against the ground truth, in dB")
+    expect(metrics).to_contain_text("SSIM: structural similarity, 0 to 1")
+    expect(metrics).to_contain_text("Y: the luma (brightness) channel alone")
+    # bicubic is not above bicubic: the rule the About tab states gives 0
+    expect(metrics.locator("small")).to_contain_text(": 0.00 (0: not above bicubic)")
+    expect(page.locator("#lr-preview img")).to_have_attribute("alt", "The low-resolution image the model received")
+    screenshot(page, f"upscale_accessible_{viewport}")
+
+
+def test_about_tab_gives_the_formula_and_the_commands(page, viewport):
+    open_tab(page, "About")
+    expect = playwright.expect
+    formula = page.get_by_text("2 · 2^(PSNR − PSNR_bicubic) / (0.1 · √runtime_ms)")
+    expect(formula).to_be_visible()
+    # one rule, as rtsr.scoring applies it: the formula above bicubic, 0 otherwise
+    expect(formula).to_contain_text("if PSNR > PSNR_bicubic")
+    expect(formula).to_contain_text(re.compile(r"else:\s+score = 0"))
+    expect(page.get_by_text("starts at 20 / √runtime_ms")).to_be_visible()
     for command in (
         "python -m rtsr pack my_team",
         "python -m rtsr validate my_team",
         "python -m rtsr submit my-team/espcn-x2",
     ):
         expect(page.get_by_text(command).first).to_be_visible()
-    screenshot(page, "about")
+    screenshot(page, f"about_{viewport}")

@@ -238,3 +238,25 @@ def test_a_selected_row_shows_its_per_image_results(board):
     # another track clears what belonged to the last selection
     board.locator("#lb-track").get_by_label(re.compile("Track 2")).check()
     expect(details).to_have_text("")
+
+
+def test_psnr_mode_and_another_test_set(board):
+    expect = playwright.expect
+    # a hover names the entry and its metrics
+    board.locator(POINTS).first.hover(force=True)
+    expect(board.locator("#leaderboard-plot .hoverlayer")).to_contain_text("PSNR")
+    # PSNR mode: the same markers, plus the dotted score lines (lines, no markers)
+    board.locator("#lb-y").get_by_label("PSNR RGB (dB)").check()
+    expect(board.locator("#leaderboard-plot .ytitle")).to_have_text("PSNR RGB (dB)")
+    expect(board.locator("#leaderboard-plot .legendtext", has_text="Pareto front")).to_have_count(1)
+    expect(board.locator(POINTS)).to_have_count(TEAMS_AND_BICUBIC)
+    expect(board.locator("#leaderboard-plot .scatterlayer .trace .js-line")).not_to_have_count(0)
+    shot(board, "leaderboard_psnr")
+    # another test set of Track 2, from the dropdown the track change refilled
+    board.locator("#lb-track").get_by_label(re.compile("Track 2")).check()
+    expect(board.locator("#leaderboard-plot .gtitle")).to_contain_text("Track 2")
+    board.locator("#lb-dataset input").click()
+    board.get_by_role("option", name="Urban100_10").click()
+    expect(board.locator("#leaderboard-plot .gtitle")).to_contain_text("Urban100_10")
+    expect(board.locator(POINTS)).to_have_count(2)
+    expect(board.locator(ROWS)).to_have_count(2)
