@@ -198,9 +198,12 @@ def metrics_markdown(result: UpscaleResult, other: UpscaleResult | None = None) 
     head = "".join(f"ℹ️ {n}\n\n" for n in notes)
     if result.metrics is None or result.bicubic_metrics is None:
         return head + "*No ground truth: choose **Simulate the challenge**, or add a ground truth, to measure.*"
-    rows = [("**" + result.model.name + "**", result.metrics)]
+    # model names come from submissions: shown as text, never as markup
+    name_a = plain(result.model.name)
+    name_b = plain(other.model.name) if other is not None else ""
+    rows = [("**" + name_a + "**", result.metrics)]
     if other is not None and other.metrics is not None:
-        rows.append((other.model.name + " (model B)", other.metrics))
+        rows.append((name_b + " (model B)", other.metrics))
     rows.append(("Bicubic", result.bicubic_metrics))
     lines = [head + "| | PSNR RGB (dB) | SSIM RGB | PSNR Y (dB) | SSIM Y |", "|---|---:|---:|---:|---:|"]
     for name, m in rows:
@@ -212,8 +215,8 @@ def metrics_markdown(result: UpscaleResult, other: UpscaleResult | None = None) 
     if other is not None and other.psnr_gain is not None and other.metrics is not None:
         ahead = result.metrics.psnr_rgb - other.metrics.psnr_rgb
         lines.append(
-            f"\n{other.model.name} (model B): {other.psnr_gain:+.3f} dB over bicubic;"
-            f" {result.model.name} − {other.model.name}: **{ahead:+.3f} dB** PSNR RGB"
+            f"\n{name_b} (model B): {other.psnr_gain:+.3f} dB over bicubic;"
+            f" {name_a} − {name_b}: **{ahead:+.3f} dB** PSNR RGB"
         )
     lines.append("")
     lines.append(
@@ -226,7 +229,7 @@ def metrics_markdown(result: UpscaleResult, other: UpscaleResult | None = None) 
     scores = f"{score:.2f}{rule}"
     if other is not None and other.score is not None:
         other_rule = " (0: not above bicubic)" if other.score == 0 else ""
-        scores += f"; {other.model.name} at {other.forward_ms:.1f} ms: {other.score:.2f}{other_rule}"
+        scores += f"; {name_b} at {other.forward_ms:.1f} ms: {other.score:.2f}{other_rule}"
     lines.append(
         f"<small>Score on this one image at {result.forward_ms:.1f} ms: {scores}. It says little: the"
         f" official score is over a test set, FP16 on an RTX 3090 at 4K (this ran on"
@@ -248,7 +251,7 @@ def timing_markdown(result: UpscaleResult, request_ms: float, other: UpscaleResu
     )
     if other is not None:
         text += (
-            f"\n\nModel B, {other.model.name}: forward **{other.forward_ms:.1f} ms** ({timer}) ·"
+            f"\n\nModel B, {plain(other.model.name)}: forward **{other.forward_ms:.1f} ms** ({timer}) ·"
             f" {engine_markdown(other)}"
         )
     return text
@@ -450,7 +453,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
 
     def slider_caption(left: str, model_name: str) -> str:
         return (
-            f"◀ left: **{left}** · right: **{model_name}** ▶ (drag the handle to compare;"
+            f"◀ left: **{plain(left)}** · right: **{plain(model_name)}** ▶ (drag the handle to compare;"
             " click the model input below for a detail at 1:1)"
         )
 
