@@ -116,3 +116,22 @@ def test_names_from_submissions_are_shown_as_text_in_the_table_and_the_details()
     assert "<img" not in html_table and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html_table
     details = details_markdown(RowDetails(hostile, "Submissions", "Set5", "cpu", "fp32", "eager", team=hostile))
     assert "<img" not in details and "\\*\\*bold\\*\\*" in details and "\\[link](javascript" in details
+
+
+def test_model_names_are_shown_as_text_in_the_upscale_results():
+    from dataclasses import replace
+
+    from rtsr.serving import ModelPool, serve
+    from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
+    from space.ui import metrics_markdown, timing_markdown
+    from tests.conftest import ROOT
+
+    pool = ModelPool(Registry.read(BUNDLED_REGISTRY), "cpu")
+    try:
+        result = serve(pool, "bicubic-x2", ROOT / "examples" / "coffee.png", "simulate")
+    finally:
+        pool.close()
+    hostile = replace(result, model=replace(result.model, name="![x](https://evil.example/t.png) <b>B</b>"))
+    for text in (metrics_markdown(hostile, hostile), timing_markdown(hostile, 10.0, hostile)):
+        assert "![x](" not in text and "<b>" not in text
+        assert "\\!\\[x\\]" in text or "!\\[x\\]" in text
