@@ -292,13 +292,14 @@ def track_note(board: Board, track: int) -> str:
 class LeaderboardView:
     """The tab's controls (:attr:`inputs`: track, test set, sources, axes, search), what a
     view writes (:attr:`outputs`: plot, table, CSV), and :meth:`refresh` for the page's timer,
-    which reads :attr:`refresh_inputs` (the controls, then the sources this page unchecked)."""
+    which reads :attr:`refresh_inputs` (the controls, then the Sources checkbox's state)."""
 
     board: Board
     inputs: list[Any]
     outputs: list[Any]
     refresh_inputs: list[Any]
-    #: What a refresh writes besides the view: the errors, the test sets, the sources, the note.
+    #: What a refresh writes besides the view: the errors, the test sets, the sources, the
+    #: note and the Sources checkbox's state.
     controls: list[Any]
     view: Callable[..., Iterator[tuple[Any, str, str]]]
 
@@ -307,17 +308,17 @@ class LeaderboardView:
         :attr:`refresh_inputs` (those of a tab never opened may be None), after the board
         reloaded. A source that has rows now and was not unchecked on this page is checked: a
         new one (the first submission of a track) shows at once."""
-        track_id, dataset_name, _, y, x, text, unchecked = values
+        track_id, dataset_name, checked, y, x, text, state = values
         track_id = track_id or 1
         names = datasets(self.board.frame, track_id)
         dataset_name = dataset_name if dataset_name in names else (names[0] if names else None)
-        present = _present_sources(self.board, track_id)
-        chosen = [n for n in present if n not in (unchecked or [])]
+        chosen, state = _sources_for(self.board, track_id, checked, state)
         updates: list[Any] = [
             errors_markdown(self.board),
             gr.Dropdown(choices=names, value=dataset_name),
-            gr.CheckboxGroup(choices=present, value=chosen),
+            gr.CheckboxGroup(choices=state["shown"], value=chosen),
             track_note(self.board, track_id),
+            state,
         ]
         for view in self.view(track_id, dataset_name, chosen, y or "score", x or "runtime_ms", text or ""):
             updates += list(view)
@@ -326,6 +327,24 @@ class LeaderboardView:
 
 def errors_markdown(board: Board) -> str:
     return "\n\n".join(f"⚠️ {error}" for error in board.errors)
+
+
+def _sources_for(
+    board: Board, track: int, checked: list[str] | None, state: dict[str, list[str]] | None
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The Sources checkbox for ``track``: the sources with rows in it, each checked unless
+    this page unchecked it; and the new state. ``checked`` is what the checkbox holds now,
+    ``state`` which sources it shows (``shown``) and which were unchecked earlier
+    (``unchecked``). Whatever it shows and does not hold was unchecked here; a source it did
+    not show (another track's, or one that has just gained rows) keeps its earlier state, so
+    a new source shows checked. Worked out from what the checkbox holds, not from an event
+    of its own, so that a quick change of track cannot outrun it."""
+    state = state or {"shown": [], "unchecked": []}
+    held = set(checked or [])
+    unchecked = [n for n in state["unchecked"] if n not in state["shown"]]
+    unchecked += [n for n in state["shown"] if n not in held]
+    present = _present_sources(board, track)
+    return [n for n in present if n not in unchecked], {"shown": present, "unchecked": unchecked}
 
 
 def _present_sources(board: Board, track: int) -> list[str]:
@@ -412,23 +431,19 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
     details = gr.Markdown(elem_id="leaderboard-details")
     csv = gr.DownloadButton("Download CSV (full precision)", value=first[2], elem_id="leaderboard-csv")
 
-    # the sources this page unchecked: a refresh or another track keeps them unchecked, and
-    # checks the others, new ones included
-    unchecked = gr.State([])
+    # the sources the checkbox shows, and those this page unchecked (see _sources_for)
+    shown_sources = gr.State({"shown": first_sources, "unchecked": []})
 
-    def on_track(track_id: int, hidden: list[str]) -> tuple[Any, Any, str, str]:
+    def on_track(track_id: int, checked: list[str] | None, state: dict[str, list[str]] | None) -> tuple[Any, ...]:
         sets = datasets(board.frame, track_id)
-        present = _present_sources(board, track_id)
+        chosen, state = _sources_for(board, track_id, checked, state)
         return (
             gr.Dropdown(choices=sets, value=sets[0] if sets else None),
-            gr.CheckboxGroup(choices=present, value=[n for n in present if n not in hidden]),
+            gr.CheckboxGroup(choices=state["shown"], value=chosen),
             track_note(board, track_id),
             "",
+            state,
         )
-
-    def on_sources(track_id: int, checked: list[str], hidden: list[str]) -> list[str]:
-        present = _present_sources(board, track_id)
-        return [n for n in hidden if n not in present] + [n for n in present if n not in checked]
 
     def on_select(track_id: int, dataset_name: str | None, event: gr.EventData) -> str:
         key = getattr(event, "row", None)
@@ -441,13 +456,17 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
     inputs = [track, dataset, sources, y_axis, x_axis, query]
     outputs = [plot, table, csv]
     # .then: the dataset's value may not change with the track (Set5 in both), so no .change fires
-    changed = track.change(on_track, [track, unchecked], [dataset, sources, note, details], api_visibility="private")
+    changed = track.change(
+        on_track,
+        [track, sources, shown_sources],
+        [dataset, sources, note, details, shown_sources],
+        api_visibility="private",
+    )
     changed.then(on_view, inputs, outputs, api_visibility="private")
     for control in (dataset, sources, y_axis, x_axis):
         control.input(on_view, inputs, outputs, api_visibility="private")
-    sources.input(on_sources, [track, sources, unchecked], unchecked, api_visibility="private")
     # .change, not .input: a box emptied by Backspace or select-all + Delete must show every row again
     query.change(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
     table.select(on_select, [track, dataset], details, api_visibility="private")
-    controls = [errors, dataset, sources, note]
-    return LeaderboardView(board, inputs, outputs, [*inputs, unchecked], controls, on_view)
+    controls = [errors, dataset, sources, note, shown_sources]
+    return LeaderboardView(board, inputs, outputs, [*inputs, shown_sources], controls, on_view)

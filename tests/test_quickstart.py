@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -129,3 +130,12 @@ def test_the_quick_start_main_job_runs_in_a_fresh_clone(clone):
     for name in ("model", "bicubic"):
         assert table_row(stdout, name) == pytest.approx(table_row(shown, name), abs=0.01), name
     assert f"wrote {argv[argv.index('--out') + 1]}" in stdout and f"wrote {out.relative_to(clone)}" in shown
+
+
+def test_every_image_the_readme_shows_is_in_the_repository():
+    readme = (ROOT / "README.md").read_text()
+    images = re.findall(r'<img src="([^"]+)"', readme) + re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    assert len(images) >= 4
+    for src in images:
+        assert not src.startswith(("http:", "https:", "/")), src  # the Space's own files, read offline
+        assert (ROOT / src).is_file(), src

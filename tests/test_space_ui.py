@@ -135,3 +135,32 @@ def test_model_names_are_shown_as_text_in_the_upscale_results():
     for text in (metrics_markdown(hostile, hostile), timing_markdown(hostile, 10.0, hostile)):
         assert "![x](" not in text and "<b>" not in text
         assert "\\!\\[x\\]" in text or "!\\[x\\]" in text
+
+
+def test_the_sources_checkbox_remembers_what_the_page_unchecked(tmp_path):
+    import json
+
+    from rtsr.leaderboard import EvaluationFolder, default_sources, load_leaderboard
+    from rtsr.leaderboard.sources import EVALUATIONS_DIR
+    from space.leaderboard_tab import Board, _sources_for
+
+    official, evaluated = "NTIRE 2023 (reported)", "rtsr evaluate"
+    store = EvaluationFolder("Submissions", tmp_path / "results", recursive=True)
+    sources = [*default_sources(), store]
+    board = Board(load_leaderboard(sources)[0], [], sources)
+    start = {"shown": [official, evaluated], "unchecked": []}
+    # Track 1 with rtsr evaluate unchecked, then Track 2: still unchecked there
+    chosen, state = _sources_for(board, 2, [official], start)
+    assert chosen == [] and state == {"shown": [evaluated], "unchecked": [evaluated]}
+    # back on Track 1: the official table is checked, rtsr evaluate still not
+    chosen, state = _sources_for(board, 1, [], state)
+    assert chosen == [official] and state["unchecked"] == [evaluated]
+    # a submission's results arrive: the new source shows checked at the next refresh
+    (tmp_path / "results" / "req-1").mkdir(parents=True)
+    (tmp_path / "results" / "req-1" / "Set5.json").write_text((EVALUATIONS_DIR / "rtsrn-x2_Set5.json").read_text())
+    board.reload()
+    chosen, state = _sources_for(board, 1, [official], state)
+    assert chosen == [official, "Submissions"] and state["shown"] == [official, evaluated, "Submissions"]
+    # checked again: every source shows
+    assert _sources_for(board, 1, state["shown"], state)[0] == state["shown"]
+    assert json.dumps(state)  # a gr.State value the page keeps
