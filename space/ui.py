@@ -76,8 +76,52 @@ UPSCALE_CSS = """
 #metrics td { white-space: nowrap; padding: 4px 6px; }
 #metrics th { padding: 4px 6px; }
 #detail img { image-rendering: pixelated; }
+#slider [data-testid="slider"]:focus-visible { outline: 3px solid var(--color-accent); outline-offset: 2px; }
 #detail .grid-wrap { height: auto !important; min-height: 0 !important; max-height: none !important; }
 @media (max-width: 700px) { #detail .grid-container { --grid-cols: 2 !important; } }
+"""
+
+#: The before/after slider's handle as a keyboard control: focusable (Tab), announced as a
+#: slider with its position, moved by the arrow keys (5% of the width; with Shift, 1%) and
+#: Home/End. Gradio's handle is dragged with d3-drag, which listens for a mousedown on the
+#: handle and mousemoves on the window: a key press plays that drag, so the component keeps
+#: its own state (the split, the clip of the "after" image) as it would under a mouse.
+_SLIDER_KEYS_JS = """
+const position = (handle) => {
+  const after = document.querySelectorAll('#slider img')[1];
+  const found = after && /inset\\([^)]*?([\\d.]+)%\\)/.exec(after.style.clipPath || '');
+  return found ? Math.round(parseFloat(found[1])) : 50;
+};
+const attach = () => {
+  const handle = document.querySelector('#slider [data-testid="slider"]');
+  if (!handle || handle.dataset.keys) return;
+  handle.dataset.keys = 'on';
+  handle.tabIndex = 0;
+  handle.setAttribute('role', 'slider');
+  handle.setAttribute('aria-label', 'Before/after divider: left and right arrow keys move it');
+  handle.setAttribute('aria-valuemin', '0');
+  handle.setAttribute('aria-valuemax', '100');
+  handle.setAttribute('aria-valuenow', String(position(handle)));
+  handle.addEventListener('keydown', (event) => {
+    if (!['ArrowLeft', 'ArrowRight', 'Home', 'End'].includes(event.key)) return;
+    event.preventDefault();
+    const area = handle.parentElement.getBoundingClientRect();
+    const box = handle.getBoundingClientRect();
+    const x = box.left + box.width / 2, y = box.top + box.height / 2;
+    const step = area.width * (event.shiftKey ? 0.01 : 0.05);
+    const to = event.key === 'Home' ? area.left : event.key === 'End' ? area.right
+      : x + (event.key === 'ArrowRight' ? step : -step);
+    const mouse = (cx) => ({
+      bubbles: true, cancelable: true, clientX: cx, clientY: y, view: window, button: 0, buttons: 1,
+    });
+    handle.dispatchEvent(new MouseEvent('mousedown', mouse(x)));
+    window.dispatchEvent(new MouseEvent('mousemove', mouse(to)));
+    window.dispatchEvent(new MouseEvent('mouseup', mouse(to)));
+    requestAnimationFrame(() => handle.setAttribute('aria-valuenow', String(position(handle))));
+  });
+};
+attach();
+new MutationObserver(attach).observe(document.body, {childList: true, subtree: true});
 """
 
 #: The page's styles, each part from the module that builds what it styles (``launch(css=...)``).
@@ -415,6 +459,9 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                 buttons=["fullscreen"],  # no JPEG download beside the full-resolution PNG's
             )
             caption = gr.Markdown(visible=False, elem_id="slider-caption")
+            # Gradio's slider handle takes only a mouse or a finger; this makes it a keyboard
+            # slider too (see _SLIDER_KEYS_JS)
+            gr.HTML("", container=False, padding=False, elem_id="slider-keys", js_on_load=_SLIDER_KEYS_JS)
             compare = gr.Radio(
                 COMPARE_CHOICES,
                 value="bicubic",

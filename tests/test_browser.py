@@ -364,6 +364,21 @@ def test_examples_and_images_have_names_and_the_jargon_is_explained(page, viewpo
     expect(page.locator("#lr-preview img")).to_have_attribute("alt", "The low-resolution image the model received")
     screenshot(page, f"upscale_accessible_{viewport}")
 
+    # the slider's handle is a keyboard control: reached by Tab, moved by the arrow keys
+    handle = page.locator("#slider [role=slider]")
+    expect(handle).to_have_attribute("tabindex", "0")
+    expect(handle).to_have_attribute("aria-valuenow", "50")
+    handle.focus()
+    for _ in range(3):
+        handle.press("ArrowLeft")  # 5% of the width each
+    expect(handle).to_have_attribute("aria-valuenow", re.compile(r"^3[4-6]$"))
+    after = page.locator("#slider img").nth(1)
+    expect(after).to_have_attribute("style", re.compile(r"clip-path: inset\(0px 0px 0px 3[4-6][.\d]*%\)"))
+    handle.press("End")
+    expect(handle).to_have_attribute("aria-valuenow", re.compile(r"^(99|100)$"))
+    handle.press("Home")
+    expect(handle).to_have_attribute("aria-valuenow", re.compile(r"^[01]$"))
+
 
 def test_about_tab_gives_the_formula_and_the_commands(page, viewport):
     open_tab(page, "About")
