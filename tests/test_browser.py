@@ -107,9 +107,11 @@ def test_upscale_tab_runs_a_model_and_shows_its_metrics(page, viewport):
     expect(page.locator("#download a")).to_have_attribute("href", re.compile(r"/rtsrn-x2_512x512\.png$"))
 
     # The numbers on the page are the library's on the same request, made here by hand.
-    expected = serve(
-        ModelPool(Registry.read(BUNDLED_REGISTRY)), "rtsrn-x2", ROOT / "examples" / "astronaut.png", "simulate"
-    )
+    pool = ModelPool(Registry.read(BUNDLED_REGISTRY))
+    try:
+        expected = serve(pool, "rtsrn-x2", ROOT / "examples" / "astronaut.png", "simulate")
+    finally:
+        pool.close()  # its sandboxed model process
     text = metrics.inner_text()
     rows = {
         name: [float(v) for v in re.findall(r"\d+\.\d+", line)]
