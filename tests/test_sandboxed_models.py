@@ -174,3 +174,26 @@ def test_a_pool_never_closed_still_ends_its_process_and_scratch_folder(tmp_path,
     gc.collect()
     assert list(scratch_parent.iterdir()) == []
     assert running_with(mark) == []
+
+
+def test_a_model_that_slows_the_timer_is_caught_by_the_wall_clock(tmp_path):
+    """The model process runs the submission's code, which can patch the timer the runtime
+    protocol reads; the call's wall time, measured outside, gives it away."""
+    import torch
+
+    from rtsr.submissions.sandboxed_models import RUNTIME_CALL_ALLOWANCE_MS
+
+    cheat = open_submission(hostile(tmp_path, "slow_clock"))
+    honest = open_submission(make_submission(tmp_path / "honest"))
+    models = SandboxedModels({"cheat": cheat, "honest": honest}, torch.device("cpu"))
+    try:
+        # 21 passes of 40 ms: 840 ms of wall time, far more than the allowance
+        with pytest.raises(ModelError, match=r"^cheat: reported 0\.4\d\d ms per pass, but its 21 passes took"):
+            models.runtime("cheat", "fp32", (32, 32), warmup=1, repeat=20)
+        # (caught only because its real time is well above the allowance for fixed costs)
+        assert 2 * RUNTIME_CALL_ALLOWANCE_MS < 21 * 40
+        # an honest model's short protocol passes, its fixed costs forgiven
+        stats, flops = models.runtime("honest", "fp32", (32, 32), warmup=1, repeat=3)
+        assert stats.passes == 3 and stats.mean_ms > 0 and flops >= 0
+    finally:
+        models.close()
