@@ -203,7 +203,6 @@ def leaderboard_figure(
     entries, references = df[~reference], df[reference]
     front = pareto_front(df, y, x)
 
-    # x per unit in ms: 1 for runtime; bicubic's ms for relative runtime on one device.
     on_gpu = (df["device_type"] == "cuda").to_numpy(dtype="bool")
     bicubic_ms, device = _device_bicubic_ms(df)
     # x per unit in ms: 1 for runtime; bicubic's ms for relative runtime on one device
