@@ -47,6 +47,16 @@ def hr_dir(tmp_path: Path, photos: dict[str, np.ndarray]) -> Path:
     return folder
 
 
+def needs_shared(path: Path) -> Path:
+    """``path`` below ``$RTSR_SHARED``: the test skips without it, except under CI, whose
+    runner provides the shared data, where a missing file is a failure, not a silent skip."""
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} not found: CI provides ../shared (set RTSR_SHARED)")
+        pytest.skip(f"{path} not found (set RTSR_SHARED)")
+    return path
+
+
 #: The repository's own copy of Set5 (the same five images as the held-out set's).
 BUNDLED_SET5 = ROOT / "testsets" / "Set5"
 

@@ -11,7 +11,7 @@ from rtsr.degradation import crop_for_scale, jpeg_roundtrip
 from rtsr.errors import InputError
 from rtsr.images import read_rgb
 from rtsr.metrics import ImageMetrics, mean_metrics, measure, measure_against, measure_folders, psnr, rgb_to_y, ssim
-from tests.conftest import EVAL_DIR, PHOTOS, ROOT, photo
+from tests.conftest import EVAL_DIR, PHOTOS, ROOT, needs_shared, photo
 
 SET5 = ROOT / "testsets" / "Set5"
 
@@ -102,9 +102,7 @@ def test_measure_against_agrees_with_scikit_image_on_set5(name):
 
 
 def test_measure_against_agrees_with_scikit_image_on_a_large_held_out_image():
-    path = EVAL_DIR / "Urban100_10" / "img_002.png"  # 1024x768: many strips and column blocks
-    if not path.is_file():
-        pytest.skip(f"held-out eval data not found at {path} (set RTSR_SHARED)")
+    path = needs_shared(EVAL_DIR / "Urban100_10" / "img_002.png")  # 1024x768: many strips and column blocks
     gt = read_rgb(path)
     rng = np.random.default_rng(2)
     images = [_bicubic_x2(gt), np.clip(gt + rng.normal(0, 5, gt.shape), 0, 255).astype(np.uint8)]

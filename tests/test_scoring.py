@@ -4,7 +4,7 @@ import math
 import pytest
 
 from rtsr.scoring import psnr_for_score, score
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT, SHARED, needs_shared
 
 TABLE = ROOT / "leaderboard" / "ntire23_track1_final.csv"
 
@@ -15,9 +15,7 @@ def _rows(path):
 
 
 def test_shipped_table_is_the_official_one():
-    official = SHARED / "leaderboard" / "ntire23_track1_final.csv"
-    if not official.exists():
-        pytest.skip(f"{official} not found")
+    official = needs_shared(SHARED / "leaderboard" / "ntire23_track1_final.csv")
     assert TABLE.read_bytes() == official.read_bytes()
 
 
