@@ -34,15 +34,22 @@ def test_zip_flat_or_under_one_folder(tmp_path, monkeypatch, prefix):
     assert sub.hashes() == open_submission(folder).hashes()
 
 
-def test_zip_that_escapes_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("RTSR_CACHE", str(tmp_path / "cache"))
+@pytest.mark.parametrize("member", ["../../outside.py", "utils/../../outside.py", "/tmp/outside.py"])
+def test_zip_that_escapes_is_refused(tmp_path, monkeypatch, member):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RTSR_CACHE", str(cache))
     bad = tmp_path / "submission_evil.zip"
     with zipfile.ZipFile(bad, "w") as z:
         z.writestr("arch.py", "def srmodel(): pass")
-        z.writestr("../../outside.py", "print('escaped')")
-    with pytest.raises(SubmissionError, match="would land outside"):
+        z.writestr(member, "print('escaped')")
+    with pytest.raises(SubmissionError, match=f"member '{member}' would land outside the submission"):
         open_submission(bad)
-    assert not (tmp_path / "outside.py").exists()
+    # Nothing was extracted anywhere: not where the member points (the zips are unpacked two
+    # levels below the cache, so "../../" is the cache itself), and not inside a folder either
+    # (zipfile's extractall would strip the "..", so a missing refusal shows as a file here).
+    assert [p for p in tmp_path.rglob("outside.py")] == []
+    assert not (cache / "outside.py").exists()
+    assert not (cache / "zips").exists() or [p.name for p in (cache / "zips").iterdir()] == []
 
 
 def test_not_a_zip(tmp_path):
