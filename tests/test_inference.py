@@ -5,8 +5,8 @@ import torch
 from rtsr.devices import resolve_device, resolve_precision
 from rtsr.errors import DeviceError, InputError, ModelError
 from rtsr.inference import prepare, to_image, to_tensor, upscale, upscale_folder
-from rtsr.models import srmodel
-from tests.conftest import photo
+from rtsr.models import load_model, srmodel
+from tests.conftest import ROOT, photo
 
 
 def test_tensor_round_trip_is_exact():
@@ -37,12 +37,19 @@ def test_bicubic_upscale_size(scale):
 
 
 def test_bf16_stays_close_to_fp32():
-    image = photo("chelsea")[:64, :64]
+    """The shipped RTSRN x2 (trained weights: an untrained one's output is mostly clipped, so
+    it hides errors) in bfloat16 against FP32 on photos. Measured on this project's host:
+    0.24, 0.08 and 0.09 levels on average, never more than 1."""
     cpu = torch.device("cpu")
-    model = srmodel("rtsrn", 2)
-    fp32 = upscale(prepare(model, cpu, "fp32"), image, 2, cpu, "fp32")
-    bf16 = upscale(prepare(model, cpu, "bf16"), image, 2, cpu, "bf16")
-    assert np.abs(fp32.astype(int) - bf16.astype(int)).mean() < 3
+    weights = ROOT / "submissions" / "rtsrn_x2" / "model.safetensors"
+    fp32_model = prepare(load_model(weights).module, cpu, "fp32")
+    bf16_model = prepare(load_model(weights).module, cpu, "bf16")
+    for name in ("chelsea", "coffee", "astronaut"):
+        image = photo(name)[:96, :96]
+        fp32 = upscale(fp32_model, image, 2, cpu, "fp32").astype(int)
+        bf16 = upscale(bf16_model, image, 2, cpu, "bf16").astype(int)
+        difference = np.abs(fp32 - bf16)
+        assert 0 < difference.mean() < 0.4 and difference.max() <= 2, name  # 0: it did not run in bf16
 
 
 class _Wrong(torch.nn.Module):
