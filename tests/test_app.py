@@ -51,7 +51,7 @@ def predict(app: RunningApp, tmp_path, **request):
     return client.predict(**arguments, api_name="/upscale")
 
 
-def test_upscale_returns_exactly_the_scaled_image(app, tmp_path):
+def test_upscale_returns_the_models_own_output_at_the_scaled_size(app, tmp_path):
     lr = photo("chelsea")  # 300x451: odd width
     Image.fromarray(lr).save(tmp_path / "chelsea.png")
     slider, metrics_md, timing_md, details, png, model_input = predict(
@@ -70,9 +70,10 @@ def test_upscale_returns_exactly_the_scaled_image(app, tmp_path):
     assert peak_signal_noise_ratio(upscale(module, lr, 3, CPU, "fp32"), sr) >= 45
     before, after = (read(p) for p in slider)
     assert before.shape == after.shape == (900, 1353, 3)
-    # "before" is the LR input with its pixels repeated 3x3: each block is one colour
-    blocks = before.reshape(300, 3, 451, 3, 3).astype(int)
-    assert (blocks.max(axis=(1, 3)) - blocks.min(axis=(1, 3))).max() <= 24  # JPEG preview noise only
+    # "before" is the LR input itself, each pixel repeated 3x3, through the JPEG preview
+    # (quality 92: 44.3 dB on this photo; the image mirrored scores 14.6)
+    nearest = lr.repeat(3, axis=0).repeat(3, axis=1)
+    assert peak_signal_noise_ratio(nearest, before) > 40
     assert details["metrics"] is None and "No ground truth" in metrics_md
     assert read(model_input).shape == lr.shape
     assert "wall clock" in timing_md and "input 451x300 → 1353x900" in timing_md
