@@ -2,8 +2,10 @@
 from a Hub cache with HF_HUB_OFFLINE=1, and run the registered model."""
 
 import json
+import re
 import zipfile
 
+import numpy as np
 from PIL import Image
 
 from tests.conftest import assert_one_line_error, make_submission, photo, populate_hub_cache, run_cli
@@ -26,6 +28,11 @@ def test_validate_refuses_what_is_not_a_submission(tmp_path):
     assert_one_line_error(run_cli("validate", "org/name@main"), "40-character commit")
 
 
+def _checklist(report: str) -> list[tuple[str, str]]:
+    """The (status, check) pairs of a validate report, in order."""
+    return re.findall(r"^\s+(PASS|FAIL|SKIP)\s+(\S+(?: \S+)*?)\s{2,}", report, flags=re.MULTILINE)
+
+
 def test_pack_then_validate_the_zip(tmp_path):
     root = make_submission(tmp_path / "myteam")
     out = run_cli("pack", root, "--out-dir", tmp_path, check=True)
@@ -34,6 +41,14 @@ def test_pack_then_validate_the_zip(tmp_path):
         assert "arch.py" in z.namelist()
     result = run_cli("validate", tmp_path / "submission_myteam.zip", env={"RTSR_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stdout + result.stderr
+    # the zip's own checklist: the same checks as the folder's, all passed
+    folder = run_cli("validate", root, check=True)
+    assert _checklist(result.stdout) == _checklist(folder.stdout)
+    assert len(_checklist(result.stdout)) >= 8
+    assert "PASS  srmodel()" in result.stdout and "FAIL" not in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("ok:")
+    # unpacked once into the cache, by content
+    assert len([p for p in (tmp_path / "cache" / "zips").iterdir() if not p.name.startswith(".")]) == 1
 
 
 def test_publish_dry_run(tmp_path):
@@ -66,8 +81,13 @@ def test_register_a_hub_submission_and_run_it(tmp_path):
     Image.fromarray(photo("coffee")[:40, :60]).save(lr / "coffee.png")
     run_cli("sr", "--model", "tiny-x2", "--lr-dir", lr, "--out-dir", tmp_path / "sr", env=env, check=True)
     assert Image.open(tmp_path / "sr" / "coffee.png").size == (120, 80)
-    run_cli(
+    hub = run_cli(
         "sr", "--model", f"team/tiny@{REVISION}", "--lr-dir", lr, "--out-dir", tmp_path / "sr2", env=env, check=True
     )
+    assert f"wrote {tmp_path / 'sr2'}" in hub.stdout and "upscaled 1 images x2" in hub.stdout
+    # the same commit's model, by its Hub id or by its registered id, gives the same pixels
+    by_hub = np.asarray(Image.open(tmp_path / "sr2" / "coffee.png"))
+    assert by_hub.shape == (80, 120, 3)
+    assert np.array_equal(by_hub, np.asarray(Image.open(tmp_path / "sr" / "coffee.png")))
     wrong = run_cli("sr", "--model", "tiny-x2", "--scale", "3", "--lr-dir", lr, "--out-dir", tmp_path / "sr3", env=env)
     assert_one_line_error(wrong, "is a x2 model, but x3 was asked for")
