@@ -319,3 +319,33 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+#: How long a browser test waits for the page (the first request of a model builds its engine).
+TIMEOUT_MS = 120_000
+#: The widths every browser test runs at: a laptop and a phone (an iPhone 12-14's CSS pixels).
+VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+def open_page(browser, app: RunningApp, viewport: dict[str, int]):  # type: ignore[no-untyped-def]
+    """A new browser context at ``viewport`` with the app loaded: (context, page)."""
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    page.wait_for_selector("#upload")
+    return context, page
+
+
+@pytest.fixture(params=list(VIEWPORTS))
+def viewport(request: pytest.FixtureRequest) -> str:
+    """The name of the width a browser test runs at ("desktop" or "phone")."""
+    return request.param
+
+
+@pytest.fixture
+def page(browser, app, viewport):  # type: ignore[no-untyped-def]
+    """The app in a browser page at each of :data:`VIEWPORTS`."""
+    context, page = open_page(browser, app, VIEWPORTS[viewport])
+    yield page
+    context.close()

@@ -12,38 +12,14 @@ import pytest
 
 from rtsr.serving import ModelPool, serve
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
-from tests.conftest import ARTIFACTS, ROOT
+from tests.conftest import ARTIFACTS, ROOT, TIMEOUT_MS
 
 playwright = pytest.importorskip("playwright.sync_api")
 
 SCREENSHOTS = ARTIFACTS / "screenshots"
-TIMEOUT_MS = 120_000
 
 
-#: The widths every Upscale test runs at: a laptop and a phone (an iPhone 12-14's CSS pixels).
-VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 EXAMPLES = ROOT / "examples"
-
-
-def open_page(browser, app, viewport: dict[str, int]):
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app.url)
-    page.wait_for_selector("#upload")
-    return context, page
-
-
-@pytest.fixture(params=list(VIEWPORTS))
-def viewport(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def page(browser, app, viewport):
-    context, page = open_page(browser, app, VIEWPORTS[viewport])
-    yield page
-    context.close()
 
 
 def screenshot(page, name: str, full_page: bool = True) -> Path:

@@ -9,28 +9,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
-from tests.test_browser import SCREENSHOTS, TIMEOUT_MS
+from tests.conftest import ROOT, TIMEOUT_MS
+from tests.test_browser import screenshot
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-WIDTHS = {"desktop": (1440, 900), "phone": (390, 844)}
 
-
-@pytest.fixture(params=list(WIDTHS))
-def page(request, browser, app):
-    width, height = WIDTHS[request.param]
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app.url)
-    page.wait_for_selector("#upload")
-    page.screen = request.param  # type: ignore[attr-defined]
-    yield page
-    context.close()
-
-
-def test_several_images_give_a_zip_and_a_csv(page, tmp_path):
+def test_several_images_give_a_zip_and_a_csv(page, viewport, tmp_path):
     expect = playwright.expect
     (tmp_path / "notes.png").write_text("not an image")
     page.locator("#batch").get_by_text("Several images at once").click()
@@ -55,8 +40,7 @@ def test_several_images_give_a_zip_and_a_csv(page, tmp_path):
     header = summary.locator("th", has_text="PSNR RGB").first.bounding_box()
     assert header is not None and header["height"] < header["width"], header
     summary.scroll_into_view_if_needed()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"upscale_batch_{page.screen}.png"), full_page=True)
+    screenshot(page, f"upscale_batch_{viewport}")
     # new files: the last batch's results go
     page.locator("#batch-files input[type=file]").set_input_files([str(files[0])])
     expect(summary).to_have_text("")

@@ -11,33 +11,30 @@ import pandas as pd
 import pytest
 
 from rtsr.leaderboard import OFFICIAL_CSV
-from tests.test_browser import SCREENSHOTS, TIMEOUT_MS
+from tests.conftest import VIEWPORTS, open_page
+from tests.test_browser import screenshot
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-WIDTHS = {"desktop": (1440, 900), "phone": (390, 844)}
 TEAMS_AND_BICUBIC = len(pd.read_csv(OFFICIAL_CSV))
 ROWS = "#leaderboard-table tbody tr"
 POINTS = "#leaderboard-plot .scatterlayer .trace path.point"
 
 
-@pytest.fixture(params=list(WIDTHS))
-def board(request, browser, app):
-    width, height = WIDTHS[request.param]
-    context = browser.new_context(viewport={"width": width, "height": height})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app.url)
+@pytest.fixture
+def board(browser, app, viewport):
+    """The Leaderboard tab at each width, its plot drawn; ``board.screen`` names the width."""
+    context, page = open_page(browser, app, VIEWPORTS[viewport])
     page.get_by_role("tab", name="Leaderboard").click()
     playwright.expect(page.locator(POINTS)).to_have_count(TEAMS_AND_BICUBIC)
-    page.screen = request.param  # type: ignore[attr-defined]
+    page.screen = viewport  # type: ignore[attr-defined]
     yield page
     context.close()
 
 
 def shot(page, name: str, full_page: bool = True) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}_{page.screen}.png"), full_page=full_page)
+    """test_browser's screenshot, named for the width too."""
+    screenshot(page, f"{name}_{page.screen}", full_page)
 
 
 def traces(page) -> list[dict]:
