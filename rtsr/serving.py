@@ -500,16 +500,19 @@ def serve(
     timings: dict[str, float] = {}
 
     with _stage(timings, "decode", on_stage):
-        if isinstance(image, np.ndarray):
-            height, width = image.shape[:2]
-        else:
-            height, width = image_size(image, Path(image).name)
-        target = fit_size(height, width, scale, mode, limit) if fit else None
+        # the file's size from its header, read here only to fit it (read_upload reads it too)
+        original: tuple[int, int] | None = None
+        if fit:
+            if isinstance(image, np.ndarray):
+                original = (image.shape[0], image.shape[1])
+            else:
+                original = image_size(image, Path(image).name)
+        target = fit_size(original[0], original[1], scale, mode, limit) if original is not None else None
         if target is not None:
             upload = downscale(image if isinstance(image, np.ndarray) else read_rgb(image, Path(image).name), target)
             check_input_size(upload.shape[0], upload.shape[1], scale, mode, limit)
         elif isinstance(image, np.ndarray):
-            check_input_size(height, width, scale, mode, limit)
+            check_input_size(image.shape[0], image.shape[1], scale, mode, limit)
             upload = image
         else:
             upload = read_upload(image, scale, mode, limit)
@@ -564,7 +567,7 @@ def serve(
         tiles_exact=done.bounded,
         timings_ms=timings,
         upload_size=(upload.shape[0], upload.shape[1]),
-        downscaled_from=(height, width) if target is not None else None,
+        downscaled_from=original if target is not None else None,
     )
 
 

@@ -26,7 +26,6 @@ from rtsr.constants import TARGET_SIZE, TRACK_SCALES
 from rtsr.leaderboard import (
     OfficialTable,
     Source,
-    column,
     datasets,
     default_sources,
     filter_leaderboard,
@@ -34,10 +33,18 @@ from rtsr.leaderboard import (
     load_leaderboard,
     to_csv,
 )
-from rtsr.leaderboard.columns import IMAGE_METRICS, cell_text, metric
+from rtsr.leaderboard.columns import IMAGE_METRICS, Column, cell_text, metric
 from rtsr.leaderboard.details import BICUBIC_PSNR_KEY, GAIN_KEY, RowDetails, row_details
 from rtsr.leaderboard.plot import X_AXES, Y_AXES, XAxis, YAxis
-from rtsr.leaderboard.table import find_row, link_text, matching, pareto_front, row_key, table_columns
+from rtsr.leaderboard.table import (
+    find_row,
+    link_text,
+    matching,
+    pareto_front,
+    row_key,
+    shown_table,
+    table_columns,
+)
 from space.about import LEADERBOARD_NOTE
 
 
@@ -170,23 +177,23 @@ CSS = """
 """
 
 
-def _cell(key: str, row: pd.Series, on_front: bool) -> str:
-    c = column(key)
-    value = row[key]
+def _cell(c: Column, row: pd.Series, text: str, on_front: bool) -> str:
+    """One cell of the table: ``text`` as :func:`rtsr.leaderboard.shown_table` prints it,
+    escaped; a number keeps its value for sorting, a link its address."""
+    value = row[c.key]
     if c.kind == "url":
-        url = str(value)
-        if not url:
+        if not value:
             return '<td class="text"></td>'
-        link = f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{html.escape(link_text(url))}</a>'
+        link = f'<a href="{html.escape(str(value))}" target="_blank" rel="noopener">{html.escape(text)}</a>'
         return f'<td class="text">{link}</td>'
     if c.kind == "float":
         number = float(value)
         sort = "NaN" if number != number else repr(number)
-        return f'<td data-v="{sort}">{html.escape(cell_text(key, number))}</td>'
-    text = html.escape(cell_text(key, value))
-    if key == "method" and on_front:
-        text = f'<span title="On the Pareto front" aria-label="On the Pareto front">★</span> {text}'
-    return f'<td class="text">{text}</td>'
+        return f'<td data-v="{sort}">{html.escape(text)}</td>'
+    shown = html.escape(text)
+    if c.key == "method" and on_front:
+        shown = f'<span title="On the Pareto front" aria-label="On the Pareto front">★</span> {shown}'
+    return f'<td class="text">{shown}</td>'
 
 
 def table_html(rows: pd.DataFrame, front: pd.Series, sort_key: str) -> str:
@@ -199,6 +206,7 @@ def table_html(rows: pd.DataFrame, front: pd.Series, sort_key: str) -> str:
     rows = rows.assign(_front=front.to_numpy(dtype="bool"))
     rows = rows.sort_values(sort_key, ascending=not sort.higher_is_better, na_position="last", kind="stable")
     columns = table_columns(rows)
+    texts = shown_table(rows)  # the same columns, printed
     head = []
     for c in columns:
         numeric = c.kind == "float"
@@ -211,8 +219,8 @@ def table_html(rows: pd.DataFrame, front: pd.Series, sort_key: str) -> str:
             f'<button type="button">{html.escape(c.label)}</button></th>'
         )
     body = []
-    for _, row in rows.iterrows():
-        cells = "".join(_cell(c.key, row, bool(row["_front"])) for c in columns)
+    for i, (_, row) in enumerate(rows.iterrows()):
+        cells = "".join(_cell(c, row, texts.iat[i, j], bool(row["_front"])) for j, c in enumerate(columns))
         reference = ' class="reference"' if row["is_reference"] else ""
         body.append(f'<tr data-key="{html.escape(row_key(row))}" tabindex="0"{reference}>{cells}</tr>')
     return (
@@ -275,7 +283,7 @@ def search_placeholder(frame: pd.DataFrame) -> str:
 def track_note(board: Board, track: int) -> str:
     """What the selection of ``track`` holds: each source with rows in it, and a plain word
     where the challenge's own table for the track is not among them."""
-    present = set(board.frame.loc[board.frame["track"] == track, "source"])
+    present = _present_sources(board, track)
     lines = [f"- **{s.name}**: {s.description}" for s in board.sources if s.name in present]
     official = [s for s in board.sources if isinstance(s, OfficialTable)]
     if official and not any(s.track == track for s in official):

@@ -520,21 +520,19 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
         if not upload:
             return (*cleared, hidden, hidden, gr.Checkbox(visible=False))
         scale = pool.descriptor(model_id).scale
+        target = None
         try:
             height, width = image_size(upload, Path(upload).name)
             target = fit_size(height, width, scale, mode_id, max_pixels)
-            if target is None:
-                check_input_size(height, width, scale, mode_id, max_pixels)
+            check_input_size(height, width, scale, mode_id, max_pixels)
         except InputError as e:
-            return (*cleared, hidden, gr.Markdown(f"⚠️ {first_line(e)}", visible=True), gr.Checkbox(visible=False))
-        if target is not None:
-            problem = f"image is {width}x{height}, above this host's limit"
-            try:
-                check_input_size(height, width, scale, mode_id, max_pixels)
-            except InputError as e:  # always: the image is too large; the message gives the limit
-                problem = first_line(e)
-            th, tw = target
-            note = f"⚠️ {problem}. **Downscale to fit** (ticked) resizes it to {tw}x{th} first; untick it to be refused."
+            if target is None:  # unreadable, or not a size that downscaling mends (too small)
+                return (*cleared, hidden, gr.Markdown(f"⚠️ {first_line(e)}", visible=True), gr.Checkbox(visible=False))
+            th, tw = target  # too large: the message gives the limit
+            note = (
+                f"⚠️ {first_line(e)}. **Downscale to fit** (ticked) resizes it to {tw}x{th} first; untick it to be"
+                " refused."
+            )
             return (
                 *cleared,
                 hidden,
