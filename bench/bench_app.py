@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from skimage import data
 
+from bench.host import host_lines
 from rtsr.constants import TARGET_SIZE
 from rtsr.serving import (
     STAGES,
@@ -136,7 +137,7 @@ def main() -> None:
     parser.add_argument("--model", default="rtsrn-x2", help="a registry id (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print("\n".join(host_lines()))
     with tempfile.TemporaryDirectory() as tmp:
         bench_encoders(Path(tmp), args.repeat)
         bench_requests(Path(tmp), args.model, args.repeat)

@@ -5,23 +5,26 @@ check image (dB), and timed on the same input as the baseline: eager FP32 on a C
 FP16 on CUDA (the challenge's rule). Times are medians of ``--repeat`` passes after
 ``--warmup``; the ratio is to the baseline measured in the same run.
 
-    python -m bench.bench_engines [--repeat 5] [--warmup 2] [--size H W]
+    python -m bench.bench_engines [--repeat 5] [--warmup 2] [--size H W] [--emulated]
 
 The default input is the app's one-pass size on a CPU (540x960) and the challenge's on CUDA
-(1080p for x2, 720p for x3).
+(1080p for x2, 720p for x3). On a CPU without native bf16, torch's bf16 engines are
+emulated and many times slower than FP32 (``--emulated`` times them anyway), and OpenVINO
+bf16 would compute f32: both are listed as not run, with the reason. The first line names
+the CPU's flags, which decide the kernels.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import torch
 
+from bench.host import host_lines
 from rtsr.constants import TARGET_SIZE
-from rtsr.devices import device_name, resolve_device
-from rtsr.engines import DEVICE_ENGINES, EngineError, EngineSpec, native_bf16, openvino_available
+from rtsr.devices import device_name, native_bf16, resolve_device
+from rtsr.engines import DEVICE_ENGINES, EngineError, EngineSpec, openvino_available, openvino_bf16
 from rtsr.models import load_model
 from rtsr.runtime import build_engines, lr_size, protocol_input, time_forward
 from rtsr.submissions.registry import BUNDLED_REGISTRY
@@ -39,6 +42,15 @@ def specs_for(device: torch.device) -> tuple[EngineSpec, list[EngineSpec]]:
     return EngineSpec("eager", "fp32"), others
 
 
+def not_native(spec: EngineSpec, device: torch.device) -> str:
+    """Why ``spec`` would not compute natively here (empty where it would)."""
+    if device.type != "cpu" or spec.precision != "bf16":
+        return ""
+    if spec.engine == "openvino":
+        return "" if openvino_bf16() else "OpenVINO has no bf16 on this CPU (it would compute f32)"
+    return "" if native_bf16() else "this CPU emulates bf16 in torch (many times slower than FP32)"
+
+
 def bench(
     scale: int,
     device: torch.device,
@@ -46,9 +58,11 @@ def bench(
     warmup: int,
     repeat: int,
     skip: tuple[str, ...] = (),
+    emulated: bool = False,
 ) -> list[str]:
     """The table of one model: each engine's median time, its ratio to the baseline measured
-    in the same run, and its fidelity; ``skip`` names engines left out."""
+    in the same run, and its fidelity; ``skip`` names engines left out, and engines that
+    would not compute natively (:func:`not_native`) are left out unless ``emulated``."""
     loaded = load_model(SUBMISSIONS / f"rtsrn_x{scale}" / "model.safetensors")
     if size is None:
         size = lr_size(scale, TARGET_SIZE) if device.type == "cuda" else (540, 960)
@@ -58,6 +72,10 @@ def bench(
     built = build_engines(loaded, [baseline], device)
     for spec in others:
         if spec.engine in skip:
+            continue
+        why = not_native(spec, device)
+        if why and not (emulated and spec.engine != "openvino"):
+            rows.append(f"| {spec.label} | — | — | not run: {why} |")
             continue
         try:
             built += build_engines(loaded, [spec], device)
@@ -71,11 +89,12 @@ def bench(
         f"| engine | ms | × {baseline.label} | dB from FP32 eager |",
         "|---|---:|---:|---:|",
     ]
-    for spec, module, db in built:
-        stats = time_forward(module, x, warmup, repeat, progress=False, desc=spec.label)
+    for b in built:
+        stats = time_forward(b.module, x, warmup, repeat, progress=False, desc=b.ran.label)
         base_ms = base_ms or stats.median_ms
-        fidelity = "reference" if db is None else f"{db:.1f}"
-        lines.append(f"| {spec.label} | {stats.median_ms:.1f} | {stats.median_ms / base_ms:.2f} | {fidelity} |")
+        fidelity = "reference" if b.fidelity_db is None else f"{b.fidelity_db:.1f}"
+        label = b.ran.label if b.ran == b.asked else f"{b.ran.label} ({b.asked.precision} asked)"
+        lines.append(f"| {label} | {stats.median_ms:.1f} | {stats.median_ms / base_ms:.2f} | {fidelity} |")
     return lines + rows
 
 
@@ -85,15 +104,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="LR input size (default: see above)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--emulated", action="store_true", help="also time torch bf16 where the CPU emulates it")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    print(
-        f"torch {torch.__version__}, Python {platform.python_version()}, {torch.get_num_threads()} CPU threads,"
-        f" native bf16: {'yes' if native_bf16() else 'no'}, OpenVINO: {'yes' if openvino_available() else 'no'}"
-    )
+    print("\n".join(host_lines()))
+    size = tuple(args.size) if args.size else None
     for scale in (2, 3):
         print()
-        print("\n".join(bench(scale, device, tuple(args.size) if args.size else None, args.warmup, args.repeat)))
+        print("\n".join(bench(scale, device, size, args.warmup, args.repeat, emulated=args.emulated)))
 
 
 if __name__ == "__main__":

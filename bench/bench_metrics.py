@@ -25,6 +25,7 @@ from skimage import data
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from bench.host import host_lines
 from rtsr.constants import TARGET_SIZE
 from rtsr.degradation import jpeg_roundtrip
 from rtsr.metrics import measure, measure_against
@@ -97,7 +98,7 @@ def main() -> None:
     half = Image.fromarray(gt).resize((w // 2, h // 2), Image.Resampling.BICUBIC)
     bicubic = np.asarray(half.resize((w, h), Image.Resampling.BICUBIC))
     print(f"4K: {w}x{h} RGB astronaut, its JPEG q=75 copy and bicubic x2 round trip; median of {args.repeat} runs")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print("\n".join(host_lines()))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
     print("One image against its ground truth:")

@@ -67,10 +67,14 @@ def _device() -> torch.device:
 
 
 def device_info() -> list[str]:
+    from bench.host import host_lines
+
+    # the CPU's flags either way: the CPU sections' figures and the metrics depend on them
+    cpu = [f"- {line}" for line in host_lines()[1:]]
     if not torch.cuda.is_available():
         from rtsr.devices import device_name
 
-        return [f"- no CUDA device: {device_name(torch.device('cpu'))}, torch {torch.__version__}"]
+        return [f"- no CUDA device: {device_name(torch.device('cpu'))}, torch {torch.__version__}", *cpu]
     smi = subprocess.run(
         ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
         capture_output=True,
@@ -79,6 +83,7 @@ def device_info() -> list[str]:
     return [
         f"- GPU: {torch.cuda.get_device_name()} ({smi.stdout.strip()})",
         f"- torch {torch.__version__}, CUDA {torch.version.cuda}, Python {sys.version.split()[0]}",
+        *cpu,
     ]
 
 

@@ -520,7 +520,17 @@ def _load(args: argparse.Namespace) -> tuple[LoadedModel, torch.device, Precisio
 
     device = resolve_device(args.device)
     precision = resolve_precision(device, args.precision)
-    return load(args.model, args.scale), device, precision
+    loaded = load(args.model, args.scale)
+    # the precisions torch will run in: the model's, and those of torch engines timed beside it
+    torch_engines = [e for e in getattr(args, "engines", []) if not isinstance(e, str) and e.engine != "openvino"]
+    if "bf16" in [precision, *(e.precision for e in torch_engines)]:
+        from rtsr.engines import emulated_bf16_warning
+
+        # said before the run, which emulated bf16 can make minutes long
+        warning = emulated_bf16_warning(loaded.module, device, loaded.descriptor.id)
+        if warning:
+            print(f"rtsr {args.command}: warning: {warning}", file=sys.stderr, flush=True)
+    return loaded, device, precision
 
 
 def _spec_in(engine: Any, precision: Precision) -> Any:
@@ -546,6 +556,9 @@ def _print_engines(engines: list[dict[str, Any]], precision: str) -> None:
             f"  {label:<{width}}  mean {e['stats']['mean_ms']:.3f} ms  median {e['stats']['median_ms']:.3f}"
             f"  {e['relative_to_eager']:.2f}x eager  {fidelity}"
         )
+        # labelled by what it computed in; where that is not what was asked, say so under it
+        if e.get("note"):
+            print(f"  {'':<{width}}  {e['engine']} {e['asked_precision']} asked: {e['note']}")
 
 
 def _print_runtime(report: Any) -> None:

@@ -26,6 +26,7 @@ import functools
 import logging
 import math
 import re
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rtsr.devices import DTYPES, Precision
+from rtsr.devices import DTYPES, Precision, native_bf16
 from rtsr.errors import DeviceError, first_line
 from rtsr.metrics import psnr
 from rtsr.models import PaddedModel
@@ -66,18 +67,6 @@ class EngineError(DeviceError):
     """An engine this device or model cannot run (one line)."""
 
 
-@functools.cache
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16), where bf16
-    convolutions run about twice as fast as FP32; elsewhere they are emulated and slower."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def openvino_available() -> bool:
     """Whether the ``openvino`` package can be imported."""
     try:
@@ -85,6 +74,23 @@ def openvino_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@functools.cache
+def openvino_capabilities() -> tuple[str, ...]:
+    """What OpenVINO's CPU plugin says this CPU computes (``OPTIMIZATION_CAPABILITIES``, e.g.
+    ``FP32``, ``BF16``, ``INT8``); empty without OpenVINO."""
+    if not openvino_available():
+        return ()
+    import openvino as ov
+
+    return tuple(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def openvino_bf16() -> bool:
+    """Whether OpenVINO computes bf16 on this CPU. Where it does not (an AVX2-only CPU), a
+    model compiled with the bf16 hint quietly runs in f32."""
+    return "BF16" in openvino_capabilities()
 
 
 @dataclass(frozen=True)
@@ -116,22 +122,29 @@ class EngineSpec:
 class EngineChoice:
     """The engine a model is served with, and why."""
 
+    #: The engine and the precision it computes in (which OpenVINO may have chosen).
     spec: EngineSpec
     #: PSNR of its output against the FP32 eager output on the check image, dB (the lowest of
     #: the sizes checked); None for FP32 eager itself, the reference.
     fidelity_db: float | None
     #: One line for each faster engine passed over, saying why.
     passed_over: tuple[str, ...] = field(default_factory=tuple)
+    #: The engine that was asked for, where it computes in another precision (OpenVINO bf16
+    #: on a CPU without bf16 runs f32); None where :attr:`spec` is what was asked.
+    asked: EngineSpec | None = None
 
     @property
     def label(self) -> str:
         return self.spec.label
 
     def describe(self) -> str:
-        """One line for logs and pages, e.g. ``"openvino bf16 (56.2 dB from FP32)"``."""
+        """One line for logs and pages, e.g. ``"openvino bf16 (56.2 dB from FP32)"``, or
+        ``"openvino fp32 (identical to FP32); openvino bf16 asked: OpenVINO has no bf16 on
+        this CPU ..."``."""
         fidelity = fidelity_text(self.fidelity_db)
+        asked = f"; {self.asked.label} asked: {substitution_reason(self.asked, self.spec)}" if self.asked else ""
         why = f"; passed over: {'; '.join(self.passed_over)}" if self.passed_over else ""
-        return f"{self.label} ({fidelity}){why}"
+        return f"{self.label} ({fidelity}){asked}{why}"
 
     @classmethod
     def from_dict(cls, data: Any) -> EngineChoice:
@@ -144,13 +157,18 @@ class EngineChoice:
         if not isinstance(data, dict):
             raise ValueError("an engine that is not an object")
         engine, precision, db, over = (data.get(k) for k in ("engine", "precision", "fidelity_db", "passed_over"))
-        if engine not in ENGINES or precision not in DTYPES:
-            raise ValueError(f"an unknown engine {str(engine)[:40]!r} {str(precision)[:10]!r}")
+        spec = _checked_spec(engine, precision)
         if not (db is None or (isinstance(db, int | float) and not isinstance(db, bool))):
             raise ValueError("a fidelity that is not a number")
         if not (isinstance(over, list) and all(isinstance(o, str) for o in over)):
             raise ValueError("passed_over that is not a list of texts")
-        return cls(EngineSpec(engine, precision), None if db is None else float(db), tuple(o[:300] for o in over[:8]))
+        asked = data.get("asked")
+        if asked is not None:
+            if not isinstance(asked, dict):
+                raise ValueError("an asked engine that is not an object")
+            asked = _checked_spec(asked.get("engine"), asked.get("precision"))
+        passed = tuple(o[:300] for o in over[:8])
+        return cls(spec, None if db is None else float(db), passed, None if asked == spec else asked)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -158,7 +176,37 @@ class EngineChoice:
             "precision": self.spec.precision,
             "fidelity_db": self.fidelity_db,
             "passed_over": list(self.passed_over),
+            "asked": None if self.asked is None else {"engine": self.asked.engine, "precision": self.asked.precision},
         }
+
+
+def _checked_spec(engine: Any, precision: Any) -> EngineSpec:
+    if engine not in ENGINES or precision not in DTYPES:
+        raise ValueError(f"an unknown engine {str(engine)[:40]!r} {str(precision)[:10]!r}")
+    return EngineSpec(engine, precision)
+
+
+def ran_as(engine: nn.Module, asked: EngineSpec) -> EngineSpec:
+    """The engine and precision that ``engine``, built by :func:`build_engine` for ``asked``,
+    computes in: ``asked``, except where OpenVINO compiled the model in another precision
+    (the bf16 hint on a CPU without bf16 gives f32). Torch engines compute in the dtype they
+    were cast to, natively or emulated."""
+    inner = engine.inner if isinstance(engine, PaddedModel) else engine
+    if isinstance(inner, _OpenVINO):
+        return EngineSpec("openvino", inner.precision)
+    return asked
+
+
+def substitution_reason(asked: EngineSpec, ran: EngineSpec) -> str:
+    """Why an engine built for ``asked`` computes as ``ran``, one line (empty where it does
+    as asked), e.g. ``"OpenVINO has no bf16 on this CPU (it offers FP32, INT8), so it ran
+    fp32"``."""
+    if asked == ran:
+        return ""
+    if asked.engine == "openvino" and asked.precision == "bf16" and not openvino_bf16():
+        offers = ", ".join(openvino_capabilities()) or "nothing it names"
+        return f"OpenVINO has no bf16 on this CPU (it offers {offers}), so it ran {ran.precision}"
+    return f"{asked.engine} compiled this model in {ran.precision}"
 
 
 def fidelity_text(db: float | None) -> str:
@@ -184,7 +232,11 @@ class _Cast(nn.Module):
 
 
 class _OpenVINO(nn.Module):
-    """A model compiled by OpenVINO for the CPU: FP32 NCHW tensors in, FP32 out."""
+    """A model compiled by OpenVINO for the CPU: FP32 NCHW tensors in, FP32 out.
+
+    :attr:`precision` is what the compiled model computes in, read from its runtime graph:
+    OpenVINO takes the bf16 hint as a wish and compiles f32 where the CPU has no bf16.
+    """
 
     def __init__(self, module: nn.Module, precision: Precision, example: torch.Tensor) -> None:
         super().__init__()
@@ -199,6 +251,7 @@ class _OpenVINO(nn.Module):
             warnings.simplefilter("ignore")
             converted = ov.convert_model(module, example_input=example, input=[ov.PartialShape([1, 3, -1, -1])])
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        self.precision: Precision = compiled_precision(self.compiled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         try:
@@ -211,6 +264,28 @@ class _OpenVINO(nn.Module):
                 raise MemoryError(f"OpenVINO: cannot allocate memory ({short[:200]})") from None
             raise RuntimeError(f"OpenVINO: {lines[-1] if lines else e.__class__.__name__}") from None
         return torch.from_numpy(np.asarray(result[0]))
+
+
+#: OpenVINO's element types as this project names precisions, narrowest first.
+_OV_PRECISIONS: dict[str, Precision] = {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}
+#: Runtime layers that only carry a model's tensors in and out.
+_OV_ENDS = frozenset({"Input", "Output", "Const"})
+
+
+def compiled_precision(compiled: Any) -> Precision:
+    """The precision an OpenVINO compiled model computes in: the narrowest float type any of
+    its runtime layers runs in (their ``runtimePrecision``), so that a model compiled with
+    the bf16 hint on a CPU without bf16 reads ``"fp32"``, as it computes. The compiled
+    model's ``INFERENCE_PRECISION_HINT`` is not enough: it says bf16 for a graph that the
+    plugin kept in f32."""
+    found = set()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) in _OV_ENDS:
+            continue
+        if "runtimePrecision" in info:
+            found.add(info["runtimePrecision"].astype(str))
+    return next((ours for theirs, ours in _OV_PRECISIONS.items() if theirs in found), "fp32")
 
 
 #: How OpenVINO's CPU plugin words a failed allocation ("Failed to allocate N bytes", "can't
@@ -313,20 +388,22 @@ def serving_candidates(device: torch.device, supports_half: bool = True) -> list
     """The engines to try for serving on ``device``, fastest first (``bench/bench_engines.py``
     measures the order), ending with the faithful one that always serves.
 
-    On a CPU with native bfloat16: OpenVINO bf16, torch bf16 channels-last, then the FP32
-    ones; without it, bf16 is emulated and slower, so OpenVINO f32 leads. On CUDA: FP16
-    channels-last, then FP32 (for a model that says it does not support half precision, FP32
-    only). CUDA graphs and ``torch.compile`` pay only for shapes served again and again, not
-    for uploads of every size: ``rtsr runtime --engine`` times them.
+    On a CPU, bf16 leads where it is native, each engine asked on its own terms: OpenVINO
+    bf16 where OpenVINO says it computes bf16 (:func:`openvino_bf16`), torch bf16
+    channels-last where oneDNN does (:func:`rtsr.devices.native_bf16`); elsewhere bf16 is
+    emulated and slower than FP32 (or, in OpenVINO, silently f32), so OpenVINO f32 leads. On
+    CUDA: FP16 channels-last, then FP32 (for a model that says it does not support half
+    precision, FP32 only). CUDA graphs and ``torch.compile`` pay only for shapes served
+    again and again, not for uploads of every size: ``rtsr runtime --engine`` times them.
     """
     specs: list[EngineSpec] = []
     if device.type == "cuda":
         if supports_half:
             specs += [EngineSpec("channels-last", "fp16"), EngineSpec("eager", "fp16")]
         return [*specs, EngineSpec("channels-last", "fp32"), EngineSpec("eager", "fp32")]
+    if openvino_bf16():
+        specs.append(EngineSpec("openvino", "bf16"))
     if native_bf16():
-        if openvino_available():
-            specs.append(EngineSpec("openvino", "bf16"))
         specs.append(EngineSpec("channels-last", "bf16"))
     if openvino_available():
         specs.append(EngineSpec("openvino", "fp32"))
@@ -394,6 +471,10 @@ def choose_engine(
             break
         try:
             engine = build_engine(module, device, spec)
+            ran = ran_as(engine, spec)
+            if ran != spec:  # served under its own name or not at all, and it comes later if wanted
+                passed_over.append(f"{spec.label}: {substitution_reason(spec, ran)}")
+                continue
             db = fidelity(engine, reference, device)
         except Exception as e:  # the engine does not take this model
             passed_over.append(f"{spec.label}: {first_line(e) or e.__class__.__name__}")
@@ -447,8 +528,44 @@ def resolve_engine(
     built = build_engine(module, device, spec)
     if spec == EngineSpec("eager", "fp32"):
         return built, EngineChoice(spec, None)
+    ran = ran_as(built, spec)
     try:
         db = fidelity(built, build_engine(module, device, EngineSpec("eager", "fp32")), device)
     except Exception as e:  # the model fails on the check images in this engine
-        raise EngineError(f"{spec.label} fails on the check image: {first_line(e) or e.__class__.__name__}") from None
-    return built, EngineChoice(spec, db)
+        raise EngineError(f"{ran.label} fails on the check image: {first_line(e) or e.__class__.__name__}") from None
+    choice = EngineChoice(ran, db, asked=None if ran == spec else spec)
+    if choice.asked is not None:
+        logger.warning("engine: %s", choice.describe())
+    return built, choice
+
+
+#: The input, (H, W), on which :func:`emulated_bf16_warning` times bf16 against FP32.
+_COST_PROBE_SIZE = (64, 64)
+
+
+def emulated_bf16_warning(module: nn.Module, device: torch.device, name: str) -> str | None:
+    """One line to say before running ``module`` in torch bf16 on ``device`` where the CPU
+    emulates bf16: that it does, and what it costs on this model here (one eager pass each
+    in bf16 and FP32 on a 64x64 input, after one untimed pass). None on CUDA, on a CPU with
+    native bf16 (:func:`rtsr.devices.native_bf16`), and for a model without weights.
+    """
+    if device.type != "cpu" or native_bf16() or not any(True for _ in module.parameters()):
+        return None
+    line = "this CPU has no native bf16 (no avx512_bf16 or amx_bf16 that oneDNN may use), so torch emulates it"
+    try:
+        seconds: dict[Precision, float] = {}
+        x = torch.rand(1, 3, *_COST_PROBE_SIZE)
+        precisions: tuple[Precision, ...] = ("fp32", "bf16")
+        for precision in precisions:
+            engine = build_engine(module, device, EngineSpec("eager", precision))
+            with torch.inference_mode():
+                engine(x)
+                started = time.perf_counter()
+                engine(x)
+                seconds[precision] = time.perf_counter() - started
+        ratio = seconds["bf16"] / seconds["fp32"]
+        cost = f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
+        line += f": {name} took {cost} the time of FP32 here (one 64x64 pass each)"
+    except Exception:  # the model fails at this size: say what is known without the figure
+        logger.debug("bf16 cost probe failed", exc_info=True)
+    return f"{line}; --precision fp32 is faster and exact"

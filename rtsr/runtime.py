@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
 from rtsr.devices import DTYPES, Precision, device_name
-from rtsr.engines import EngineSpec, build_engine, fidelity
+from rtsr.engines import EngineSpec, build_engine, fidelity, ran_as, substitution_reason
 from rtsr.errors import InputError
 from rtsr.inference import prepare
 from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
@@ -135,9 +135,14 @@ def lr_size(scale: int, target_size: tuple[int, int] = TARGET_SIZE) -> tuple[int
 @dataclass(frozen=True)
 class EngineTiming:
     """The protocol run on one engine beside the challenge's eager run (same input, same
-    passes, same run): not the challenge's figure, which is always eager."""
+    passes, same run): not the challenge's figure, which is always eager.
+
+    Labelled by the precision the engine computed in, which OpenVINO may choose: asked for
+    bf16 on a CPU without it, it computes f32, and is timed and named as such.
+    """
 
     engine: str
+    #: The precision it computed in.
     precision: Precision
     stats: RuntimeStats
     #: PSNR of its output against the model's FP32 eager output on the check image, dB
@@ -145,6 +150,10 @@ class EngineTiming:
     fidelity_db: float | None
     #: Mean time over the eager run's mean (below 1: faster).
     relative_to_eager: float
+    #: The precision asked for (``rtsr runtime --engine openvino-bf16``).
+    asked_precision: Precision
+    #: Why :attr:`precision` is not :attr:`asked_precision`; empty where they agree.
+    note: str = ""
 
     @property
     def label(self) -> str:
@@ -218,13 +227,21 @@ def report_beside_bicubic(
     )
 
 
-#: Engines built for timing: each with its fidelity to FP32 eager, dB (None for FP32 eager).
-Built = list[tuple[EngineSpec, nn.Module, float | None]]
+@dataclass(frozen=True)
+class BuiltEngine:
+    """An engine built for timing: what was asked, what it computes in, and how faithful it is."""
+
+    asked: EngineSpec
+    #: The engine and precision it computes in (:func:`rtsr.engines.ran_as`).
+    ran: EngineSpec
+    module: nn.Module
+    #: Its fidelity to FP32 eager on the check image, dB; None for FP32 eager itself.
+    fidelity_db: float | None
 
 
-def build_engines(loaded: LoadedModel, specs: list[EngineSpec], device: torch.device) -> Built:
-    """Each engine of ``specs`` built for ``loaded``, with its fidelity to FP32 eager on the
-    check image (None for FP32 eager itself): done before any timing, so that an engine
+def build_engines(loaded: LoadedModel, specs: list[EngineSpec], device: torch.device) -> list[BuiltEngine]:
+    """Each engine of ``specs`` built for ``loaded``, with the precision it computes in and
+    its fidelity to FP32 eager on the check image: done before any timing, so that an engine
     that cannot run here fails at once.
 
     Raises:
@@ -236,14 +253,16 @@ def build_engines(loaded: LoadedModel, specs: list[EngineSpec], device: torch.de
     built = []
     for spec in specs:
         module = build_engine(loaded.module, device, spec)
-        built.append(
-            (spec, module, None if spec == EngineSpec("eager", "fp32") else fidelity(module, faithful, device))
-        )
+        ran = ran_as(module, spec)
+        db = None if ran == EngineSpec("eager", "fp32") else fidelity(module, faithful, device)
+        if ran != spec:  # the report says so beside its figure
+            logger.info("%s computes as %s here: %s", spec.label, ran.label, substitution_reason(spec, ran))
+        built.append(BuiltEngine(spec, ran, module, db))
     return built
 
 
 def time_engines(
-    built: Built,
+    built: list[BuiltEngine],
     x: torch.Tensor,
     eager: RuntimeStats,
     warmup: int = WARMUP_PASSES,
@@ -251,11 +270,22 @@ def time_engines(
     progress: bool = True,
 ) -> tuple[EngineTiming, ...]:
     """Time each engine of :func:`build_engines` as :func:`time_passes` does, on ``x`` (FP32
-    input; each engine casts it as it runs), beside the ``eager`` run's statistics."""
+    input; each engine casts it as it runs), beside the ``eager`` run's statistics; each is
+    labelled by the precision it computes in."""
     timings = []
-    for spec, module, db in built:
-        stats = time_forward(module, x.float(), warmup, repeat, progress, desc=spec.label)
-        timings.append(EngineTiming(spec.engine, spec.precision, stats, db, stats.mean_ms / eager.mean_ms))
+    for b in built:
+        stats = time_forward(b.module, x.float(), warmup, repeat, progress, desc=b.ran.label)
+        timings.append(
+            EngineTiming(
+                b.ran.engine,
+                b.ran.precision,
+                stats,
+                b.fidelity_db,
+                stats.mean_ms / eager.mean_ms,
+                asked_precision=b.asked.precision,
+                note=substitution_reason(b.asked, b.ran),
+            )
+        )
     return tuple(timings)
 
 

@@ -28,8 +28,7 @@ from tqdm import tqdm
 
 from rtsr.constants import JPEG_QUALITY
 from rtsr.degradation import ResizeMethod, check_scale, crop_for_scale, degrade
-from rtsr.devices import device_name
-from rtsr.engines import native_bf16
+from rtsr.devices import device_name, native_bf16
 from rtsr.errors import InputError
 from rtsr.images import IMAGE_SUFFIXES, read_rgb
 from rtsr.metrics import psnr

@@ -24,7 +24,7 @@ import torch
 
 from rtsr.batch import serve_batch
 from rtsr.constants import JPEG_QUALITY, TRACK_SCALES
-from rtsr.engines import fidelity_text
+from rtsr.engines import fidelity_text, substitution_reason
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.images import image_size
 from rtsr.serving import (
@@ -211,6 +211,8 @@ def engine_markdown(result: UpscaleResult) -> str:
     choice = result.engine
     fidelity = fidelity_text(choice.fidelity_db)
     line = f"Engine: **{choice.label}** ({fidelity})"
+    if choice.asked is not None:
+        line += f" · {choice.asked.label} asked: {plain(substitution_reason(choice.asked, choice.spec))}"
     if choice.passed_over:
         # the reasons quote the model's own errors: shown as text, never as markup
         line += " · faster engines passed over: " + "; ".join(plain(p) for p in choice.passed_over)

@@ -57,6 +57,34 @@ def needs_shared(path: Path) -> Path:
     return path
 
 
+# --- CPUs -----------------------------------------------------------------------------------
+
+#: oneDNN capped at AVX2: torch's convolutions compute as on an AVX2-only CPU (no native bf16),
+#: to the bit (Set5's PSNR is the AVX2 host's, 31.432395280501673 dB at x2). A no-op on such a
+#: CPU. OpenVINO does not read it.
+AVX2_TORCH_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+#: qemu's user-mode emulation of an AVX2-only CPU: Haswell (AVX2 and FMA, no AVX-512), less the
+#: features qemu's TCG lacks and warns of. Every library in the process sees that CPU, OpenVINO
+#: included. Slow (importing torch takes 15 s), so used for what AVX2_TORCH_ENV cannot show.
+QEMU_HASWELL = ("qemu-x86_64", "-cpu", "Haswell-v4,-x2apic,-tsc-deadline,-invpcid,-spec-ctrl,-pcid")
+
+
+def without_openvino_bf16(argv: list[str]) -> list[str]:
+    """``argv`` as a command that runs on a CPU where OpenVINO has no bf16: as it is where this
+    CPU has none (an AVX2-only host), else under :data:`QEMU_HASWELL`. Without qemu-user the
+    test skips, except under CI, where .ci/run installs it and its absence is a failure."""
+    from rtsr.engines import openvino_bf16
+
+    if not openvino_bf16():
+        return argv
+    qemu = shutil.which(QEMU_HASWELL[0])
+    if qemu is None:
+        if os.environ.get("CI"):
+            pytest.fail("qemu-x86_64 not found; .ci/run installs it (apt-get install qemu-user)")
+        pytest.skip("this CPU has bf16 and qemu-x86_64 is not installed to emulate one without (qemu-user)")
+    return [qemu, *QEMU_HASWELL[1:], *argv]
+
+
 #: The repository's own copy of Set5 (the same five images as the held-out set's).
 BUNDLED_SET5 = ROOT / "testsets" / "Set5"
 

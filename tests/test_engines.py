@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 
@@ -13,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 from torch import nn
 
+from rtsr.devices import native_bf16
 from rtsr.engines import (
     CHECK_IMAGE,
     DEVICE_ENGINES,
@@ -24,19 +28,24 @@ from rtsr.engines import (
     EngineSpec,
     build_engine,
     choose_engine,
-    native_bf16,
     openvino_available,
+    openvino_bf16,
+    openvino_capabilities,
+    ran_as,
     resolve_engine,
     serving_candidates,
 )
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale
 from rtsr.models import PaddedModel, load_model, srmodel
-from tests.conftest import ROOT, photo
+from tests.conftest import AVX2_TORCH_ENV, ROOT, photo, without_openvino_bf16
 
 CPU = torch.device("cpu")
 RTSRN_X2 = ROOT / "submissions" / "rtsrn_x2" / "model.safetensors"
-needs_bf16 = pytest.mark.skipif(not (native_bf16() and openvino_available()), reason="needs native bf16 and OpenVINO")
+needs_bf16 = pytest.mark.skipif(
+    not (native_bf16() and openvino_bf16()), reason="needs a CPU on which torch and OpenVINO compute bf16 natively"
+)
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
 
 
 class BigOffset(nn.Module):
@@ -187,7 +196,16 @@ def test_asked_engines_report_their_fidelity_without_enforcing_it():
 def test_an_engine_choice_from_another_process_is_checked():
     choice = EngineChoice(EngineSpec("openvino", "bf16"), 56.2, ("channels-last bf16: x",))
     assert EngineChoice.from_dict(json.loads(json.dumps(choice.as_dict()))) == choice
-    for bad in (None, {**choice.as_dict(), "engine": "rm -rf"}, {**choice.as_dict(), "fidelity_db": "56"}):
+    substituted = EngineChoice(EngineSpec("openvino", "fp32"), 133.0, (), asked=EngineSpec("openvino", "bf16"))
+    assert EngineChoice.from_dict(json.loads(json.dumps(substituted.as_dict()))) == substituted
+    assert substituted.describe().startswith("openvino fp32 (133.0 dB from FP32); openvino bf16 asked: ")
+    for bad in (
+        None,
+        {**choice.as_dict(), "engine": "rm -rf"},
+        {**choice.as_dict(), "fidelity_db": "56"},
+        {**choice.as_dict(), "asked": "bf16"},
+        {**choice.as_dict(), "asked": {"engine": "openvino", "precision": "int4"}},
+    ):
         with pytest.raises(ValueError):
             EngineChoice.from_dict(bad)
     long = EngineChoice.from_dict({**choice.as_dict(), "passed_over": ["x" * 5000] * 20})
@@ -207,13 +225,14 @@ def test_runtime_times_engines_beside_eager_and_labels_them(tmp_path):
     assert "  channels-last fp32" in result.stdout and "x eager" in result.stdout
     report = json.loads(out.read_text())
     assert report["engine"] == "eager" and report["precision"] == "fp32"
-    timed = {f"{e['engine']}-{e['precision']}": e for e in report["engines"]}
-    assert timed["channels-last-fp32"]["fidelity_db"] > 80
+    timed = {f"{e['engine']}-{e['asked_precision']}": e for e in report["engines"]}
+    assert timed["channels-last-fp32"]["fidelity_db"] > 80 and timed["channels-last-fp32"]["precision"] == "fp32"
     assert all(e["stats"]["passes"] == 2 for e in report["engines"])
     for e in report["engines"]:
         assert e["relative_to_eager"] == pytest.approx(e["stats"]["mean_ms"] / report["runtime"]["mean_ms"])
     if openvino_available():
-        assert 45 <= timed["openvino-bf16"]["fidelity_db"] < 80
+        # labelled by the precision it computed in, which the distance from FP32 confirms
+        _assert_labelled_as_computed(timed["openvino-bf16"], result.stdout)
     bad = subprocess.run(
         [sys.executable, "-m", "rtsr", "runtime", "--model", str(RTSRN_X2), "--engine", "cuda-graph"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
@@ -221,6 +240,123 @@ def test_runtime_times_engines_beside_eager_and_labels_them(tmp_path):
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].endswith("cuda-graph does not run on cpu (there: eager, channels-last,"
                                                         " openvino, compile)")  # fmt: skip
+
+
+def _assert_labelled_as_computed(timing: dict, stdout: str) -> None:
+    """An ``openvino-bf16`` entry of a runtime report: in bf16 where OpenVINO computes it (45 to
+    80 dB from FP32), else labelled f32, said so under its line, and as exact as FP32."""
+    assert timing["asked_precision"] == "bf16"
+    if openvino_bf16():
+        assert timing["precision"] == "bf16" and timing["note"] == ""
+        assert 45 <= timing["fidelity_db"] < 80
+        assert "  openvino bf16  " in stdout
+    else:
+        assert timing["precision"] == "fp32" and timing["fidelity_db"] > 80
+        assert timing["note"].startswith("OpenVINO has no bf16 on this CPU (it offers FP32")
+        assert timing["note"].endswith("so it ran fp32")
+        assert "  openvino fp32  " in stdout and "openvino bf16  " not in stdout
+        assert f"openvino bf16 asked: {timing['note']}" in stdout
+
+
+@needs_openvino
+def test_openvino_engines_report_the_precision_they_compute_in():
+    module = rtsrn()
+    f32 = build_engine(module, CPU, EngineSpec("openvino", "fp32"))
+    assert ran_as(f32, EngineSpec("openvino", "fp32")) == EngineSpec("openvino", "fp32")
+    bf16 = build_engine(module, CPU, EngineSpec("openvino", "bf16"))
+    ran = ran_as(bf16, EngineSpec("openvino", "bf16"))
+    # what the runtime graph says is what OpenVINO says the CPU offers, and what the pixels show
+    assert ran.precision == ("bf16" if "BF16" in openvino_capabilities() else "fp32")
+    image = photo("astronaut")[100:200, 150:300]
+    db = peak_signal_noise_ratio(eager_fp32(module, image), upscale(bf16, image, 2, CPU, "fp32"))
+    assert db < 80 if ran.precision == "bf16" else db > 80
+    # asked for by name, it is labelled by what it computes in
+    _, choice = resolve_engine(module, CPU, "openvino", "bf16")
+    assert choice.spec == ran and (choice.asked is None) == (ran.precision == "bf16")
+    # a model OpenVINO keeps in f32 whatever the hint (one element-wise layer), named so on any CPU
+    _, scaled = resolve_engine(Scaled(), CPU, "openvino", "bf16")
+    assert scaled.spec == EngineSpec("openvino", "fp32") and scaled.asked == EngineSpec("openvino", "bf16")
+    assert scaled.fidelity_db == math.inf
+    reason = "OpenVINO has no bf16 on this CPU" if not openvino_bf16() else "openvino compiled this model in fp32"
+    assert scaled.describe() == f"openvino fp32 (identical to FP32); openvino bf16 asked: {reason}" + (
+        "" if openvino_bf16() else f" (it offers {', '.join(openvino_capabilities())}), so it ran fp32"
+    )
+
+
+class Scaled(nn.Module):
+    """Scales its input by a weight: one element-wise layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.full((), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+_WITHOUT_BF16_PROBE = """
+import json, torch
+from rtsr.engines import EngineSpec, build_engine, choose_engine, openvino_bf16, ran_as, serving_candidates
+from rtsr.models import load_model
+cpu = torch.device("cpu")
+module = load_model("submissions/rtsrn_x2/model.safetensors").module
+engine = build_engine(module, cpu, EngineSpec("openvino", "bf16"), (16, 16))
+_, choice = choose_engine(module, cpu, candidates=[EngineSpec("openvino", "bf16"), EngineSpec("eager", "fp32")])
+print(json.dumps({
+    "openvino_bf16": openvino_bf16(),
+    "ran": ran_as(engine, EngineSpec("openvino", "bf16")).label,
+    "candidates": [s.label for s in serving_candidates(cpu)],
+    "passed_over": choice.passed_over,
+}))
+"""
+
+
+@needs_openvino
+def test_on_a_cpu_without_bf16_openvino_bf16_is_named_f32_and_never_served_as_bf16():
+    # an AVX2-only CPU: this host if it is one, else qemu's Haswell (tests/conftest.py)
+    argv = without_openvino_bf16([sys.executable, "-c", _WITHOUT_BF16_PROBE])
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["openvino_bf16"] is False and seen["ran"] == "openvino fp32"
+    assert seen["candidates"] == ["openvino fp32", "channels-last fp32", "eager fp32"]
+    [why] = seen["passed_over"]
+    assert why.startswith("openvino bf16: OpenVINO has no bf16 on this CPU (it offers FP32")
+    assert why.endswith("so it ran fp32")
+
+
+def test_without_native_bf16_torch_bf16_is_not_served_and_the_cli_says_what_it_costs(tmp_path):
+    # oneDNN capped at AVX2: torch computes as on an AVX2-only host
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    Image.fromarray(photo("coffee")[:40, :56]).save(lr / "coffee.png")
+    env = {**os.environ, **AVX2_TORCH_ENV}
+    probe = "import torch, rtsr.engines as e; print([c.label for c in e.serving_candidates(torch.device('cpu'))])"
+    candidates = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert "'channels-last bf16'" not in candidates.stdout and "'channels-last fp32'" in candidates.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "rtsr", "-q", "sr", "--model", "rtsrn-x2", "--engine", "channels-last",
+         "--precision", "bf16", "--lr-dir", str(lr), "--out-dir", str(tmp_path / "sr")],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert re.fullmatch(
+        r"rtsr sr: warning: this CPU has no native bf16 \(no avx512_bf16 or amx_bf16 that oneDNN may use\), so torch"
+        r" emulates it: rtsrn-x2 took [0-9.]+x the time of FP32 here \(one 64x64 pass each\); --precision fp32 is"
+        r" faster and exact",
+        line,
+    ), line
+    # it still runs as asked, in bf16: near FP32, not equal to it
+    assert "engine channels-last bf16 (" in result.stdout and (tmp_path / "sr" / "coffee.png").exists()
+    # and where torch computes bf16 natively, nothing is said
+    if native_bf16():
+        native = subprocess.run(
+            [sys.executable, "-m", "rtsr", "-q", "sr", "--model", "rtsrn-x2", "--engine", "channels-last",
+             "--precision", "bf16", "--lr-dir", str(lr), "--out-dir", str(tmp_path / "sr2")],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        assert native.returncode == 0 and native.stderr == ""
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
