@@ -10,11 +10,14 @@ params, flops, source, ...), ``dataset`` (name, lr_dir, gt_dir, images, crop_bor
 ``device``, ``device_type``, ``precision``, ``metrics`` and ``bicubic`` (each ``mean`` and
 ``images``: name, psnr_rgb, ssim_rgb, psnr_y, ssim_y), ``runtime`` (timer, input_size,
 output_size, warmup, runtime and bicubic statistics in ms, relative_to_bicubic),
-``psnr_gain`` (dB over bicubic, RGB) and ``score``. Optional: ``engine`` (the engine that
-made the outputs: engine, precision, fidelity_db to FP32 eager, passed_over), and in
-``runtime``, ``engine`` (always "eager", the challenge's rule) and ``engines`` (other engines
-timed beside it: engine, precision, stats, fidelity_db, relative_to_eager). PSNR of identical images is written as
-``Infinity``, which Python's json and pandas read back.
+``psnr_gain`` (dB over bicubic, RGB) and ``score``. Optional: ``cpu`` (the CPU that computed
+the outputs and metrics: model, kernel-relevant flags, oneDNN's ISA cap or null; FP32
+convolutions round differently on AVX2 and AVX-512), ``engine`` (the engine that made the
+outputs: engine, the precision it computed in, fidelity_db to FP32 eager, passed_over, and
+``asked`` where it computed in another precision than asked), and in ``runtime``, ``engine``
+(always "eager", the challenge's rule) and ``engines`` (other engines timed beside it: engine,
+the precision it computed in, asked_precision, note, stats, fidelity_db, relative_to_eager).
+PSNR of identical images is written as ``Infinity``, which Python's json and pandas read back.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from tqdm import tqdm
 
 import rtsr
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, WARMUP_PASSES
-from rtsr.devices import Precision
+from rtsr.devices import Precision, cpu_record
 from rtsr.engines import EngineSpec, resolve_engine
 from rtsr.errors import InputError, ModelError
 from rtsr.images import read_rgb
@@ -175,6 +178,7 @@ def evaluate_with(
         },
         "device": report.device,
         "device_type": report.device_type,
+        "cpu": cpu_record(),
         "precision": precision,
         "metrics": metrics,
         "bicubic": reference,
