@@ -83,6 +83,17 @@ def onednn_isa_cap() -> str | None:
     return os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
 
 
+#: oneDNN's instruction sets (values of ``ONEDNN_MAX_CPU_ISA``) without bf16 arithmetic: a cap
+#: at one of them keeps every oneDNN in the process, torch's and OpenVINO's, from bf16.
+_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"})
+
+
+def onednn_cap_allows_bf16() -> bool:
+    """Whether oneDNN's cap (:func:`onednn_isa_cap`), if any, leaves it bf16 instructions."""
+    cap = onednn_isa_cap()
+    return cap is None or cap.upper() not in _ISAS_WITHOUT_BF16
+
+
 def cpu_record() -> dict[str, object]:
     """What a results document records of the CPU that computed it: its model, its
     :func:`cpu_flags` and oneDNN's cap (:func:`onednn_isa_cap`, null when uncapped)."""

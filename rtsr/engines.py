@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rtsr.devices import DTYPES, Precision, native_bf16
+from rtsr.devices import DTYPES, Precision, native_bf16, onednn_cap_allows_bf16, onednn_isa_cap
 from rtsr.errors import DeviceError, first_line
 from rtsr.metrics import psnr
 from rtsr.models import PaddedModel
@@ -88,9 +88,10 @@ def openvino_capabilities() -> tuple[str, ...]:
 
 
 def openvino_bf16() -> bool:
-    """Whether OpenVINO computes bf16 on this CPU. Where it does not (an AVX2-only CPU), a
-    model compiled with the bf16 hint quietly runs in f32."""
-    return "BF16" in openvino_capabilities()
+    """Whether OpenVINO computes bf16 on this CPU: it says so, and no cap on oneDNN
+    (``ONEDNN_MAX_CPU_ISA=AVX2``) forbids it. Where it does not (an AVX2-only CPU), a model
+    compiled with the bf16 hint quietly runs in f32."""
+    return "BF16" in openvino_capabilities() and onednn_cap_allows_bf16()
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,9 @@ def substitution_reason(asked: EngineSpec, ran: EngineSpec) -> str:
     if asked == ran:
         return ""
     if asked.engine == "openvino" and asked.precision == "bf16" and not openvino_bf16():
+        if "BF16" in openvino_capabilities():
+            cap = onednn_isa_cap()
+            return f"oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA), which has no bf16, so it ran {ran.precision}"
         offers = ", ".join(openvino_capabilities()) or "nothing it names"
         return f"OpenVINO has no bf16 on this CPU (it offers {offers}), so it ran {ran.precision}"
     return f"{asked.engine} compiled this model in {ran.precision}"
@@ -242,9 +246,11 @@ class _OpenVINO(nn.Module):
         super().__init__()
         import openvino as ov
 
-        hint = {"fp32": "f32", "bf16": "bf16"}.get(precision)
-        if hint is None:
+        if precision not in ("fp32", "bf16"):
             raise EngineError(f"openvino runs in fp32 or bf16 on the CPU, not {precision}")
+        # f32 where OpenVINO cannot compute bf16: what it does itself on a CPU without bf16, and
+        # under a oneDNN cap it would compile bf16 layers that then fail to run
+        hint = "bf16" if precision == "bf16" and openvino_bf16() else "f32"
         with torch.no_grad(), warnings.catch_warnings():
             # the converter traces the model, and the tracer warns of every Python value it
             # freezes; the fidelity check on two sizes is what catches a trace that froze one

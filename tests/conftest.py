@@ -60,12 +60,14 @@ def needs_shared(path: Path) -> Path:
 # --- CPUs -----------------------------------------------------------------------------------
 
 #: oneDNN capped at AVX2: torch's convolutions compute as on an AVX2-only CPU (no native bf16),
-#: to the bit (Set5's PSNR is the AVX2 host's, 31.432395280501673 dB at x2). A no-op on such a
-#: CPU. OpenVINO does not read it.
-AVX2_TORCH_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+#: to the bit (Set5's PSNR is the AVX2 host's, 31.432395280501673 dB at x2), and OpenVINO's
+#: oneDNN layers too (rtsr then compiles OpenVINO in f32, as OpenVINO does on such a CPU). A
+#: no-op on such a CPU. OpenVINO's own view of the CPU (its capabilities) stays this CPU's.
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
 #: qemu's user-mode emulation of an AVX2-only CPU: Haswell (AVX2 and FMA, no AVX-512), less the
 #: features qemu's TCG lacks and warns of. Every library in the process sees that CPU, OpenVINO
-#: included. Slow (importing torch takes 15 s), so used for what AVX2_TORCH_ENV cannot show.
+#: included; child processes run on the host. Slow (importing torch takes 15 s), so used for
+#: what AVX2_ENV cannot show: what OpenVINO itself does on a CPU without bf16.
 QEMU_HASWELL = ("qemu-x86_64", "-cpu", "Haswell-v4,-x2apic,-tsc-deadline,-invpcid,-spec-ctrl,-pcid")
 
 
@@ -73,9 +75,9 @@ def without_openvino_bf16(argv: list[str]) -> list[str]:
     """``argv`` as a command that runs on a CPU where OpenVINO has no bf16: as it is where this
     CPU has none (an AVX2-only host), else under :data:`QEMU_HASWELL`. Without qemu-user the
     test skips, except under CI, where .ci/run installs it and its absence is a failure."""
-    from rtsr.engines import openvino_bf16
+    from rtsr.engines import openvino_capabilities
 
-    if not openvino_bf16():
+    if "BF16" not in openvino_capabilities():
         return argv
     qemu = shutil.which(QEMU_HASWELL[0])
     if qemu is None:
