@@ -282,6 +282,17 @@ def test_the_sandbox_environment_is_an_allow_list(tmp_path, monkeypatch):
     assert Path(env["HOME"]).name.startswith("rtsr-sandbox-") and env["TMPDIR"] == env["HOME"] + "/tmp"
 
 
+def test_a_cap_on_the_instruction_set_reaches_the_sandbox(tmp_path, monkeypatch):
+    # a host pinned to AVX2 evaluates as an AVX2 CPU does, submissions included: their torch
+    # then has no native bf16 (on any CPU: an AVX2-only one has none either way)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    (tmp_path / "work").mkdir()
+    code = "import os, torch; print(os.environ['ONEDNN_MAX_CPU_ISA'], torch.ops.mkldnn._is_mkldnn_bf16_supported())"
+    outcome, _ = sandbox.run([sys.executable, "-c", code], tmp_path / "work")
+    assert outcome.ok, outcome.failure()
+    assert outcome.stdout.split() == ["AVX2", "False"]
+
+
 def test_the_scratch_folder_is_removed(tmp_path):
     (tmp_path / "work").mkdir()
     code = "import os; open(os.environ['TMPDIR'] + '/big', 'wb').write(b'x' * 1000); print(os.environ['HOME'])"

@@ -68,6 +68,11 @@ ENV_ALLOWED = (
     # set on some CPUs, where older OpenBLAS builds crash without them
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
+    # the instruction sets oneDNN (torch's and OpenVINO's) and ATen may use: a host pinned to
+    # AVX2, so that its results round as on an AVX2 CPU, pins what it evaluates too
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
 )
 #: ``$RTSR_SANDBOX``: ``auto`` (bubblewrap when it works here, else limits only), ``bubblewrap``
 #: (refuse to run without it) or ``none`` (limits only, even where bubblewrap works).
