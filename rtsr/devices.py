@@ -110,8 +110,9 @@ def native_bf16() -> bool:
     if "avx512_bf16" not in flags and "amx_bf16" not in flags:
         return False
     # oneDNN's own answer: false where it may not use AVX-512 (ONEDNN_MAX_CPU_ISA=AVX2 or a
-    # CPU without it), which the flags alone do not show
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    # CPU without it), which the flags alone do not show; a cap at AVX512_CORE leaves it
+    # AVX-512 but not bf16
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and onednn_cap_allows_bf16()
 
 
 def _cpu_model() -> str:
