@@ -47,7 +47,7 @@ def not_native(spec: EngineSpec, device: torch.device) -> str:
     if device.type != "cpu" or spec.precision != "bf16":
         return ""
     if spec.engine == "openvino":
-        return "" if openvino_bf16() else "OpenVINO has no bf16 on this CPU (it would compute f32)"
+        return "" if openvino_bf16() else "OpenVINO computes no bf16 here (it would run f32)"
     return "" if native_bf16() else "this CPU emulates bf16 in torch (many times slower than FP32)"
 
 
