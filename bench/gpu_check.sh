@@ -25,7 +25,8 @@ command -v bwrap && bwrap --version
 timeout 380 python3 -m bench.gpu_check --out "$out/gpu_check.md" >"$out/gpu_check.log" 2>&1
 echo "gpu_check exit $?"; tail -n 60 "$out/gpu_check.md"
 
-workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+# pyproject's addopts ask pytest-xdist for two workers: eight where it is installed, else none
+workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "-o addopts=-ra")
 # shellcheck disable=SC2086
 timeout 180 python3 -m pytest -q -p no:cacheprovider $workers tests/test_serving.py tests/test_runtime.py \
     tests/test_metrics.py tests/test_inference.py tests/test_sandbox.py tests/test_sandboxed_models.py \
