@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -180,6 +181,10 @@ class RuntimeReport:
     engine: str = "eager"
     #: Other engines timed beside it (``rtsr runtime --engine``).
     engines: tuple[EngineTiming, ...] = ()
+    #: How the trusted side vouched for :attr:`runtime` when the model ran in a process it
+    #: does not trust (the worker: :meth:`rtsr.submissions.sandboxed_models.SandboxedModels.runtime`);
+    #: None where the timing process is trusted (``rtsr runtime``).
+    check: dict[str, Any] | None = None
 
     @property
     def relative_to_bicubic(self) -> float:
@@ -195,6 +200,69 @@ def protocol_input(size: tuple[int, int], device: torch.device, precision: Preci
     same tensor in every process that times), in ``precision`` on ``device``."""
     generator = torch.Generator().manual_seed(0)
     return torch.rand((1, 3, *size), generator=generator).to(device=device, dtype=DTYPES[precision])
+
+
+#: One timed pass's output is committed to by a probe: the output's 8-bit levels at one pixel
+#: in four (a phase drawn for the pass), times random signs, summed in this many blocks. The
+#: worker recomputes the same probe from the model's untimed output for the same input
+#: (:func:`probe_agreement_db`). Sampling one pixel in four keeps the probe under a millisecond
+#: on a GPU at 4K; the model still has to compute every position of every layer but the last.
+PROBE_STRIDE = 2
+PROBE_BLOCKS = 1024
+
+
+def pass_input(seed: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """A fresh input for one timed pass: ``(1, 3, H, W)`` uint8 levels drawn from ``seed`` on
+    ``device``, the same in every process of the same torch on the same kind of device (the
+    worker draws it again to check the pass)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randint(0, 256, (1, 3, *size), generator=generator, device=device, dtype=torch.uint8)
+
+
+def probe_weights(seed: int, output_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """The random signs (+1/-1, FP32) a run's probes weigh the sampled levels with, drawn from
+    the run's ``seed`` for an output of ``output_size`` (H, W)."""
+    h, w = (-(-side // PROBE_STRIDE) for side in output_size)
+    generator = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (3, h, w), generator=generator).float().mul_(2.0).sub_(1.0)
+    return signs.to(device)
+
+
+def _phase(seed: int) -> tuple[int, int]:
+    return seed % PROBE_STRIDE, (seed // PROBE_STRIDE) % PROBE_STRIDE
+
+
+def output_probe(output: torch.Tensor, weights: torch.Tensor, seed: int) -> tuple[list[float], int]:
+    """The probe of one pass's ``(1, 3, H, W)`` output on [0, 1]: its 8-bit levels (clamped
+    and rounded as :func:`rtsr.inference.to_image` does, non-finite values as 0) at the pass's
+    phase, weighed by ``weights`` (:func:`probe_weights`) and summed in
+    :data:`PROBE_BLOCKS` blocks; with the number of levels sampled. The sums are whole
+    numbers below 2^24, exact in FP32."""
+    dy, dx = _phase(seed)
+    # sampled first: the conversion then costs a quarter of the output's
+    sample = output[0, :, dy::PROBE_STRIDE, dx::PROBE_STRIDE].float().nan_to_num(0.0).clamp(0.0, 1.0)
+    levels = sample.mul_(255.0).round_()
+    weighed = (levels * weights[:, : levels.shape[1], : levels.shape[2]]).flatten()
+    blocks = min(PROBE_BLOCKS, weighed.numel())
+    padded = torch.nn.functional.pad(weighed, (0, (-weighed.numel()) % blocks))
+    return padded.view(blocks, -1).sum(1).tolist(), weighed.numel()
+
+
+def probe_agreement_db(probe: list[float], reference: list[float], sampled: int) -> float:
+    """How close the output behind ``probe`` is to the one behind ``reference`` (same input,
+    phase and weights), as a PSNR in dB over the sampled levels.
+
+    With random signs, each block's difference squared has the expectation of the squared
+    level differences it sums, so their total over ``sampled`` estimates the MSE between the
+    two outputs (the estimate's spread over 1024 blocks is about 0.2 dB); identical outputs
+    give inf.
+    """
+    if len(probe) != len(reference):
+        return -math.inf
+    squared = sum((a - b) ** 2 for a, b in zip(probe, reference, strict=True))
+    if squared == 0:
+        return math.inf
+    return 10 * math.log10(255.0**2 * sampled / squared)
 
 
 def report_beside_bicubic(

@@ -90,6 +90,10 @@ def test_the_cli_path_from_submit_to_results_and_registry(tmp_path: Path) -> Non
     assert document["engine"]["precision"] == document["precision"] == "fp32"
     assert document["engine"]["fidelity_db"] is None or document["engine"]["fidelity_db"] > 100
     assert document["runtime"]["engine"] == "eager"
+    # the runtime was vouched for by the worker: its clock, fresh inputs, three passes checked
+    check = document["runtime"]["check"]
+    assert check["by"] == "worker" and check["passes_checked"] == 3 and check["agreement_db"] is None
+    assert document["runtime"]["runtime"]["mean_ms"] <= check["wall_mean_ms"]
 
     registry = json.loads((store / "registry.json").read_text())
     (entry,) = registry["entries"]

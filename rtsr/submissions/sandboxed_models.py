@@ -20,7 +20,9 @@ import logging
 import math
 import mmap
 import os
+import secrets
 import socket
+import statistics
 import struct
 import sys
 import threading
@@ -37,8 +39,17 @@ from rtsr.constants import SCALES
 from rtsr.devices import Precision
 from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, ModelError, RTSRError, SubmissionError, first_line
+from rtsr.inference import to_tensor
 from rtsr.models import ModelDescriptor
-from rtsr.runtime import RuntimeStats
+from rtsr.runtime import (
+    PROBE_BLOCKS,
+    PROBE_STRIDE,
+    RuntimeStats,
+    output_probe,
+    pass_input,
+    probe_agreement_db,
+    probe_weights,
+)
 from rtsr.submissions import sandbox
 from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits, SandboxedProcess
 from rtsr.submissions.submission import Submission
@@ -58,16 +69,24 @@ MAX_INPUT_PIXELS = 3840 * 2160
 SHARED_BYTES = MAX_INPUT_PIXELS * 3 * (1 + 3 * 3)
 #: Largest JSON header either side sends.
 _MAX_HEADER = 1024 * 1024
-#: The mean time per pass the model process reports must be at least this fraction of the
-#: time per pass measured outside it (warm-up passes can be slower than timed ones; the
-#: input's allocation and the messages add a little).
-RUNTIME_WALL_FRACTION = 0.25
-#: Milliseconds of the runtime call that are not its passes' and are left out of that
-#: comparison: the messages, the random input, the first pass's one-off setup (oneDNN builds
-#: its kernels then), and a loaded host's scheduling. A shortened protocol of a few 4 ms
-#: passes took 185 ms in all on a busy 2-core host, which without it reads as a forged timer.
-#: Over the challenge's 294 passes it forgives under 1 ms a pass.
-RUNTIME_CALL_ALLOWANCE_MS = 250.0
+#: Per timed pass, the time the worker measures around the pass (its request and answer) may
+#: exceed the time the model process reports for the forward alone by this much: the message,
+#: drawing the input and the output's probe (well under 1 ms on a GPU at 4K, about 2% of a 4K
+#: pass on a CPU). Each pass counts as at least its wall time less this slack, whatever the
+#: model process reports: a forged timer gains no more than the slack.
+PASS_SLACK_MS = 1.0
+PASS_SLACK_FRACTION = 0.05
+#: A run whose reports leave more than this many ms of the passes' wall time unexplained (past
+#: the slack), and more than half of it, fails as a forged timer rather than being raised to
+#: the wall clock: a busy host's scheduling delays (tens of ms a pass on a loaded 2-core CI
+#: host, where tiny test models take under 1 ms) stay below it.
+FORGED_TIMER_MS = 1000.0
+#: Timed passes whose outputs the worker checks afterwards against the model's own untimed
+#: output for the same input, and how close (as a PSNR between the two) they must be: the
+#: same model on the same input agrees exactly on a CPU and within rounding on a GPU; a cached,
+#: skipped or stale pass on a fresh random input lands near 10 dB.
+CHECKED_PASSES = 3
+AGREEMENT_DB = 45.0
 _LENGTH = struct.Struct(">I")
 
 
@@ -369,45 +388,105 @@ class SandboxedModels:
         return answer, wall_ms
 
     def runtime(
-        self, model_id: str, precision: Precision, input_size: tuple[int, int], warmup: int, repeat: int
-    ) -> tuple[RuntimeStats, int]:
-        """Run the challenge's runtime protocol on ``model_id`` in the model process, on a
-        random input of ``input_size`` (H, W): return the per-pass statistics it measured
-        and its FLOPs.
+        self,
+        model_id: str,
+        precision: Precision,
+        input_size: tuple[int, int],
+        warmup: int,
+        repeat: int,
+        on_pass: Callable[[int, int], None] | None = None,
+    ) -> tuple[RuntimeStats, int, dict[str, Any]]:
+        """Run the challenge's runtime protocol on ``model_id`` in the model process at
+        ``input_size`` (H, W), with this side owning the clock and the inputs; return the
+        per-pass statistics, the FLOPs and how the timings were vouched for.
 
-        The reported times are checked against the call's wall time measured here: the
-        model process runs the submission's code, which could patch the timer, but it
-        cannot make the call take less time than the passes it claims to have timed.
+        The model process runs the submission's code, which can patch its timer or skip the
+        work, so every timed pass is one request from here, on an input drawn afresh for it:
+
+        - the time it reports for a pass (CUDA events or its wall clock) counts only as far as
+          the wall time measured here around that pass allows (less :data:`PASS_SLACK_MS` and
+          :data:`PASS_SLACK_FRACTION`), and fails when most passes do not agree;
+        - with each pass it commits to its output with a probe (:func:`rtsr.runtime.output_probe`);
+          afterwards :data:`CHECKED_PASSES` passes drawn at random are run again untimed, as
+          any image is upscaled, and their probes must agree to :data:`AGREEMENT_DB`.
+
+        ``on_pass(done, total)`` hears of each timed pass.
 
         Raises:
-            ModelError: the model failed, its process died, or its answer is not a
-                plausible measurement (one line).
+            ModelError: the model failed, its process died, or its timings or outputs cannot
+                be vouched for (one line that says which).
             torch.OutOfMemoryError: the device ran out of memory in the model process.
         """
         h, w = input_size
-        header = {"model": model_id, "precision": precision, "size": [h, w], "warmup": warmup, "repeat": repeat}
+        draw = secrets.SystemRandom()
+        header = {"model": model_id, "precision": precision, "size": [h, w]}
         answer, _ = self._call({**header, "op": "flops"}, self.request_timeout_s, f"counting FLOPs at {w}x{h}")
         flops = answer.get("flops")
-        # the protocol takes warmup + repeat passes; allow the request timeout for every 16
-        timeout = self.request_timeout_s * max(1.0, (warmup + repeat) / 16)
-        answer, wall_ms = self._call({**header, "op": "runtime"}, timeout, f"the runtime protocol at {w}x{h}")
-        times = answer.get("times_ms")
-        if not (
-            isinstance(times, list)
-            and len(times) == repeat
-            and all(isinstance(t, int | float) and 0 < t < math.inf for t in times)
-            and isinstance(flops, int)
-            and flops >= 0
-        ):
-            raise ModelError(f"{model_id}: the model process reported an implausible runtime measurement")
-        stats = RuntimeStats.from_times([float(t) for t in times])
-        per_pass_ms = max(0.0, wall_ms - RUNTIME_CALL_ALLOWANCE_MS) / (warmup + repeat)
-        if stats.mean_ms < RUNTIME_WALL_FRACTION * per_pass_ms:
-            raise ModelError(
-                f"{model_id}: reported {stats.mean_ms:.3f} ms per pass, but its {warmup + repeat} passes took"
-                f" {per_pass_ms:.3f} ms each, measured outside its process"
+        if not (isinstance(flops, int) and flops >= 0):
+            raise ModelError(f"{model_id}: the model process reported {str(flops)[:40]} FLOPs")
+        run_seed = draw.getrandbits(62)
+        self._call({**header, "op": "protocol", "seed": run_seed}, self.request_timeout_s, "preparing the protocol")
+        # the challenge's untimed warm-up; allow the request timeout for every 16 passes
+        timeout = self.request_timeout_s * max(1.0, warmup / 16)
+        self._call(
+            {"model": model_id, "op": "warmup", "count": warmup, "seed": draw.getrandbits(62)}, timeout, "warming up"
+        )
+        seeds = [draw.getrandbits(62) for _ in range(repeat)]
+        reported, walls, probes = [], [], []
+        for i, seed in enumerate(seeds):
+            answer, wall_ms = self._call(
+                {"model": model_id, "op": "pass", "seed": seed}, self.request_timeout_s, f"timed pass {i + 1}"
             )
-        return stats, flops
+            ms, probe = answer.get("ms"), answer.get("probe")
+            if not (
+                isinstance(ms, int | float)
+                and 0 < ms <= wall_ms
+                and isinstance(probe, list)
+                and 1 <= len(probe) <= PROBE_BLOCKS
+                and all(isinstance(v, int | float) and math.isfinite(v) for v in probe)
+            ):
+                raise ModelError(
+                    f"{model_id}: timed pass {i + 1} reported {str(ms)[:20]} ms in {wall_ms:.3f} ms measured"
+                    " around it, or a broken probe: not a measurement"
+                )
+            reported.append(float(ms))
+            walls.append(wall_ms)
+            probes.append([float(v) for v in probe])
+            if on_pass is not None:
+                on_pass(i + 1, repeat)
+        # a pass counts as at least the wall time measured here, less the slack
+        floors = [wall - PASS_SLACK_MS - PASS_SLACK_FRACTION * wall for wall in walls]
+        unexplained = sum(max(0.0, floor - ms) for floor, ms in zip(floors, reported, strict=True))
+        if unexplained > max(FORGED_TIMER_MS, 0.5 * sum(floors)):
+            raise ModelError(
+                f"{model_id}: reported {statistics.fmean(reported):.3f} ms per pass, but its passes took"
+                f" {statistics.median(walls):.3f} ms each (median of {repeat}), measured outside its process"
+            )
+        times = [max(ms, floor) for ms, floor in zip(reported, floors, strict=True)]
+        device = self.device
+        scale = self.descriptors[model_id].scale
+        weights = probe_weights(run_seed, (h * scale, w * scale), device)
+        agreements = []
+        for i in sorted(draw.sample(range(repeat), min(CHECKED_PASSES, repeat))):
+            image = pass_input(seeds[i], (h, w), device)[0].permute(1, 2, 0).cpu().numpy()
+            again = self.upscale(model_id, image, precision, "eager").sr
+            reference, sampled = output_probe(to_tensor(again, device, "fp32"), weights, seeds[i])
+            db = probe_agreement_db(probes[i], reference, sampled)
+            if not db >= AGREEMENT_DB:
+                raise ModelError(
+                    f"{model_id}: timed pass {i + 1} of {repeat} is {db:.1f} dB from the model's own output for"
+                    f" its input (at least {AGREEMENT_DB:g} dB needed): a pass that skipped or reused work"
+                )
+            agreements.append(db)
+        check = {
+            "by": "worker",
+            "wall_mean_ms": statistics.fmean(walls),
+            "reported_mean_ms": statistics.fmean(reported),
+            "passes_raised_to_wall": sum(ms < floor for ms, floor in zip(reported, floors, strict=True)),
+            "passes_checked": len(agreements),
+            "agreement_db": None if all(math.isinf(a) for a in agreements) else min(agreements),
+        }
+        return RuntimeStats.from_times(times), flops, check
 
     def close(self) -> None:
         """End the model process and everything it started."""
@@ -482,12 +561,13 @@ def _serve(job: dict[str, Any]) -> None:
             fields[model_id] = receptive_radius(loaded[model_id].module, loaded[model_id].descriptor.scale, device)
         return fields[model_id]
 
+    protocol = _Protocol(loaded, prepare_once, device)
     while True:
         request = receive_header(channel)
         if request is None:
             return  # the app closed the channel
-        if request.get("op") in ("runtime", "flops"):
-            send_message(channel, _time_model(request, loaded, prepare_once, device))
+        if request.get("op") in _PROTOCOL_OPS:
+            send_message(channel, protocol.answer(request))
             continue
         model_id, precision = request["model"], request["precision"]
         shape = tuple(request["shape"])
@@ -530,27 +610,89 @@ def _detail(error: BaseException) -> str:
     return f"MemoryError: {first_line(error)}" if isinstance(error, MemoryError) else first_line(error)
 
 
-def _time_model(request: dict[str, Any], loaded: dict[str, Any], prepared: Any, device: torch.device) -> dict[str, Any]:
-    """The runtime protocol on one model, in the model process: per-pass times (``op``
-    ``runtime``), or FLOPs (``op`` ``flops``, counted apart so that the timed call holds
-    nothing but the passes)."""
-    from rtsr.runtime import count_flops, protocol_input, time_passes
+_PROTOCOL_OPS = ("flops", "protocol", "warmup", "pass")
 
-    model_id, precision = request["model"], request["precision"]
-    h, w = request["size"]
-    try:
-        shape = (1, 3, h, w)
-        if request["op"] == "flops":
-            return {"ok": True, "flops": count_flops(loaded[model_id].module, shape)}
-        module = prepared(model_id, precision)
-        x = protocol_input((h, w), device, precision)
-        times = time_passes(module, x, int(request["warmup"]), int(request["repeat"]), progress=False)
-    except torch.OutOfMemoryError:
-        return {"ok": False, "kind": "oom", "error": "out of memory on this device"}
-    except Exception as e:  # the submission's forward failed
-        detail = _detail(e)
-        return {"ok": False, "kind": "model", "error": f"{model_id} failed while timed on a {w}x{h} input: {detail}"}
-    return {"ok": True, "times_ms": times}
+
+class _Protocol:
+    """The runtime protocol's side in the model process, one request at a time, as
+    :meth:`SandboxedModels.runtime` sends them: ``flops`` (counted apart, so that no timed
+    request holds anything but its pass), ``protocol`` (the model in eager mode in the
+    precision, and the run's probe weights), ``warmup`` (untimed passes), then one ``pass``
+    per timed pass: its input drawn from the pass's seed, the forward timed as
+    :func:`rtsr.runtime.time_passes` does, the output's probe sent back with the time."""
+
+    def __init__(
+        self, loaded: dict[str, Any], prepared: Callable[[str, Precision], torch.nn.Module], device: torch.device
+    ):
+        self.loaded, self.prepared, self.device = loaded, prepared, device
+        self.run: dict[str, Any] | None = None
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        from rtsr.devices import DTYPES
+        from rtsr.runtime import count_flops
+
+        op, model_id = request["op"], request["model"]
+        try:
+            if op == "flops":
+                h, w = request["size"]
+                return {"ok": True, "flops": count_flops(self.loaded[model_id].module, (1, 3, h, w))}
+            if op == "protocol":
+                h, w = request["size"]
+                scale = self.loaded[model_id].descriptor.scale
+                self.run = {
+                    "model": model_id,
+                    "module": self.prepared(model_id, request["precision"]),
+                    "dtype": DTYPES[request["precision"]],
+                    "size": (h, w),
+                    "weights": probe_weights(int(request["seed"]), (h * scale, w * scale), self.device),
+                }
+                # each phase of the probe once, untimed: the first use of a shape costs milliseconds
+                blank = torch.zeros((1, 3, h * scale, w * scale), device=self.device)
+                for phase in range(PROBE_STRIDE**2):
+                    output_probe(blank, self.run["weights"], phase)
+                return {"ok": True}
+            run = self.run
+            if run is None or run["model"] != model_id:
+                return {"ok": False, "kind": "model", "error": f"{model_id}: no protocol run was prepared"}
+            seed = int(request["seed"])
+            x = pass_input(seed, run["size"], self.device).float().div_(255.0).to(run["dtype"])
+            with torch.inference_mode():
+                if op == "warmup":
+                    for _ in range(int(request["count"])):
+                        run["module"](x)
+                    return {"ok": True}
+                out, ms = _timed_forward(run["module"], x)
+                expected = (1, 3, *(side * self.loaded[model_id].descriptor.scale for side in run["size"]))
+                if tuple(out.shape) != expected:
+                    raise ModelError(f"it returned {tuple(out.shape)}, expected {expected}")
+                probe, _ = output_probe(out, run["weights"], seed)
+            return {"ok": True, "ms": ms, "probe": probe}
+        except torch.OutOfMemoryError:
+            return {"ok": False, "kind": "oom", "error": "out of memory on this device"}
+        except Exception as e:  # the submission's forward failed
+            h, w = (self.run or {}).get("size") or request.get("size") or (0, 0)
+            detail = _detail(e)
+            return {
+                "ok": False,
+                "kind": "model",
+                "error": f"{model_id} failed while timed on a {w}x{h} input: {detail}",
+            }
+
+
+def _timed_forward(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``module(x)`` and its time in ms, as the challenge times a pass: between CUDA events
+    with the device synchronised, or with the wall clock on a CPU."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = module(x)
+        end.record()
+        torch.cuda.synchronize(x.device)
+        return out, start.elapsed_time(end)
+    t0 = time.perf_counter()
+    out = module(x)
+    return out, (time.perf_counter() - t0) * 1e3
 
 
 if __name__ == "__main__":

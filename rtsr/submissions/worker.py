@@ -257,13 +257,12 @@ def evaluate_submission(
             # the protocol does not depend on the set: measure once, on the first set
             if not reports:
                 size = lr_size(scale, settings.target_size)
-                stats, flops = models.runtime(_CANDIDATE, precision, size, settings.warmup, settings.repeat)
+                stats, flops, check = models.runtime(_CANDIDATE, precision, size, settings.warmup, settings.repeat)
                 x = protocol_input(size, device, precision)
-                reports.append(
-                    report_beside_bicubic(
-                        descriptor, stats, flops, x, precision, settings.warmup, settings.repeat, False
-                    )
+                report = report_beside_bicubic(
+                    descriptor, stats, flops, x, precision, settings.warmup, settings.repeat, False
                 )
+                reports.append(replace(report, check=check))
             return reports[0]
 
         engines: list[EngineChoice] = []
