@@ -293,6 +293,25 @@ def test_a_cap_on_the_instruction_set_reaches_the_sandbox(tmp_path, monkeypatch)
     assert outcome.stdout.split() == ["AVX2", "False"]
 
 
+def test_fifos_in_place_of_its_logs_and_report_block_nothing(tmp_path):
+    """The parent reads the scratch folder's logs and report without following links or
+    blocking, and only regular files: FIFOs put in their place read as missing, at once."""
+    started = time.monotonic()
+    checks = run_checks(open_submission(hostile(tmp_path, "fifo_logs")), limits=Limits(wall_seconds=15))
+    # its own report blocks the validator's child on a FIFO: that costs the submission alone
+    assert failed(checks) == [("sandbox", "exceeded the wall-clock limit of 15 s")]
+    assert time.monotonic() - started < 45  # the parent's reads of the FIFOs held nothing
+    # what the collecting reads: a FIFO, a link and a regular file
+    (tmp_path / "work").mkdir()
+    code = (
+        "import os; h = os.environ['HOME']; os.mkfifo(h + '/fifo'); os.symlink('/etc/passwd', h + '/link');"
+        " open(h + '/plain', 'w').write('x' * 100)"
+    )
+    outcome, files = sandbox.run([sys.executable, "-c", code], tmp_path / "work", collect=["fifo", "link", "plain"])
+    assert outcome.ok, outcome.failure()
+    assert files == {"plain": b"x" * 100}
+
+
 def test_the_scratch_folder_is_removed(tmp_path):
     (tmp_path / "work").mkdir()
     code = "import os; open(os.environ['TMPDIR'] + '/big', 'wb').write(b'x' * 1000); print(os.environ['HOME'])"
@@ -312,4 +331,4 @@ def test_the_corpus_is_complete():
     names = {p.stem for p in HOSTILE.glob("*.py")}
     lines = (HOSTILE / "README.md").read_text().splitlines()
     listed = {line.split("`")[1].removesuffix(".py") for line in lines if line.startswith("| `")}
-    assert names == listed and len(names) == 10
+    assert names == listed and len(names) == 12

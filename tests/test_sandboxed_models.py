@@ -187,6 +187,22 @@ def test_a_pool_never_closed_still_ends_its_process_and_scratch_folder(tmp_path,
     assert running_with(mark) == []
 
 
+def test_a_model_that_puts_fifos_in_place_of_its_logs_is_served_and_closed_at_once(tmp_path):
+    """The app reads a model process's logs when the process ends: FIFOs in their place (which
+    an open for reading would wait on forever, holding the app's only model slot and its
+    shutdown) read as empty."""
+    import torch
+
+    models = SandboxedModels({"fifo": open_submission(hostile(tmp_path, "fifo_logs"))}, torch.device("cpu"))
+    try:
+        image = np.ascontiguousarray(photo("astronaut")[:32, :48])
+        assert models.upscale("fifo", image, "fp32", "eager").sr.shape == (64, 96, 3)
+    finally:
+        started = time.monotonic()
+        models.close()
+        assert time.monotonic() - started < 15
+
+
 def test_a_model_that_slows_the_timer_counts_its_passes_wall_time_or_fails(tmp_path):
     """The model process runs the submission's code, which can patch the timer the runtime
     protocol reads; the worker times each pass itself, from outside."""

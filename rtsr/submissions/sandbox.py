@@ -94,6 +94,8 @@ ETC_READ = (
 )
 #: Most of a log a sandbox's stdout or stderr keeps (the tail).
 LOG_TAIL_BYTES = 64 * 1024
+#: Most of a file :func:`run` collects from the scratch folder.
+COLLECT_BYTES = 16 * 1024**2
 #: Size of the sandbox's own /tmp (a tmpfs, so in memory); ``$TMPDIR`` is the scratch folder.
 TMPFS_BYTES = 256 * 1024**2
 #: Seconds given to the supervisor beyond the wall-clock limit before it is killed itself.
@@ -468,16 +470,29 @@ def _rlimits(limits: Limits, gpu: bool) -> dict[str, int | list[int]]:
     return rlimits
 
 
-def _read_tail(path: Path) -> str:
-    """The last :data:`LOG_TAIL_BYTES` of a file the payload wrote (untrusted: no links)."""
+def read_untrusted(path: Path, limit: int, tail: bool = False) -> bytes | None:
+    """At most ``limit`` bytes of a file the payload could have replaced (its scratch folder
+    is its own): the first ones, or with ``tail`` the last; None unless it is a regular file.
+
+    Opened without following a link and without blocking (a FIFO in its place would block an
+    ``open`` for reading forever), then checked to be a regular file before any read.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return ""
+        return None
     with os.fdopen(fd, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - LOG_TAIL_BYTES))
-        return f.read().decode("utf-8", errors="replace")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        if tail:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+        return f.read(limit)
+
+
+def _read_tail(path: Path) -> str:
+    """The last :data:`LOG_TAIL_BYTES` of a log the payload wrote, as text ("" if it is gone
+    or is no longer a regular file)."""
+    return (read_untrusted(path, LOG_TAIL_BYTES, tail=True) or b"").decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -597,7 +612,8 @@ def run(
 ) -> tuple[Outcome, dict[str, bytes]]:
     """Run ``argv`` in a sandbox whose working directory is ``workdir`` (read-only, like
     ``readable``), and return how it ended with the scratch files named in ``collect``
-    (paths relative to the scratch folder, at most 16 MB each; missing ones are left out).
+    (paths relative to the scratch folder, at most 16 MB each; missing ones, and any that is not a
+    regular file, are left out).
 
     The scratch folder is ``$HOME`` and ``$TMPDIR`` inside, and is removed afterwards.
     ``gpu`` makes the GPU's device files visible. ``env`` adds variables to the allow-list's.
@@ -611,12 +627,9 @@ def run(
         outcome = sandbox.finish(process, status_read)
         files = {}
         for name in collect:
-            try:
-                fd = os.open(sandbox.scratch / name, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            with os.fdopen(fd, "rb") as f:
-                files[name] = f.read(16 * 1024 * 1024)
+            content = read_untrusted(sandbox.scratch / name, COLLECT_BYTES)
+            if content is not None:
+                files[name] = content
         return outcome, files
     finally:
         sandbox.close()
