@@ -317,14 +317,19 @@ class Doors:
 
 
 def _is_file(value: dict[str, Any]) -> bool:
+    """Whether Gradio could read ``value`` as a file: one marked as ``gradio.FileData``, or any
+    object with a ``path`` or ``url``, with or without the mark (a component's data model
+    takes either, and would open the path as given)."""
     meta = value.get("meta")
     if isinstance(meta, dict) and meta.get("_type") == "gradio.FileData":
         return True
-    return any(isinstance(value.get(k), str) and value[k].startswith("data:") for k in ("path", "url"))
+    return "path" in value or "url" in value
 
 
 def inspect_files(request: Any, uploads: Path) -> bool:
     """Check every file a request to run a handler names, in place; return whether any changed.
+    A file is any object with a ``path`` or ``url``, marked as ``gradio.FileData`` or not, at
+    any depth of the request.
 
     - An image sent inline (a ``data:`` URL as its ``path`` or ``url``) is handed to the
       component as a plain ``url``, which :func:`save_data_url` writes out undecoded; Gradio
@@ -353,7 +358,8 @@ def inspect_files(request: Any, uploads: Path) -> bool:
         request.clear()
         request.update({"path": "inline", "url": inline, "orig_name": orig_name})
         return True
-    shown = safe_name(request.get("orig_name") or (path if isinstance(path, str) else None), "file")
+    orig_name = request.get("orig_name")
+    shown = safe_name(orig_name if isinstance(orig_name, str) else path if isinstance(path, str) else None, "file")
     if not isinstance(path, str) or re.match(r"[a-zA-Z][\w+.-]*://", path):
         raise InputError(f"{shown}: send the file itself (POST {API_PREFIX}/upload), not a link to it")
     # abspath, not resolve(): the path is the client's, and is not looked up on disk here

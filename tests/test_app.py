@@ -36,6 +36,7 @@ from rtsr.submissions.submission import open_submission
 from tests.conftest import APP_SETTINGS, ROOT, RunningApp, make_submission, photo
 
 EXAMPLES = ROOT / "examples"
+SET5_BIRD = ROOT / "testsets" / "Set5" / "bird.png"
 CPU = torch.device("cpu")
 
 
@@ -505,11 +506,24 @@ def test_an_inline_image_bomb_is_refused_from_its_header_and_sigterm_cleans_up(t
                 {"path": "https://example.com/a.png", "meta": {"_type": "gradio.FileData"}},
                 "a.png: send the file itself",
             ),
+            # without Gradio's mark, a server path is still a file: an image of the server's
+            # (the bundled Set5) is refused in the same words as one that does not exist
+            ({"path": str(SET5_BIRD)}, "bird.png: not a file uploaded to this"),
+            ({"path": "/nonexistent/bird.png"}, "bird.png: not a file uploaded to this"),
+            ({"path": "testsets/Set5/bird.png"}, "bird.png: not a file uploaded to this"),
         ]
         for image, message in cases:
             kind, detail = call_upscale(running, image)
             assert kind in ("error", "refused") and message in detail, (kind, detail)
             assert "\n" not in detail and "base64," not in detail and str(tmp) not in detail
+        # the ground truth is a file input too
+        photo_upload = uploaded_file(running, EXAMPLES / "chelsea.png")
+        for gt in ({"path": str(SET5_BIRD)}, {"path": str(SET5_BIRD), "meta": {"_type": "gradio.FileData"}}):
+            kind, detail = call_upscale(running, photo_upload, mode_id="upscale", gt_upload=gt)
+            assert (kind, detail) == (
+                "refused",
+                "bird.png: not a file uploaded to this server (POST /gradio_api/upload first)",
+            )
         seconds = time.monotonic() - t0
         after = rss_kb(running.process.pid)
         assert seconds < 30  # decoding the bomb took 8.5 s alone; refusing it takes milliseconds

@@ -83,3 +83,27 @@ def test_requests_may_name_only_uploads_or_inline_images(tmp_path):
     ]:
         with pytest.raises(InputError, match=message):
             inspect_files({"data": [{"path": path, "meta": meta}]}, uploads)
+
+
+def test_a_file_without_gradios_mark_is_still_a_file(tmp_path):
+    """Gradio's components read any object with a path as a file, marked or not: an unmarked
+    server path, as a path or a URL, at any depth, is refused like a marked one, in the same
+    words whether the file exists or not."""
+    uploads = tmp_path / "gradio"
+    secret = tmp_path / "bird.png"
+    secret.write_bytes(b"")
+    for file, message in [
+        ({"path": str(secret)}, "bird.png: not a file uploaded to this server"),
+        ({"path": str(tmp_path / "nothing.png")}, "nothing.png: not a file uploaded to this server"),
+        ({"path": "testsets/Set5/bird.png"}, "bird.png: not a file uploaded to this server"),
+        ({"path": str(secret), "orig_name": "innocent.png"}, "innocent.png: not a file uploaded to this server"),
+        ({"url": str(secret)}, "file: send the file itself"),
+        ({"path": ["/etc/passwd"]}, "file: send the file itself"),
+        ({"path": "file:///etc/passwd"}, "passwd: send the file itself"),
+        ({"background": {"path": str(secret)}, "layers": []}, "bird.png: not a file uploaded to this server"),
+    ]:
+        with pytest.raises(InputError) as error:
+            inspect_files({"data": ["rtsrn-x2", [file]]}, uploads)
+        assert str(error.value).startswith(message) and str(tmp_path) not in str(error.value)
+    # an upload of this server's, unmarked, passes as it is
+    assert not inspect_files({"data": [{"path": str(uploads / "abc" / "x.png")}]}, uploads)
