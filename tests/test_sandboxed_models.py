@@ -3,6 +3,7 @@ served through ModelPool as the app serves them."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -185,6 +186,53 @@ def test_a_pool_never_closed_still_ends_its_process_and_scratch_folder(tmp_path,
     gc.collect()
     assert list(scratch_parent.iterdir()) == []
     assert running_with(mark) == []
+
+
+def test_a_model_process_outlives_the_thread_that_started_it(tmp_path):
+    """The app starts model processes from request threads, which its thread pool retires when
+    idle; bubblewrap's --die-with-parent fires when the *thread* that started it exits, and
+    killed every served model about a minute after its start. The same process (PID) must
+    answer after its starting thread has gone, in about its forward time, leaving no zombie."""
+    import threading
+
+    import torch
+
+    started: list[SandboxedModels] = []
+    starter = threading.Thread(
+        target=lambda: started.append(
+            SandboxedModels({"tiny": open_submission(make_submission(tmp_path / "tiny"))}, torch.device("cpu"))
+        )
+    )
+    starter.start()
+    starter.join()  # the thread that started it has exited
+    (models,) = started
+    try:
+        pid = models._process._process.pid
+        time.sleep(2)
+        image = np.ascontiguousarray(photo("astronaut")[:32, :48])
+        t0 = time.monotonic()
+        assert models.upscale("tiny", image, "fp32", "eager").sr.shape == (64, 96, 3)
+        assert time.monotonic() - t0 < 5  # a forward pass, not a cold start (loading torch: 10 s and more)
+        assert models._process._process.pid == pid and models._process.alive
+        zombies = [c for c in _children(os.getpid()) if c[1] == "Z"]
+        assert zombies == []
+    finally:
+        models.close()
+
+
+def _children(parent: int) -> list[tuple[int, str]]:
+    """(pid, state) of each child process of ``parent``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if int(fields[1]) == parent:
+                found.append((int(entry.name), fields[0]))
+    return found
 
 
 def test_a_model_that_puts_fifos_in_place_of_its_logs_is_served_and_closed_at_once(tmp_path):

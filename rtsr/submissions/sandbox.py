@@ -24,6 +24,7 @@ stops and what it does not.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import glob
 import json
@@ -495,6 +496,11 @@ def _read_tail(path: Path) -> str:
     return (read_untrusted(path, LOG_TAIL_BYTES, tail=True) or b"").decode("utf-8", errors="replace")
 
 
+#: The one thread every sandbox is started from (see :meth:`Sandbox.popen`); it lives as long
+#: as this process, so its sandboxes end with the process and not before.
+_LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtsr-sandbox-launcher")
+
+
 @dataclass
 class Sandbox:
     """A scratch folder and the command line that runs a payload in it; :meth:`close`
@@ -546,7 +552,16 @@ class Sandbox:
         return [*_bwrap_args(self.workdir, self.readable, self.scratch, self.gpu, self._stage), *supervisor]
 
     def popen(self, argv: Sequence[str], pass_fds: Sequence[int] = ()) -> tuple[subprocess.Popen[bytes], int]:
-        """Start the supervisor; return it and the read end of its status pipe."""
+        """Start the supervisor; return it and the read end of its status pipe.
+
+        Started from :data:`_LAUNCHER`'s thread, whatever thread calls: bubblewrap's
+        ``--die-with-parent`` (``PR_SET_PDEATHSIG``) fires when the *thread* that started it
+        exits, and the app starts model processes from request threads that its pool retires
+        when idle, which killed every served model about a minute after its start.
+        """
+        return _LAUNCHER.submit(self._popen, argv, pass_fds).result()
+
+    def _popen(self, argv: Sequence[str], pass_fds: Sequence[int]) -> tuple[subprocess.Popen[bytes], int]:
         status_read, status_write = os.pipe()
         try:
             process = subprocess.Popen(
