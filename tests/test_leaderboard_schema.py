@@ -83,6 +83,23 @@ def _with_model(**changes):
     return change
 
 
+def _with_mean(**changes):
+    def change(doc):
+        doc["metrics"]["mean"].update(changes)
+        return json.dumps(doc)
+
+    return change
+
+
+def _with_runtime(**changes):
+    def change(doc):
+        for key, value in changes.items():
+            (doc["runtime"]["runtime"] if key == "mean_ms" else doc["runtime"])[key] = value
+        return json.dumps(doc)
+
+    return change
+
+
 @pytest.mark.parametrize(
     ("name", "change", "needle"),
     [
@@ -114,6 +131,27 @@ def _with_model(**changes):
             lambda doc: json.dumps({**doc, "submission": {**SUBMISSION, "team": ["a"]}}),
             "submission.team is not text",
         ),
+        # what the board shows is what the measurements give: a hand edit, NaN or inf is refused
+        (
+            "edited.json",
+            lambda doc: json.dumps({**doc, "score": 1e12}),
+            "score is 1e+12, but its measurements give 0.671351",
+        ),
+        ("nan.json", lambda doc: json.dumps({**doc, "score": math.nan}), "score is NaN"),
+        ("nan_psnr.json", _with_mean(psnr_rgb=math.nan), "metrics.mean.psnr_rgb is NaN"),
+        ("inf_psnr.json", _with_mean(psnr_rgb=math.inf), "metrics.mean.psnr_rgb is inf: outputs equal to the ground"),
+        ("inf_y.json", _with_mean(psnr_y=math.inf), "metrics.mean.psnr_y is inf: outputs equal to the ground"),
+        (
+            "gain.json",
+            lambda doc: json.dumps({**doc, "psnr_gain": 4.5}),
+            "psnr_gain is 4.5, but its measurements give 1.56651",
+        ),
+        (
+            "fast.json",
+            _with_runtime(relative_to_bicubic=0.01),
+            "relative_to_bicubic is 0.01, but its measurements give",
+        ),
+        ("zero.json", _with_runtime(mean_ms=0), "runtime.runtime.mean_ms is 0, not a positive number of ms"),
     ],
 )
 def test_bad_documents_raise_one_line_naming_the_file(tmp_path, name, change, needle):
@@ -154,12 +192,12 @@ def test_submission_fields_and_link():
 
 def test_write_checks_then_writes_what_reads_back(tmp_path):
     doc = {**_document(), "submission": SUBMISSION}
-    doc["metrics"]["mean"]["psnr_rgb"] = math.inf
+    doc["metrics"]["images"][0]["psnr_rgb"] = math.inf  # one image equal to its ground truth
     path = write_evaluation(doc, tmp_path / "sub" / "out.json")
     assert path == tmp_path / "sub" / "out.json"
     assert "Infinity" in path.read_text()
     back = read_evaluation(path)
-    assert back.document == doc and back.number("metrics.mean.psnr_rgb") == math.inf
+    assert back.document == doc and back.images()[0]["psnr_rgb"] == math.inf
     assert back.submission == Submission(**SUBMISSION)
 
     with pytest.raises(InputError, match=r"bad\.json: not a valid rtsr\.evaluate v1 document \(no score\)"):

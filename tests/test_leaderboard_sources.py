@@ -230,14 +230,26 @@ def test_evaluated_reference_rows_score_zero():
     assert (bicubic["score"] == 0.0).all() and (bicubic["psnr_gain"] == 0.0).all()
 
 
-def test_infinity_is_read_back(tmp_path):
-    doc = json.loads((EVALUATIONS_DIR / "rtsrn-x2_Set5.json").read_text())
-    doc["metrics"]["mean"]["psnr_rgb"] = math.inf
-    doc["psnr_gain"] = math.inf
-    (tmp_path / "perfect.json").write_text(json.dumps(doc))
-    assert "Infinity" in (tmp_path / "perfect.json").read_text()
-    row = _evaluations(tmp_path).iloc[0]
-    assert row["psnr_rgb"] == math.inf and row["psnr_gain"] == math.inf
+def test_a_forged_or_perfect_document_is_named_and_left_out_and_the_rest_shows(tmp_path):
+    """The board shows what the measurements give: a score edited by hand, a NaN, or a mean
+    PSNR of inf (outputs equal to the ground truth, as a submission that read the test set's
+    ground truth had) is left out with its reason; the other documents stay on the board."""
+    shipped = json.loads((EVALUATIONS_DIR / "rtsrn-x2_Set5.json").read_text())
+    (tmp_path / "good.json").write_text(json.dumps(shipped))
+    (tmp_path / "edited.json").write_text(json.dumps({**shipped, "score": 1e12}))
+    (tmp_path / "nan.json").write_text(json.dumps({**shipped, "score": math.nan}))
+    perfect = json.loads(json.dumps(shipped))
+    perfect["metrics"]["mean"]["psnr_rgb"] = math.inf
+    perfect["psnr_gain"] = perfect["score"] = math.inf
+    (tmp_path / "perfect.json").write_text(json.dumps(perfect))
+    loaded = EvaluationFolder("Evaluated", tmp_path).load()
+    assert list(loaded.frame["document"]) == ["good.json"]
+    assert loaded.frame["score"].iloc[0] == shipped["score"]
+    assert [p.removeprefix(str(tmp_path) + "/") for p in loaded.problems] == [
+        "edited.json: score is 1e+12, but its measurements give 0.671351",
+        "nan.json: score is NaN",
+        "perfect.json: metrics.mean.psnr_rgb is inf: outputs equal to the ground truth are not a result",
+    ]
 
 
 def test_missing_or_empty_folder_gives_no_rows(tmp_path):

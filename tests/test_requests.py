@@ -126,7 +126,11 @@ def test_only_the_worker_holding_a_request_can_finish_it(store: Store, tmp_path:
     assert store.get(request.id).status == "running" and not store.results_dir.exists()
     done = store.finish(request.id, "w2", {"Set5": document}, entry, "cpu")
     assert (done.status, done.entry_id, done.results) == ("finished", "tiny", ["results/req-00001/Set5.json"])
-    assert json.loads((store.folder / done.results[0]).read_text()) == document
+    # written as given, named as the model is served
+    assert json.loads((store.folder / done.results[0]).read_text()) == {
+        **document,
+        "model": {**document["model"], "id": "tiny"},
+    }
     assert [e.id for e in store.registry().entries] == ["tiny"]
 
 
@@ -217,3 +221,16 @@ def test_the_page_never_takes_a_path_on_the_server(store: Store, tmp_path: Path,
         None,
         "Sign in with Hugging Face first: requests are made under your account.",
     )
+
+
+@pytest.mark.parametrize("taken", ["rtsrn-x2", "bicubic-x2", "bicubic"])
+def test_an_evaluated_entry_never_takes_a_bundled_id(store: Store, tmp_path: Path, taken: str) -> None:
+    """A repo named like a bundled model is served under its own id, not as ours."""
+    request = submit(store, str(make_submission(tmp_path / taken)), 1, "alice")
+    store.claim("w1")
+    entry = RegistryEntry(taken, "Mine", "Team Mine", 2, 1, request.spec, None, {})
+    document = json.loads((ROOT / "leaderboard" / "evaluations" / "rtsrn-x2_Set5.json").read_text())
+    done = store.finish(request.id, "w1", {"Set5": document}, entry, "cpu")
+    assert done.entry_id == f"{taken}-{request.id}"
+    assert json.loads((store.folder / done.results[0]).read_text())["model"]["id"] == done.entry_id
+    assert [e.id for e in store.registry().entries] == [f"{taken}-{request.id}"]

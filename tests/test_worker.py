@@ -340,3 +340,30 @@ def test_test_sets_name_a_folder_the_bundled_set_or_a_hub_dataset(tmp_path: Path
     assert hub.is_hub and hub.name == "HR"
     with pytest.raises(InputError, match=r"test set HR: datasets/org/private-test@v1:HR cannot be had"):
         hub.folder()
+
+
+def test_a_submission_cannot_pass_for_the_bundled_models(tmp_path: Path) -> None:
+    """The bundled models' team is theirs alone, and a document of the worker's is never the
+    reference row, whatever its id."""
+    import json as json_
+
+    from rtsr.leaderboard.sources import EvaluationFolder
+
+    store = tmp_path / "store"
+    folder = tmp_path / "bicubic-x2"
+    shutil.copytree(BUNDLED, folder)
+    meta = json_.loads((folder / "submission.json").read_text())
+    (folder / "submission.json").write_text(json_.dumps({**meta, "team": "RTSR Baselines "}))
+    run_cli("submit", folder, "--store", store, "--submitter", "maintainer", check=True)
+    worker = run_cli("worker", "--once", "--store", store, *FAST, check=True)
+    assert (
+        "req-00001: failed: its submission.json names the team 'RTSR Baselines', which is the bundled models':"
+        " name your own team" in worker.stdout
+    ), worker.stdout
+    # under its own team it passes, served under an id of its own, and its row is no reference
+    (folder / "submission.json").write_text(json_.dumps({**meta, "team": "Team Copycat"}))
+    run_cli("submit", folder, "--store", store, "--submitter", "maintainer", check=True)
+    worker = run_cli("worker", "--once", "--store", store, *FAST, check=True)
+    assert "req-00002: finished, served as bicubic-x2-req-00002" in worker.stdout, worker.stdout
+    frame = EvaluationFolder("Submissions", store / "results", recursive=True).load().frame
+    assert list(frame["model_id"]) == ["bicubic-x2-req-00002"] and not frame["is_reference"].any()

@@ -32,7 +32,8 @@ SCHEMA_VERSION: Final = 1
 FieldKind = Literal["str", "int", "number", "number or null"]
 
 #: What every document holds and readers rely on: dotted path -> kind. ``number`` is an int
-#: or a float (``Infinity`` included: the PSNR of identical images), never a bool;
+#: or a float, never a bool, never NaN, and finite (the per-image lists may hold ``Infinity``,
+#: the PSNR of identical images, but a mean may not);
 #: ``number or null`` may be ``null`` for unknown (FLOPs when the counter could not run).
 FIELDS: Final[dict[str, FieldKind]] = {
     "created": "str",
@@ -153,6 +154,7 @@ class Evaluation:
             raise InputError(f"{where}: model.track is {track}, expected one of {', '.join(map(str, TRACK_SCALES))}")
         if scale != TRACK_SCALES[track]:
             raise InputError(f"{where}: model.scale is {scale}, but Track {track} is x{TRACK_SCALES[track]}")
+        _check_derived(document, where)
         return cls(document, where, Submission.from_document(document, where))
 
     def text(self, dotted: str) -> str:
@@ -261,6 +263,46 @@ def _check(value: Any, kind: FieldKind, dotted: str, where: str) -> None:
     numeric = kind == "number" or (kind == "number or null" and value is not None)
     if numeric and not (is_int or isinstance(value, float)):
         raise InputError(f"{where}: {dotted} is not a number ({value!r})")
+
+
+#: How far a derived field may be from what its measurements give (relative): float rounding
+#: only; the writer computes each from the same numbers.
+DERIVED_TOLERANCE: Final = 1e-9
+
+
+def _check_derived(document: Mapping[str, Any], where: str) -> None:
+    """The measurements are numbers (no NaN; a runtime finite and positive; an infinite PSNR
+    only per image, never in a mean the board shows), and what is derived from them (the
+    gain, the score, the runtime over bicubic's) is what they give: the board shows nothing
+    that a hand edit or a forged document could set apart from its measurements."""
+    from rtsr.scoring import score
+
+    for dotted, kind in FIELDS.items():
+        value = _lookup(document, dotted, where)
+        if kind != "str" and isinstance(value, float) and math.isnan(value):
+            raise InputError(f"{where}: {dotted} is NaN")
+    for dotted in ("runtime.runtime.mean_ms", "runtime.bicubic.mean_ms"):
+        value = _lookup(document, dotted, where)
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{where}: {dotted} is {value}, not a positive number of ms")
+    for who in ("metrics", "bicubic"):
+        for metric in ("psnr_rgb", "psnr_y"):
+            value = document[who]["mean"][metric]
+            if not math.isfinite(value):
+                raise InputError(
+                    f"{where}: {who}.mean.{metric} is {value}: outputs equal to the ground truth are not a result"
+                )
+    psnr, bicubic_psnr = document["metrics"]["mean"]["psnr_rgb"], document["bicubic"]["mean"]["psnr_rgb"]
+    runtime = document["runtime"]
+    derived = {
+        "psnr_gain": psnr - bicubic_psnr,
+        "score": score(psnr, runtime["runtime"]["mean_ms"], bicubic_psnr),
+        "runtime.relative_to_bicubic": runtime["runtime"]["mean_ms"] / runtime["bicubic"]["mean_ms"],
+    }
+    for dotted, expected in derived.items():
+        value = _lookup(document, dotted, where)
+        if not math.isclose(value, expected, rel_tol=DERIVED_TOLERANCE, abs_tol=DERIVED_TOLERANCE):
+            raise InputError(f"{where}: {dotted} is {value:g}, but its measurements give {expected:g}")
 
 
 def read_evaluation(path: str | Path) -> Evaluation:

@@ -16,8 +16,9 @@ Two kinds:
 file: each source loads what it can and names each file it left out (a corrupt or
 half-written document, a broken table), so that one broken file never empties the page.
 
-Reference rows (``is_reference``) are bicubic: the official table's ``Bicubic`` row and the
-evaluated models whose id is ``bicubic`` or ``bicubic-x<scale>``. Their score is 0.0 in both
+Reference rows (``is_reference``) are bicubic: the official table's ``Bicubic`` row and our
+documents of ``bicubic``, ``bicubic-x2`` or ``bicubic-x3`` (never a worker's document of a
+submission, whatever its id). Their score is 0.0 in both
 (the official table leaves it empty): :func:`rtsr.scoring.score` gives 0 for no gain, and a
 number rather than NaN keeps the column sortable and plottable.
 
@@ -229,9 +230,13 @@ class EvaluationFolder:
         return read_evaluation(path)
 
 
-def _is_bicubic(model_id: str) -> bool:
-    # The registry names the reference "bicubic-x2"/"bicubic-x3"; the CLI's built-in is "bicubic".
-    return model_id == "bicubic" or model_id.startswith("bicubic-x")
+#: The ids of the reference: the registry's ``bicubic-x2``/``bicubic-x3`` and the CLI's built-in.
+REFERENCE_IDS: Final = frozenset({"bicubic", "bicubic-x2", "bicubic-x3"})
+
+
+def _is_reference(evaluation: Evaluation) -> bool:
+    # only our own bicubic: a worker's document (it names a submission) never is, whatever its id
+    return evaluation.submission is None and evaluation.model_id in REFERENCE_IDS
 
 
 def evaluation_row(evaluation: Evaluation, source: str, document: str = "") -> dict[str, Any]:
@@ -253,7 +258,7 @@ def evaluation_row(evaluation: Evaluation, source: str, document: str = "") -> d
         **{m.key: m.read(evaluation) for m in METRICS},
         "license": submission.license if submission else "",
         "link": submission.link if submission else "",
-        "is_reference": _is_bicubic(evaluation.model_id),
+        "is_reference": _is_reference(evaluation),
         "model_id": evaluation.model_id,
         "document": document,
     }

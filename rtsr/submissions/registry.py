@@ -60,6 +60,14 @@ class RegistryEntry:
         return f"{self.source}@{self.revision}" if self.is_hub else str(registry_dir / self.source)
 
 
+def reserved() -> tuple[frozenset[str], frozenset[str]]:
+    """The ids and the teams (casefolded) of the bundled models: an evaluated submission takes
+    neither, so that no row or model of a participant's can pass for one of ours (the
+    reference row, the bundled RTSRN). ``bicubic`` is the CLI's built-in."""
+    bundled = Registry.read(BUNDLED_REGISTRY).entries
+    return frozenset({"bicubic", *(e.id for e in bundled)}), frozenset(e.team.casefold() for e in bundled)
+
+
 @dataclass
 class Registry:
     """The entries of one registry file, in order."""

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from rtsr.errors import InputError, SubmissionError
-from rtsr.submissions.registry import Registry, RegistryEntry
+from rtsr.submissions.registry import Registry, RegistryEntry, reserved
 
 Status = Literal["pending", "running", "finished", "failed"]
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
@@ -374,16 +374,18 @@ class Store:
             Evaluation.from_document(document, f"{request_id}/{name}")
         with self._transaction() as db:
             self._owned(db, request_id, worker)
+            registry = self.registry()
+            taken = {e.id for e in registry.entries} | reserved()[0]
+            entry_id = entry.id if entry.id not in taken else f"{entry.id}-{request_id}"
             folder = self.results_dir / request_id
             # a request evaluated before its worker died may have left results: replace them
             shutil.rmtree(folder, ignore_errors=True)
             paths = []
             for name, document in documents.items():
-                path = write_evaluation(document, folder / f"{_safe(name)}.json")
+                # the documents name the model as it is served
+                served = {**document, "model": {**document["model"], "id": entry_id}}
+                path = write_evaluation(served, folder / f"{_safe(name)}.json")
                 paths.append(path.relative_to(self.folder).as_posix())
-            registry = self.registry()
-            taken = {e.id for e in registry.entries}
-            entry_id = entry.id if entry.id not in taken else f"{entry.id}-{request_id}"
             registry.add(RegistryEntry(**{**asdict(entry), "id": entry_id}))
             registry.write()
             db.execute(

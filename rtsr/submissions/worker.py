@@ -39,7 +39,7 @@ from typing import Any, Final, Protocol
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line
-from rtsr.submissions.registry import RegistryEntry, entry_for
+from rtsr.submissions.registry import RegistryEntry, entry_for, reserved
 from rtsr.submissions.requests import LEASE_S, LeaseLost, Request, Store
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import Submission, open_submission
@@ -541,7 +541,17 @@ class Worker:
         return done
 
     def _entry(self, request: Request, submission: Submission) -> RegistryEntry:
+        """The registry entry a passing ``submission`` will be served as.
+
+        Raises:
+            SubmissionError: it is not of the track's scale, or it names the bundled models' team.
+        """
         submission = at_track_scale(submission, request.track)
+        if submission.meta.team.strip().casefold() in reserved()[1]:
+            raise SubmissionError(
+                f"its submission.json names the team {submission.meta.team.strip()!r}, which is the bundled"
+                " models': name your own team"
+            )
         return entry_for(submission, self.store.folder, _entry_id(request, submission))
 
     def run(self, once: bool = False, poll_s: float = 5.0, stop: threading.Event | None = None) -> list[Request]:
