@@ -20,7 +20,7 @@ from rtsr.arguments import byte_size, non_negative_int, positive_int
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
 from rtsr.engines import ENGINE_CHOICES
-from rtsr.errors import RTSRError
+from rtsr.errors import RTSRError, printable
 from rtsr.submissions.requests import LEASE_S
 
 if TYPE_CHECKING:
@@ -784,11 +784,12 @@ def _cmd_requests(args: argparse.Namespace) -> None:
         print(f"{_shown(store.folder)}: no requests" + (f" {args.status}" if args.status else ""))
     for r in requests:
         d = r.as_dict()
+        # what a participant named (a folder, a reason from their code) is printed printable
         what = f"{r.repo}@{r.revision[:12]}" if r.repo else r.spec
         when = d["finished"] or d["started"] or d["submitted"]
-        print(f"{r.id}  {r.status:<8}  Track {r.track}  {what}  {r.submitter}  {when}")
-        if r.reason:
-            print(f"    {r.reason}")
+        print(printable(f"{r.id}  {r.status:<8}  Track {r.track}  {what}  {r.submitter}  {when}"))
+        for line in (r.reason or "").splitlines():
+            print(f"    {printable(line)}")
         if r.entry_id:
             print(f"    served as {r.entry_id}; results: {', '.join(r.results)}")
 
@@ -827,7 +828,7 @@ def _cmd_worker(args: argparse.Namespace) -> None:
     done = run_workers(store, backend, args.workers, args.once, args.poll, lease_s=args.lease)
     for r in done:
         outcome = f"finished, served as {r.entry_id}" if r.status == "finished" else f"{r.status}: {r.reason}"
-        print(f"{r.id}: {outcome}")
+        print(printable(f"{r.id}: {outcome}"))
     if args.once:
         print(f"{len(done)} requests evaluated; {len(store.list('pending'))} pending")
 

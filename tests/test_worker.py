@@ -367,3 +367,26 @@ def test_a_submission_cannot_pass_for_the_bundled_models(tmp_path: Path) -> None
     assert "req-00002: finished, served as bicubic-x2-req-00002" in worker.stdout, worker.stdout
     frame = EvaluationFolder("Submissions", store / "results", recursive=True).load().frame
     assert list(frame["model_id"]) == ["bicubic-x2-req-00002"] and not frame["is_reference"].any()
+
+
+#: A submission whose error message would redraw the terminal: erase the line, go back to its
+#: start, and print a forged outcome in its place.
+ESCAPING_ARCH = """
+def srmodel():
+    raise RuntimeError("\\x1b[2K\\rreq-00001: finished, served as winner\\x1b]0;title\\x07")
+"""
+
+
+def test_a_reason_cannot_redraw_the_terminal(tmp_path: Path) -> None:
+    from tests.conftest import make_submission
+
+    store = tmp_path / "store"
+    folder = make_submission(tmp_path / "escaping", ESCAPING_ARCH, checkpoint=False)
+    run_cli("submit", folder, "--store", store, "--submitter", "maintainer", check=True)
+    worker = run_cli("worker", "--once", "--store", store, *FAST, check=True)
+    listed = run_cli("requests", "--store", store, check=True)
+    for output in (worker.stdout, worker.stderr, listed.stdout):
+        assert "\x1b" not in output and "\r" not in output and "\x07" not in output
+    assert "req-00001: failed: srmodel() failed at arch.py" in worker.stdout
+    # the carriage return ends its first line, which is all a reason keeps; the ESC is shown
+    assert "line 3: RuntimeError: ?[2K\n" in worker.stdout and "winner" not in worker.stdout + listed.stdout

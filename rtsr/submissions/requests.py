@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from rtsr.errors import InputError, SubmissionError
+from rtsr.errors import InputError, SubmissionError, printable
 from rtsr.submissions.registry import Registry, RegistryEntry, reserved
 
 Status = Literal["pending", "running", "finished", "failed"]
@@ -342,7 +342,7 @@ class Store:
         Raises:
             LeaseLost: the request is no longer ``worker``'s.
         """
-        reason = "\n".join(reason.strip().splitlines()[:2])[:600]
+        reason = "\n".join(printable(line) for line in reason.strip().splitlines()[:2])[:600]
         with self._transaction() as db:
             self._owned(db, request_id, worker)
             db.execute(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rtsr.constants import SCALES
-from rtsr.errors import RTSRError, SubmissionError, first_line
+from rtsr.errors import RTSRError, SubmissionError, first_line, printable
 from rtsr.images import list_images, read_rgb
 from rtsr.submissions import sandbox
 from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits
@@ -201,9 +201,9 @@ def _report_lines(data: bytes) -> list[Check | str | _Scale]:
             name, status, detail = check["name"], check["status"], check["detail"]
             if not (isinstance(name, str) and isinstance(detail, str) and status in STATUSES):
                 break
-            lines.append(Check(name[:40], status, detail[:1000]))
+            lines.append(Check(printable(name[:40]), status, printable(detail[:1000])))
         elif isinstance(step, str):
-            lines.append(step[:40])
+            lines.append(printable(step[:40]))
         else:
             break
     return lines

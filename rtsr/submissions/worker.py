@@ -38,7 +38,7 @@ from typing import Any, Final, Protocol
 
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.engines import EngineChoice
-from rtsr.errors import InputError, RTSRError, SubmissionError, first_line
+from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
 from rtsr.submissions.registry import RegistryEntry, entry_for, reserved
 from rtsr.submissions.requests import LEASE_S, LeaseLost, Request, Store
 from rtsr.submissions.sandbox import Limits
@@ -566,7 +566,7 @@ class Worker:
                     break
                 stop.wait(poll_s)
                 continue
-            logger.info("%s claimed: %s (Track %d)", request.id, request.repo or request.spec, request.track)
+            logger.info("%s claimed: %s (Track %d)", request.id, printable(request.repo or request.spec), request.track)
             try:
                 done.append(self.process(request))
             except LeaseLost as e:
