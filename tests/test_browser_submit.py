@@ -20,7 +20,7 @@ from tests.test_browser import TIMEOUT_MS, screenshot
 playwright = pytest.importorskip("playwright.sync_api")
 
 BUNDLED = ROOT / "submissions" / "rtsrn_x2"
-FAST = ("--crop-size", "64", "64", "--warmup", "1", "--repeat", "3")
+FAST = ("--crop-size", "66", "66", "--warmup", "1", "--repeat", "3")
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 
 

@@ -26,7 +26,7 @@ from tests.conftest import ROOT, populate_hub_cache, run_cli
 
 BUNDLED = ROOT / "submissions" / "rtsrn_x2"
 #: The runtime protocol, shrunk to what a 2-core CI machine does in seconds.
-FAST = ("--crop-size", "64", "64", "--warmup", "1", "--repeat", "3")
+FAST = ("--crop-size", "66", "66", "--warmup", "1", "--repeat", "3")
 REVISION = "89abcdef0123456789abcdef0123456789abcdef"
 
 
@@ -153,7 +153,7 @@ def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another(tmp_path: 
     worker = subprocess.Popen(
         [
             *(sys.executable, "-m", "rtsr", "-q", "worker", "--store", str(store_dir), "--lease", "4", "--poll", "0.2"),
-            *("--crop-size", "256", "256", "--warmup", "1", "--repeat", "400"),
+            *("--crop-size", "258", "258", "--warmup", "1", "--repeat", "400"),
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -228,7 +228,12 @@ class LocalJobs:
 def hub_submission(tmp_path: Path) -> dict[str, str]:
     """The bundled RTSRN x2 as ``team/rtsrn`` in a populated Hub cache (no network)."""
     cache = tmp_path / "hub"
-    populate_hub_cache(cache, "team/rtsrn", REVISION, BUNDLED)
+    # a participant's copy under a team of its own (the bundled models' team is theirs alone)
+    folder = tmp_path / "participant"
+    shutil.copytree(BUNDLED, folder)
+    meta = json.loads((folder / "submission.json").read_text())
+    (folder / "submission.json").write_text(json.dumps({**meta, "team": "Team Hub"}))
+    populate_hub_cache(cache, "team/rtsrn", REVISION, folder)
     return {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
 
 
@@ -245,7 +250,7 @@ def test_the_hf_jobs_backend_runs_each_request_as_a_job(
     settings = EvaluationSettings(
         test_sets=(TestSet("Set5", str(ROOT / "testsets" / "Set5")),),
         device="cpu",
-        target_size=(64, 64),
+        target_size=(66, 66),
         warmup=1,
         repeat=3,
     )
@@ -301,12 +306,14 @@ def test_a_submission_cannot_forge_its_jobs_result_or_read_its_secrets(
 
     hostile = _copy(tmp_path, "hostile")
     (hostile / "arch.py").write_text(HOSTILE_ARCH)
+    meta = json.loads((hostile / "submission.json").read_text())
+    (hostile / "submission.json").write_text(json.dumps({**meta, "team": "Team Mallory"}))
     populate_hub_cache(Path(hub_submission["HF_HUB_CACHE"]), "team/hostile", REVISION, hostile)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub_submission["HF_HUB_CACHE"])
     store = Store(tmp_path / "store")
     submit(store, "team/hostile", 1, "mallory")
     jobs = LocalJobs(tmp_path, hub_submission)
-    settings = EvaluationSettings(device="cpu", target_size=(64, 64), warmup=1, repeat=3)
+    settings = EvaluationSettings(device="cpu", target_size=(66, 66), warmup=1, repeat=3)
     backend = HfJobsBackend(jobs, image="x", settings=settings, test_set_token="hf_read_only", poll_s=0.2)
     (done,) = Worker(store, backend).run(once=True)
 
@@ -343,27 +350,26 @@ def test_test_sets_name_a_folder_the_bundled_set_or_a_hub_dataset(tmp_path: Path
 
 
 def test_a_submission_cannot_pass_for_the_bundled_models(tmp_path: Path) -> None:
-    """The bundled models' team is theirs alone, and a document of the worker's is never the
-    reference row, whatever its id."""
-    import json as json_
-
+    """A participant's repo may not name the bundled models' team; a repo named like a bundled
+    model is served under an id of its own; a worker's document is never the reference row."""
     from rtsr.leaderboard.sources import EvaluationFolder
 
+    meta = json.loads((BUNDLED / "submission.json").read_text())
+    cache = tmp_path / "hub"
+    for repo, team in (("team/bicubic-x2", "RTSR Baselines "), ("copycat/bicubic-x2", "Team Copycat")):
+        folder = tmp_path / repo
+        shutil.copytree(BUNDLED, folder)
+        (folder / "submission.json").write_text(json.dumps({**meta, "team": team}))
+        populate_hub_cache(cache, repo, REVISION, folder)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     store = tmp_path / "store"
-    folder = tmp_path / "bicubic-x2"
-    shutil.copytree(BUNDLED, folder)
-    meta = json_.loads((folder / "submission.json").read_text())
-    (folder / "submission.json").write_text(json_.dumps({**meta, "team": "RTSR Baselines "}))
-    run_cli("submit", folder, "--store", store, "--submitter", "maintainer", check=True)
-    worker = run_cli("worker", "--once", "--store", store, *FAST, check=True)
+    for repo in ("team/bicubic-x2", "copycat/bicubic-x2"):
+        run_cli("submit", repo, "--store", store, "--submitter", "alice", env=env, check=True)
+    worker = run_cli("worker", "--once", "--store", store, *FAST, env=env, check=True)
     assert (
         "req-00001: failed: its submission.json names the team 'RTSR Baselines', which is the bundled models':"
         " name your own team" in worker.stdout
     ), worker.stdout
-    # under its own team it passes, served under an id of its own, and its row is no reference
-    (folder / "submission.json").write_text(json_.dumps({**meta, "team": "Team Copycat"}))
-    run_cli("submit", folder, "--store", store, "--submitter", "maintainer", check=True)
-    worker = run_cli("worker", "--once", "--store", store, *FAST, check=True)
     assert "req-00002: finished, served as bicubic-x2-req-00002" in worker.stdout, worker.stdout
     frame = EvaluationFolder("Submissions", store / "results", recursive=True).load().frame
     assert list(frame["model_id"]) == ["bicubic-x2-req-00002"] and not frame["is_reference"].any()
@@ -390,3 +396,27 @@ def test_a_reason_cannot_redraw_the_terminal(tmp_path: Path) -> None:
     assert "req-00001: failed: srmodel() failed at arch.py" in worker.stdout
     # the carriage return ends its first line, which is all a reason keeps; the ESC is shown
     assert "line 3: RuntimeError: ?[2K\n" in worker.stdout and "winner" not in worker.stdout + listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ("--crop-size", "64", "64"),
+            "--crop-size 64 64: Track 2 is x3, and each side must divide by the scale of every track (2 and 3)",
+        ),
+        (
+            ("--crop-size", "99", "99"),
+            "--crop-size 99 99: Track 1 is x2, and each side must divide by the scale of every track (2 and 3)",
+        ),
+        (("--test-set", "missing=/nonexistent/hr"), "test set missing: /nonexistent/hr is not a folder"),
+    ],
+)
+def test_a_worker_refuses_settings_that_do_not_fit_a_track_before_claiming(tmp_path: Path, flags, message) -> None:
+    """A maintainer's mistake fails the worker at its start, in one line, not a participant's
+    request once it is claimed."""
+    store = tmp_path / "store"
+    request = submit(Store(store), str(BUNDLED), 2 if "64" in flags else 1, "alice")
+    result = run_cli("worker", "--once", "--store", store, *flags)
+    assert result.returncode == 1 and result.stderr.strip() == f"rtsr worker: error: {message}", result.stderr
+    assert Store(store).get(request.id).status == "pending"

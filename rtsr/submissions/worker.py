@@ -124,6 +124,27 @@ class EvaluationSettings:
     #: Bounds for the validation run and for the model process.
     limits: Limits = VALIDATION_LIMITS
 
+    def __post_init__(self) -> None:
+        """Settings that would fail a participant's request for the maintainer's mistake are
+        refused before anything is claimed: an output size that one track's scale does not
+        divide, a protocol without timed passes, a local test set that is not there.
+
+        Raises:
+            InputError: one line that names the setting.
+        """
+        h, w = self.target_size
+        for track, scale in TRACK_SCALES.items():
+            if h <= 0 or w <= 0 or h % scale or w % scale:
+                raise InputError(
+                    f"--crop-size {h} {w}: Track {track} is x{scale}, and each side must divide by the scale of"
+                    f" every track ({' and '.join(map(str, sorted(set(TRACK_SCALES.values()))))})"
+                )
+        if self.warmup < 0 or self.repeat < 1:
+            raise InputError(f"the protocol needs --warmup >= 0 and --repeat >= 1, got {self.warmup} and {self.repeat}")
+        for test_set in self.test_sets:
+            if not test_set.is_hub:
+                test_set.folder()
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "test_sets": [[t.name, t.location] for t in self.test_sets],
@@ -544,10 +565,12 @@ class Worker:
         """The registry entry a passing ``submission`` will be served as.
 
         Raises:
-            SubmissionError: it is not of the track's scale, or it names the bundled models' team.
+            SubmissionError: it is not of the track's scale, or a participant's (a Hub repo)
+                names the bundled models' team (a local folder is the maintainer's own, who
+                may queue the bundled models themselves).
         """
         submission = at_track_scale(submission, request.track)
-        if submission.meta.team.strip().casefold() in reserved()[1]:
+        if request.is_hub and submission.meta.team.strip().casefold() in reserved()[1]:
             raise SubmissionError(
                 f"its submission.json names the team {submission.meta.team.strip()!r}, which is the bundled"
                 " models': name your own team"
