@@ -177,16 +177,27 @@ def test_concurrent_processes_never_claim_the_same_request(store: Store, tmp_pat
     assert {r.status for r in store.list()} == {"running"}
 
 
-def test_a_link_in_a_local_submission_is_copied_as_a_link_not_followed(store: Store, tmp_path: Path) -> None:
+def test_a_local_submission_that_ships_a_link_out_of_its_folder_is_refused(store: Store, tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("hf_secret")
     folder = make_submission(tmp_path / "linky")
     (folder / "notes.txt").symlink_to(secret)
+    (folder / "data").mkdir()
+    (folder / "data" / "blob").symlink_to("../../token")
+    with pytest.raises(SubmissionError) as error:
+        submit(store, str(folder), 1, "mallory")
+    assert (
+        str(error.value)
+        == "data/blob is a link that leaves the submission's folder: ship the file itself (1 more such links)"
+    )
+    assert store.list() == [] and not (store.folder / "submissions").exists()
+    # a link within its own folder is copied as a link
+    (folder / "notes.txt").unlink()
+    (folder / "data" / "blob").unlink()
+    (folder / "data" / "blob").symlink_to("../arch.py")
     request = submit(store, str(folder), 1, "mallory")
-    copied = store.folder / request.spec / "notes.txt"
-    assert copied.is_symlink() and copied.readlink() == secret
-    regular = [p for p in (store.folder / request.spec).rglob("*") if p.is_file() and not p.is_symlink()]
-    assert all("hf_secret" not in p.read_bytes().decode("latin-1") for p in regular)
+    copied = store.folder / request.spec / "data" / "blob"
+    assert copied.is_symlink() and copied.readlink() == Path("../arch.py")
 
 
 @pytest.mark.parametrize(

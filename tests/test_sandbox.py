@@ -18,7 +18,7 @@ from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import open_submission
 from rtsr.submissions.validation import run_checks
-from tests.conftest import make_submission, run_cli
+from tests.conftest import make_submission, populate_hub_cache, run_cli
 
 HOSTILE = Path(__file__).parent / "hostile"
 SECRET = "hf_fake_secret_123"
@@ -172,6 +172,35 @@ def test_a_link_out_of_the_folder_is_not_followed(tmp_path, bubblewrap, mode):
     checks = run_checks(open_submission(root), limits=LIMITS)
     [(name, detail)] = failed(checks)
     assert name == "srmodel()" and "FileNotFoundError" in detail and SECRET not in detail, detail
+
+
+def test_no_link_binds_another_file_of_a_hub_cache(tmp_path, bubblewrap, monkeypatch):
+    """A local folder's link into a Hub cache's blobs/ is not followed (it bound the whole
+    folder, and the private test set downloaded beside it); a Hub snapshot gets its own blobs,
+    file by file, and nothing else of its repo's."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    testset = tmp_path / "testset"
+    testset.mkdir()
+    (testset / ".gitattributes").write_text("*.png filter=lfs\n")
+    (testset / "0001.png").write_text(SECRET)  # the private test set, in the same cache
+    populate_hub_cache(cache, "lab/testset", "a" * 40, testset)
+    blobs = cache / "models--lab--testset" / "blobs"
+    gitattributes = next(b for b in blobs.iterdir() if b.read_text().startswith("*.png"))
+    local = hostile(tmp_path, "blob_snoop")
+    (local / "cache_link").symlink_to(gitattributes)
+    [(name, detail)] = failed(run_checks(open_submission(local), limits=LIMITS))
+    assert name == "srmodel()" and "FileNotFoundError" in detail and SECRET not in detail, detail
+
+    # the same code as a Hub repo whose blobs/ also holds a file of another revision
+    populate_hub_cache(cache, "team/snoop", "c" * 40, hostile(tmp_path / "repo", "blob_snoop"))
+    (cache / "models--team--snoop" / "blobs" / ("0" * 64)).write_text(SECRET)  # not of this snapshot
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    [(name, detail)] = failed(run_checks(open_submission(f"team/snoop@{'c' * 40}"), limits=LIMITS))
+    assert name == "srmodel()" and "blobs: [" in detail and SECRET not in detail, detail
 
 
 def test_the_report_names_the_isolation(tmp_path, bubblewrap):
@@ -331,4 +360,4 @@ def test_the_corpus_is_complete():
     names = {p.stem for p in HOSTILE.glob("*.py")}
     lines = (HOSTILE / "README.md").read_text().splitlines()
     listed = {line.split("`")[1].removesuffix(".py") for line in lines if line.startswith("| `")}
-    assert names == listed and len(names) == 12
+    assert names == listed and len(names) == 13

@@ -278,9 +278,8 @@ class Store:
                 target = self.folder / spec
                 shutil.rmtree(target.parent, ignore_errors=True)
                 try:
-                    # links are copied as links, never followed: a link to a file outside the
-                    # folder stays outside (the sandbox does not follow it) rather than being
-                    # copied in beside the submission's own files
+                    # links (only ones within the folder: submit refuses others) are copied as
+                    # links, never followed
                     shutil.copytree(local_folder, target, symlinks=True)
                 except OSError as e:
                     shutil.rmtree(target.parent, ignore_errors=True)
@@ -428,6 +427,7 @@ def submit(
     """
     from rtsr.constants import TRACK_SCALES
     from rtsr.submissions.hub import resolve
+    from rtsr.submissions.sandbox import links_leaving
     from rtsr.submissions.submission import open_submission
 
     if track not in TRACK_SCALES:
@@ -436,6 +436,12 @@ def submit(
     path = Path(spec)
     if allow_local and path.exists():
         submission = open_submission(path)
+        leaving = links_leaving(submission.root)
+        if leaving:
+            raise SubmissionError(
+                f"{leaving[0].as_posix()} is a link that leaves the submission's folder: ship the file itself"
+                + (f" ({len(leaving) - 1} more such links)" if len(leaving) > 1 else "")
+            )
         digest = hashlib.sha256(json.dumps(submission.hashes(), sort_keys=True).encode()).hexdigest()
         return store.submit(
             str(path),

@@ -315,23 +315,48 @@ def gpu_device_files() -> list[str]:
     return sorted(glob.glob("/dev/nvidia*") + glob.glob("/dev/dri/*"))
 
 
-def _hub_blob(link: Path) -> bool:
-    """Whether ``link`` points at a file in a ``blobs/`` folder, as a Hub snapshot's files do
-    (huggingface_hub's cache: ``snapshots/<commit>/arch.py -> ../../blobs/<sha256>``)."""
+def _hub_repo(root: Path) -> Path | None:
+    """The Hub cache folder of the repo (``models--org--name``) whose snapshot ``root`` is or
+    lies in (huggingface_hub's cache: ``<repo>/snapshots/<commit>/...`` beside
+    ``<repo>/blobs/``); None for any other folder."""
+    real = root.resolve()
+    for folder in (real, *real.parents):
+        if folder.parent.name == "snapshots" and (folder.parent.parent / "blobs").is_dir():
+            return folder.parent.parent
+    return None
+
+
+def _hub_blob(link: Path, root: Path) -> bool:
+    """Whether ``link``, below ``root``, is a Hub snapshot's link to a file of its *own*
+    repo's ``blobs/`` (``snapshots/<commit>/arch.py -> ../../blobs/<sha256>``): only a
+    snapshot's links, and only into its repo's blobs, never a local folder's link into a cache."""
+    repo = _hub_repo(root)
+    if repo is None:
+        return False
     real = link.resolve()
-    return real.is_file() and real.parent.name == "blobs"
+    return real.is_file() and real.parent == (repo / "blobs").resolve()
 
 
 def _outside_targets(folder: Path) -> set[Path]:
-    """The ``blobs/`` folders that ``folder``'s links point into, to bind beside it. Links
-    anywhere else are not followed: they would carry a host path (a token file, say) in."""
-    return {link.resolve().parent for link in folder.rglob("*") if link.is_symlink() and _hub_blob(link)}
+    """The blob files that a Hub snapshot's links point to, to bind one by one beside it (not
+    their folder: other files of the cache stay out). A local folder's links are never
+    followed: they would carry a host path (a token file, another repo's blobs) in."""
+    return {link.resolve() for link in folder.rglob("*") if link.is_symlink() and _hub_blob(link, folder)}
 
 
 def _followed(link: Path, root: Path) -> bool:
     """Whether a link below ``root`` is followed into the sandbox: one to a file of ``root``'s
-    own, or to a Hub blob."""
-    return link.resolve().is_relative_to(root.resolve()) or _hub_blob(link)
+    own, or a Hub snapshot's link into its repo's blobs."""
+    return link.resolve().is_relative_to(root.resolve()) or _hub_blob(link, root)
+
+
+def links_leaving(folder: Path) -> list[Path]:
+    """The links below ``folder`` (relative to it) that point outside it: what a local
+    submission may not ship."""
+    root = folder.resolve()
+    return sorted(
+        p.relative_to(folder) for p in folder.rglob("*") if p.is_symlink() and not p.resolve().is_relative_to(root)
+    )
 
 
 class _Mounts:
