@@ -128,10 +128,14 @@ def submit_from_page(
     )
 
 
-def check_zip_report(path: str | None, limits: Any = None) -> str:
+def check_zip_report(
+    path: str | None, limits: Any = None, work_dir: Path | None = None, max_unzipped: int | None = None
+) -> str:
     """The validation checklist of an uploaded zip, run in the sandbox, as Markdown. The zip
-    is unpacked into a temporary folder, removed afterwards."""
-    from rtsr.submissions.submission import open_submission
+    is unpacked into a temporary folder in ``work_dir`` (the app's own temporary folder),
+    at most ``max_unzipped`` bytes (default :data:`MAX_UNZIPPED_BYTES`) and within the other
+    bounds of an extraction, and removed afterwards."""
+    from rtsr.submissions.submission import MAX_UNZIPPED_BYTES, open_submission
     from rtsr.submissions.validation import VALIDATION_LIMITS, run_checks
 
     if not path:
@@ -139,12 +143,13 @@ def check_zip_report(path: str | None, limits: Any = None) -> str:
     name = Path(path).name
     if not name.lower().endswith(".zip"):
         return f"{name} is not a .zip file."
-    with tempfile.TemporaryDirectory(prefix="rtsr-check-") as cache:
+    with tempfile.TemporaryDirectory(prefix="rtsr-check-", dir=work_dir) as cache:
         try:
-            submission = open_submission(Path(path), cache=Path(cache))
+            submission = open_submission(Path(path), cache=Path(cache), max_unzipped=max_unzipped or MAX_UNZIPPED_BYTES)
             checks = run_checks(submission, None, limits or VALIDATION_LIMITS)
         except RTSRError as e:
-            return f"**{name}** cannot be checked: {first_line(e, 300).replace(str(path), name)}"
+            message = first_line(e, 300).replace(str(path), name).replace(cache, "")
+            return f"**{name}** cannot be checked: {message}"
     lines = ["| | check | detail |", "|---|---|---|"]
     for c in checks:
         detail = submission.without_root(c.detail)
@@ -158,7 +163,9 @@ def check_zip_report(path: str | None, limits: Any = None) -> str:
     return f"**{name}**: {verdict}\n\n" + "\n".join(lines)
 
 
-def build_submit_tab(store: Store, daily_limit: int | None, intro: str) -> dict[str, Any]:
+def build_submit_tab(
+    store: Store, daily_limit: int | None, intro: str, work_dir: Path | None = None, max_unzipped: int | None = None
+) -> dict[str, Any]:
     """The tab's components; returns what the app refreshes (``queues``: the four frames
     and their accordions)."""
     problem = login_unavailable()
@@ -215,5 +222,9 @@ def build_submit_tab(store: Store, daily_limit: int | None, intro: str) -> dict[
         return [text, *refresh()]
 
     button.click(on_submit, [repo, track], [message, *accordions, *tables], api_visibility="private")
-    check.click(check_zip_report, [upload], [report], api_visibility="private", concurrency_limit=1)
+
+    def check_zip(path: str | None) -> str:
+        return check_zip_report(path, None, work_dir, max_unzipped)
+
+    check.click(check_zip, [upload], [report], api_visibility="private", concurrency_limit=1)
     return {"refresh": refresh, "outputs": [*accordions, *tables]}

@@ -44,6 +44,7 @@ from rtsr.serving import (
 )
 from rtsr.submissions.requests import Store
 from rtsr.submissions.sandbox import isolation_note
+from rtsr.submissions.submission import MAX_UNZIPPED_BYTES
 from space.about import ABOUT, INTRO, SUBMIT_INTRO, TITLE
 from space.about import CSS as ABOUT_CSS
 from space.batch import CSS as BATCH_CSS
@@ -793,7 +794,9 @@ def build_demo(
                 leaderboard = build_leaderboard_tab(board, workdir)
             if store is not None:
                 with gr.Tab("Submit", id="submit"):
-                    submit_tab = build_submit_tab(store, settings.daily_limit, SUBMIT_INTRO)
+                    # a zip may expand to 4x an upload's size, within the app's temporary folder
+                    unzipped = min(MAX_UNZIPPED_BYTES, 4 * settings.max_file_bytes)
+                    submit_tab = build_submit_tab(store, settings.daily_limit, SUBMIT_INTRO, workdir, unzipped)
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
         if store is not None and submit_tab is not None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from markdown_it import MarkdownIt
 
 from rtsr.submissions.requests import Store
-from space.submit import plain, queue_frame, queues
+from space.submit import check_zip_report, plain, queue_frame, queues
 
 HOSTILE = (
     "srmodel() failed: [click here](https://evil.example) ![x](https://evil.example/p.png) <b>bold</b> **loud** | cell"
@@ -41,3 +42,37 @@ def test_a_failed_request_s_reason_is_shown_as_text(tmp_path: Path) -> None:
     assert "<a " not in html and "<img" not in html
     # the repo itself is a link, to the commit measured
     assert queue_frame(store.list())["Submission"][0] == "[team/x@abc](https://huggingface.co/team/x/tree/abc)"
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        # 300 MB of zeros in a zip of 300 KB, against the app's 200 MB (4x a 50 MB upload)
+        ({"arch.py": b"", "weights.bin": bytes(300 * 1024**2)}, "expands to 300 MB, over the limit of 200 MB"),
+        ({f"f{i}.py": b"" for i in range(1001)}, "1001 members, over the limit of 1000"),
+        ({"/".join(["d"] * 17) + "/arch.py": b""}, "is nested over 16 folders deep"),
+        ({"/".join(["d"] * 400) + "/arch.py": b""}, "is nested over 16 folders deep"),
+        ({"x" * 300 + ".py": b""}, "has a name over 255 characters"),
+        ({"../../escape.py": b""}, "would land outside the submission"),
+    ],
+)
+def test_check_my_zip_is_bounded_and_says_so_in_one_line(tmp_path: Path, members, message) -> None:
+    """Check my zip unpacks in the app's own temporary folder, within bounds on size (as
+    written, whatever the zip declares), members, depth and names; a zip over one is refused
+    in one line that names the zip and no server path, and leaves nothing behind."""
+    work = tmp_path / "app-temp"
+    work.mkdir()
+    upload = _zip(tmp_path / "submission_bomb.zip", members)
+    report = check_zip_report(str(upload), None, work, 200 * 1024**2)
+    assert report.startswith("**submission_bomb.zip** cannot be checked: submission_bomb.zip: "), report
+    assert message in report and "\n" not in report and str(tmp_path) not in report, report
+    assert list(work.iterdir()) == []  # the extraction's folder is gone, nothing half-written

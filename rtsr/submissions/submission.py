@@ -20,14 +20,16 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rtsr.constants import SCALES, TRACK_SCALES
-from rtsr.errors import SubmissionError
+from rtsr.errors import SubmissionError, first_line, printable
 from rtsr.models import CHECKPOINT_SUFFIXES
+from rtsr.submissions.sandbox import format_bytes
 
 ARCH_FILE = "arch.py"
 METADATA_FILE = "submission.json"
@@ -36,6 +38,12 @@ RESULTS_DIR = "results"
 _JUNK = {"__MACOSX", ".DS_Store", "__pycache__", ".git"}
 #: A zip that expands beyond this is refused (a zip bomb, or not a real-time model).
 MAX_UNZIPPED_BYTES = 2 * 1024**3
+#: Bounds on a zip's members, checked before anything is extracted: how many, how deep a path
+#: (folders within folders), how long a path; and on the extraction's time, seconds.
+MAX_ZIP_MEMBERS = 1000
+MAX_ZIP_DEPTH = 16
+MAX_ZIP_NAME = 255
+MAX_UNZIP_S = 60.0
 #: ``org/name@<40-hex commit>``: a Hub model repository pinned to one commit.
 HUB_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)@(?P<revision>[0-9a-f]{40})$")
 
@@ -198,32 +206,75 @@ def read_meta(root: Path) -> SubmissionMeta:
     return SubmissionMeta.from_dict(data, str(path))
 
 
-def _extract_zip(path: Path, cache: Path) -> Path:
-    """Extract a zip once into ``cache/<sha256>``, refusing unsafe or oversized members."""
+def _extract_zip(path: Path, cache: Path, max_bytes: int = MAX_UNZIPPED_BYTES) -> Path:
+    """Extract a zip once into ``cache/<sha256>``, within bounds: at most
+    :data:`MAX_ZIP_MEMBERS` members, none deeper than :data:`MAX_ZIP_DEPTH` or named longer
+    than :data:`MAX_ZIP_NAME`, none outside the folder, ``max_bytes`` in all (counted as they
+    are written, whatever the zip declares) and :data:`MAX_UNZIP_S` seconds. Nothing is left
+    of a zip that breaks one. Messages name the zip and the member, not where they lie.
+
+    Raises:
+        SubmissionError: not a zip, or a bound broken (one line).
+    """
     digest = sha256_file(path)
     target = cache / digest
     if target.is_dir():
         return target
+    name = path.name
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-            total = sum(m.file_size for m in members)
-            if total > MAX_UNZIPPED_BYTES:
-                raise SubmissionError(f"{path}: expands to {total / 1e9:.1f} GB, over the 2 GB limit")
+            if len(members) > MAX_ZIP_MEMBERS:
+                raise SubmissionError(f"{name}: {len(members)} members, over the limit of {MAX_ZIP_MEMBERS}")
             for m in members:
-                name = Path(m.filename)
-                if name.is_absolute() or ".." in name.parts:
-                    raise SubmissionError(f"{path}: member {m.filename!r} would land outside the submission")
+                shown = printable(m.filename[:80]) + ("..." if len(m.filename) > 80 else "")
+                member = Path(m.filename)
+                if member.is_absolute() or ".." in member.parts:
+                    raise SubmissionError(f"{name}: member {shown!r} would land outside the submission")
+                if len(member.parts) > MAX_ZIP_DEPTH:
+                    raise SubmissionError(f"{name}: member {shown!r} is nested over {MAX_ZIP_DEPTH} folders deep")
+                if len(m.filename) > MAX_ZIP_NAME:
+                    raise SubmissionError(f"{name}: member {shown!r} has a name over {MAX_ZIP_NAME} characters")
+            total = sum(m.file_size for m in members)
+            if total > max_bytes:
+                raise SubmissionError(
+                    f"{name}: expands to {format_bytes(total)}, over the limit of {format_bytes(max_bytes)}"
+                )
             cache.mkdir(parents=True, exist_ok=True)
             stage = Path(tempfile.mkdtemp(prefix=".unzip-", dir=cache))
             try:
-                archive.extractall(stage)
+                _extract_bounded(archive, members, stage, name, max_bytes)
                 stage.rename(target)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
     except zipfile.BadZipFile:
-        raise SubmissionError(f"{path}: not a valid zip file") from None
+        raise SubmissionError(f"{name}: not a valid zip file") from None
+    except (zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError) as e:
+        # an unsupported compression or encryption, or a truncated member
+        raise SubmissionError(f"{name}: cannot be extracted ({first_line(e)})") from None
     return target
+
+
+def _extract_bounded(
+    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], stage: Path, name: str, max_bytes: int
+) -> None:
+    """Write ``members`` below ``stage`` in chunks, counting the bytes written and the time."""
+    deadline = time.monotonic() + MAX_UNZIP_S
+    written = 0
+    for m in members:
+        out = stage / m.filename
+        if m.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(m) as src, out.open("wb") as dst:
+            while chunk := src.read(1024 * 1024):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise SubmissionError(f"{name}: expands beyond the limit of {format_bytes(max_bytes)}")
+                if time.monotonic() > deadline:
+                    raise SubmissionError(f"{name}: took over {MAX_UNZIP_S:g} s to extract")
+                dst.write(chunk)
 
 
 def default_cache() -> Path:
@@ -231,11 +282,12 @@ def default_cache() -> Path:
     return Path(os.environ.get("RTSR_CACHE", Path.home() / ".cache" / "rtsr"))
 
 
-def open_submission(spec: str | Path, cache: Path | None = None) -> Submission:
+def open_submission(spec: str | Path, cache: Path | None = None, max_unzipped: int = MAX_UNZIPPED_BYTES) -> Submission:
     """Find a submission from a folder, a ``.zip``, or a Hub repo pinned as ``org/name@<commit>``.
 
     Hub repositories come through ``huggingface_hub.snapshot_download`` and its cache (set
-    ``HF_HUB_OFFLINE=1`` to use only the cache).
+    ``HF_HUB_OFFLINE=1`` to use only the cache). A zip is extracted once into ``cache`` (see
+    :func:`_extract_zip` for its bounds; ``max_unzipped`` bytes at most).
 
     ``submission.json`` is optional: without it the scale is unknown (None) until
     :meth:`Submission.with_scale` records it.
@@ -250,7 +302,8 @@ def open_submission(spec: str | Path, cache: Path | None = None) -> Submission:
     if path.is_dir():
         folder, name = path, path.resolve().name
     elif path.is_file() and path.suffix == ".zip":
-        folder, name = _extract_zip(path, (cache or default_cache()) / "zips"), path.stem.removeprefix("submission_")
+        folder = _extract_zip(path, (cache or default_cache()) / "zips", max_unzipped)
+        name = path.stem.removeprefix("submission_")
     elif (match := HUB_SPEC.match(text)) and not path.exists():
         from rtsr.submissions.hub import download
 
