@@ -188,10 +188,15 @@ def host_note(pool: ModelPool, max_input_pixels: int) -> str:
         f" above {megapixels(one_pass)} they run in tiles of {default_tile(pool.device)} px"
     )
     unisolated = isolation_note()
+    # each model's process serves every user of that model, and runs its submitter's code
+    shared = (
+        " One process runs each model for everyone who picks it: a submitted model sees every image sent to it"
+        " and could keep one to answer another user with. Upload nothing private."
+    )
     sandbox = (
-        f"\n\n⚠️ Models run with resource limits but {unisolated}."
+        f"\n\n⚠️ Models run with resource limits but {unisolated}.{shared}"
         if unisolated
-        else "\n\nModels run in a sandbox: no network, read-only files, bounded memory and processes."
+        else f"\n\nModels run in a sandbox: no network, read-only files, bounded memory and processes.{shared}"
     )
     engines = (
         "Each model runs in the fastest engine whose output stays within 45 dB PSNR of its FP32 output"

@@ -76,6 +76,7 @@ def test_upscale_tab_runs_a_model_and_shows_its_metrics(page, viewport):
     expect = playwright.expect
     expect(page.locator("#host-note")).to_contain_text("This host has no GPU")
     expect(page.locator("#host-note")).to_contain_text("Models run in a sandbox: no network, read-only files")
+    expect(page.locator("#host-note")).to_contain_text("a submitted model sees every image sent to it")
     upload(page, EXAMPLES / "astronaut.png")
     page.locator("#run").click()
     metrics = page.locator("#metrics")

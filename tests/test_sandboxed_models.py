@@ -235,6 +235,29 @@ def _children(parent: int) -> list[tuple[int, str]]:
     return found
 
 
+def test_what_a_model_starts_during_a_request_is_killed_after_it(tmp_path):
+    """A model process keeps no process of the submission's beyond its request: a spinner it
+    detached with setsid is killed when the request is answered, and the model process itself
+    (same PID) serves the next one."""
+    import torch
+
+    mark = marker(tmp_path)
+    models = SandboxedModels({"spin": open_submission(hostile(tmp_path, "spinner", marker=mark))}, torch.device("cpu"))
+    try:
+        pid = models._process._process.pid
+        image = np.ascontiguousarray(photo("astronaut")[:32, :48])
+        for _ in range(3):
+            assert models.upscale("spin", image, "fp32", "eager").sr.shape == (64, 96, 3)
+            assert running_with(mark) == []  # killed as its request was answered
+        # the runtime protocol's requests too
+        models.runtime("spin", "fp32", (16, 16), warmup=1, repeat=2)
+        assert running_with(mark) == []
+        assert models._process._process.pid == pid and models._process.alive
+    finally:
+        models.close()
+    assert running_with(mark) == []
+
+
 def test_a_model_that_puts_fifos_in_place_of_its_logs_is_served_and_closed_at_once(tmp_path):
     """The app reads a model process's logs when the process ends: FIFOs in their place (which
     an open for reading would wait on forever, holding the app's only model slot and its

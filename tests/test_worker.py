@@ -420,3 +420,30 @@ def test_a_worker_refuses_settings_that_do_not_fit_a_track_before_claiming(tmp_p
     result = run_cli("worker", "--once", "--store", store, *flags)
     assert result.returncode == 1 and result.stderr.strip() == f"rtsr worker: error: {message}", result.stderr
     assert Store(store).get(request.id).status == "pending"
+
+
+def test_one_evaluation_at_a_time_per_host(tmp_path: Path) -> None:
+    """Workers of one host take turns (its evaluation lock), so that no other submission runs
+    beside a measurement; a worker that claimed a request waits for the lock to be free."""
+    from rtsr.submissions.worker import host_lock
+    from tests.test_app import descendants
+
+    lock = tmp_path / "host.lock"
+    store_dir = tmp_path / "store"
+    request = submit(Store(store_dir), str(BUNDLED), 1, "alice")
+    with host_lock(lock):  # another evaluation holds the host
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "rtsr", "-q", "worker", "--once", "--store", str(store_dir), *FAST],
+            cwd=ROOT,
+            env={**os.environ, "RTSR_HOST_LOCK": str(lock)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(12)  # time enough to claim and start validating, were it not waiting
+        assert worker.poll() is None
+        assert Store(store_dir).get(request.id).status == "running" and not (store_dir / "results").exists()
+        assert descendants(worker.pid) == []  # no sandbox started: not validating, not timing
+    out, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    assert f"{request.id}: finished" in out

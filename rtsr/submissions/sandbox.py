@@ -561,10 +561,13 @@ class Sandbox:
     def stderr_path(self) -> Path:
         return self.scratch / ".stderr"
 
-    def command(self, argv: Sequence[str], status_fd: int, pass_fds: Sequence[int] = ()) -> list[str]:
+    def command(
+        self, argv: Sequence[str], status_fd: int, pass_fds: Sequence[int] = (), control_fd: int | None = None
+    ) -> list[str]:
         config = {
             "status_fd": status_fd,
             "pass_fds": list(pass_fds),
+            "control_fd": control_fd,
             "stdout": str(self.stdout_path),
             "stderr": str(self.stderr_path),
             "rlimits": _rlimits(self.limits, self.gpu),
@@ -576,7 +579,9 @@ class Sandbox:
             return supervisor
         return [*_bwrap_args(self.workdir, self.readable, self.scratch, self.gpu, self._stage), *supervisor]
 
-    def popen(self, argv: Sequence[str], pass_fds: Sequence[int] = ()) -> tuple[subprocess.Popen[bytes], int]:
+    def popen(
+        self, argv: Sequence[str], pass_fds: Sequence[int] = (), control_fd: int | None = None
+    ) -> tuple[subprocess.Popen[bytes], int]:
         """Start the supervisor; return it and the read end of its status pipe.
 
         Started from :data:`_LAUNCHER`'s thread, whatever thread calls: bubblewrap's
@@ -584,19 +589,21 @@ class Sandbox:
         exits, and the app starts model processes from request threads that its pool retires
         when idle, which killed every served model about a minute after its start.
         """
-        return _LAUNCHER.submit(self._popen, argv, pass_fds).result()
+        return _LAUNCHER.submit(self._popen, argv, pass_fds, control_fd).result()
 
-    def _popen(self, argv: Sequence[str], pass_fds: Sequence[int]) -> tuple[subprocess.Popen[bytes], int]:
+    def _popen(
+        self, argv: Sequence[str], pass_fds: Sequence[int], control_fd: int | None
+    ) -> tuple[subprocess.Popen[bytes], int]:
         status_read, status_write = os.pipe()
         try:
             process = subprocess.Popen(
-                self.command(argv, status_write, pass_fds),
+                self.command(argv, status_write, pass_fds, control_fd),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,  # bubblewrap's own errors; the payload's go to files
                 cwd=self.workdir or self.scratch,
                 env=sandbox_env(self.scratch, self.env),
-                pass_fds=(status_write, *pass_fds),
+                pass_fds=(status_write, *pass_fds, *([control_fd] if control_fd is not None else [])),
                 start_new_session=True,
             )
         finally:
@@ -682,37 +689,64 @@ class SandboxedProcess:
     def __init__(self, sandbox: Sandbox, argv: Sequence[str]) -> None:
         self.sandbox = sandbox
         self.channel, theirs = socket.socketpair()
+        # the supervisor's own channel (the payload never holds it): kill what a request left
+        self._control, supervisors = socket.socketpair()
         try:
             sandbox.env["RTSR_CHANNEL_FD"] = str(theirs.fileno())
-            self._process, self._status = sandbox.popen(argv, pass_fds=(theirs.fileno(),))
+            self._process, self._status = sandbox.popen(argv, (theirs.fileno(),), supervisors.fileno())
         except BaseException:
             self.channel.close()
+            self._control.close()
             sandbox.close()
             raise
         finally:
             theirs.close()
+            supervisors.close()
         self._outcome: Outcome | None = None
         # one never closed (dropped, or still open when the interpreter exits) is ended all
         # the same, and its scratch folder removed
-        self._finalizer = weakref.finalize(self, _end, self.channel, self._process, self._status, sandbox)
+        self._finalizer = weakref.finalize(
+            self, _end, self.channel, self._process, self._status, sandbox, self._control
+        )
 
     @property
     def alive(self) -> bool:
         return self._outcome is None and self._process.poll() is None
+
+    def kill_strays(self, timeout_s: float = 10.0) -> int:
+        """Kill every process of the sandbox but the payload (what it started, detached or
+        not), through the supervisor; return how many there were.
+
+        Raises:
+            OSError: the supervisor did not answer within ``timeout_s`` (``TimeoutError``) or
+                is gone.
+        """
+        self._control.settimeout(timeout_s)
+        self._control.sendall(b"k")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = self._control.recv(64)
+            if not chunk:
+                raise ConnectionError("the supervisor is gone")
+            answer += chunk
+        return int(answer)
 
     def close(self) -> Outcome:
         """End the payload (closing its channel first, so it can exit by itself) and every
         process it left, remove the scratch folder, and say how it ended."""
         if self._outcome is None:
             self._finalizer.detach()
-            self._outcome = _end(self.channel, self._process, self._status, self.sandbox)
+            self._outcome = _end(self.channel, self._process, self._status, self.sandbox, self._control)
         return self._outcome
 
 
-def _end(channel: socket.socket, process: subprocess.Popen[bytes], status: int, sandbox: Sandbox) -> Outcome:
+def _end(
+    channel: socket.socket, process: subprocess.Popen[bytes], status: int, sandbox: Sandbox, control: socket.socket
+) -> Outcome:
     """Close a long-lived sandbox's channel, wait for its payload to end (then make it), and
     clean up: :meth:`SandboxedProcess.close`."""
     channel.close()
+    control.close()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:

@@ -13,6 +13,7 @@ line and is started afresh for the next one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
 import json
@@ -27,7 +28,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,26 @@ class SandboxedModels:
         self._restart("it had died")
         return self._start()
 
+    @contextlib.contextmanager
+    def _serving(self) -> Iterator[SandboxedProcess]:
+        """The running model process, held for one request; afterwards every process it
+        started is killed (a model's helpers, detached or not, would otherwise share the CPU
+        with every later request, and outlive what started them), or, if its supervisor does
+        not answer, the model process is replaced."""
+        with self._lock:
+            process = self._running()
+            try:
+                yield process
+            finally:
+                if self._process is process and process.alive:
+                    try:
+                        strays = process.kill_strays()
+                    except OSError as e:
+                        self._restart(f"its supervisor did not answer ({e})")
+                    else:
+                        if strays:
+                            logger.warning("killed %d processes the model process left after its request", strays)
+
     def _restart(self, reason: str) -> None:
         if self._process is not None:
             outcome = self._process.close()
@@ -289,8 +310,7 @@ class SandboxedModels:
         if h * w > MAX_INPUT_PIXELS:
             raise InputError(f"a {w}x{h} input is larger than the model process takes ({MAX_INPUT_PIXELS:,} pixels)")
         in_bytes = h * w * 3
-        with self._lock:
-            process = self._running()
+        with self._serving() as process:
             process.channel.settimeout(self.request_timeout_s)
             try:
                 # the input at the start of the shared buffer, the output right after it
@@ -361,8 +381,7 @@ class SandboxedModels:
             torch.OutOfMemoryError: the device ran out of memory in the model process.
         """
         model_id = header["model"]
-        with self._lock:
-            process = self._running()
+        with self._serving() as process:
             process.channel.settimeout(timeout_s)
             start = time.perf_counter()
             try:

@@ -18,8 +18,10 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -51,6 +53,53 @@ def _children(parent: int) -> list[tuple[int, bool]]:
         if len(fields) > 1 and int(fields[1]) == parent:
             found.append((int(name), fields[0] == b"Z"))
     return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (children, their children...), zombies aside."""
+    found, frontier = [], [root]
+    while frontier:
+        below = [(pid, zombie) for parent in frontier for pid, zombie in _children(parent)]
+        found += [pid for pid, zombie in below if not zombie]
+        frontier = [pid for pid, _ in below]
+    return found
+
+
+def _kill_strays(payload: int) -> int:
+    """SIGKILL every process of the sandbox but the payload itself: what it started (its
+    children, and as the subreaper, every orphan, ``setsid`` or not); return how many."""
+    strays = [pid for pid in _descendants(os.getpid()) if pid != payload]
+    for pid in strays:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # a signal is delivered, not obeyed at once: wait (briefly) until each is dead
+    deadline = time.monotonic() + 2.0
+    while any(_alive(pid) for pid in strays) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    # reap the orphans now among our children, so that none lingers as a zombie
+    for pid, zombie in _children(os.getpid()):
+        if pid != payload and zombie:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    return len(strays)
+
+
+def _serve_control(fd: int, payload: int) -> None:
+    """On each ``k`` from the parent (a request of a long-lived payload answered), kill the
+    processes the payload left (:func:`_kill_strays`) and answer how many, as a line."""
+    with socket.socket(fileno=fd) as control:
+        while control.recv(1) == b"k":
+            control.sendall(f"{_kill_strays(payload)}\n".encode())
 
 
 def _kill_the_rest() -> int:
@@ -108,6 +157,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: child.kill())
     for fd in config.get("pass_fds", ()):
         os.close(fd)  # only the payload holds the channel: its end closes when the payload ends
+    if config.get("control_fd") is not None:
+        threading.Thread(target=_serve_control, args=(config["control_fd"], child.pid), daemon=True).start()
     wall = config.get("wall_seconds")
     timed_out = False
     try:

@@ -226,6 +226,30 @@ def check_submission(submission: Submission, track: int, limits: Limits) -> Subm
     return submission
 
 
+#: The lock every evaluation on this host holds, whatever its store: one submission is
+#: validated, run and timed at a time, so that no other submission (a neighbour's spinner,
+#: its own evaluation) shares the CPU or GPU with a measurement.
+#: ``$RTSR_HOST_LOCK`` where set (one path for every worker of the host).
+HOST_LOCK: Final = Path(os.environ.get("RTSR_HOST_LOCK") or "/tmp/rtsr-evaluation.lock")
+
+
+@contextlib.contextmanager
+def host_lock(path: Path | None = None) -> Iterator[None]:
+    """Hold this host's evaluation lock (``flock``; released if the process dies), waiting for
+    the evaluation that holds it."""
+    path = path or Path(os.environ.get("RTSR_HOST_LOCK") or HOST_LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another evaluation on this host to end (%s)", path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def evaluate_submission(
     submission: Submission,
     track: int,
@@ -246,6 +270,21 @@ def evaluate_submission(
             timings (one line, without server paths).
         InputError: a test set that cannot be read.
     """
+    # one evaluation at a time on this host (HOST_LOCK), validation included: its leftover
+    # processes are killed when it ends, never during another's measurement
+    with host_lock():
+        return _evaluate(submission, track, settings, cache, hub_token, progress, labels)
+
+
+def _evaluate(
+    submission: Submission,
+    track: int,
+    settings: EvaluationSettings,
+    cache: Path,
+    hub_token: str | None,
+    progress: bool,
+    labels: dict[str, Any] | None,
+) -> Evaluation:
     import torch
 
     from rtsr.devices import device_name, resolve_device, resolve_precision
