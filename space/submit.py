@@ -22,7 +22,7 @@ import pandas as pd
 
 from rtsr.constants import TRACK_SCALES
 from rtsr.errors import RTSRError, first_line
-from rtsr.submissions.requests import HUB_REPO, STATUSES, Request, Store, submit
+from rtsr.submissions.requests import HUB_REPO, STATUSES, Request, Store, StoreError, submit
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,35 @@ def queue_frame(requests: list[Request]) -> pd.DataFrame:
 
 
 def queues(store: Store) -> dict[str, pd.DataFrame]:
-    """One frame per state, in :data:`STATUSES` order."""
-    everything = store.list()
+    """One frame per state, in :data:`STATUSES` order; empty ones where the store cannot be
+    read (:func:`store_note` says so)."""
+    try:
+        everything = store.list()
+    except StoreError:
+        everything = []
     return {status: queue_frame([r for r in everything if r.status == status]) for status in STATUSES}
+
+
+def store_note(store: Store) -> str:
+    """The page's line on a store it cannot read (a corrupt database, a full disk); empty
+    when it reads."""
+    try:
+        store.list("running")
+    except StoreError:
+        # why (and where the store lies) is for the maintainer: the app's log and `rtsr requests`
+        return (
+            "⚠️ **The request store cannot be read**: requests cannot be made or listed until the maintainer"
+            " repairs it. The leaderboard and the models are not affected."
+        )
+    return ""
 
 
 def queue_version(store: Store) -> str:
     """Changes whenever a request is made or changes state: what the page polls, cheaply."""
-    return ",".join(f"{r.id}:{r.status}" for r in store.list())
+    try:
+        return ",".join(f"{r.id}:{r.status}" for r in store.list())
+    except StoreError as e:
+        return f"unreadable: {e}"
 
 
 def submit_from_page(
@@ -199,6 +220,7 @@ def build_submit_tab(
         report = gr.Markdown(elem_id="check-report")
 
     gr.Markdown("### Requests")
+    note = gr.Markdown(store_note(store), elem_id="store-note")
     frames = queues(store)
     accordions, tables = [], []
     for status in STATUSES:
@@ -212,7 +234,7 @@ def build_submit_tab(
     def refresh() -> list[Any]:
         frames = queues(store)
         labels = [gr.Accordion(label=f"{s.capitalize()} ({len(frames[s])})") for s in STATUSES]
-        return [*labels, *(frames[s] for s in STATUSES)]
+        return [store_note(store), *labels, *(frames[s] for s in STATUSES)]
 
     def on_submit(spec: str, track_id: int, profile: gr.OAuthProfile | None) -> list[Any]:
         username = profile.username if profile is not None else None
@@ -221,10 +243,10 @@ def build_submit_tab(
             logger.info("request %s from %s: %s", request.id, username, request.spec)
         return [text, *refresh()]
 
-    button.click(on_submit, [repo, track], [message, *accordions, *tables], api_visibility="private")
+    button.click(on_submit, [repo, track], [message, note, *accordions, *tables], api_visibility="private")
 
     def check_zip(path: str | None) -> str:
         return check_zip_report(path, None, work_dir, max_unzipped)
 
     check.click(check_zip, [upload], [report], api_visibility="private", concurrency_limit=1)
-    return {"refresh": refresh, "outputs": [*accordions, *tables]}
+    return {"refresh": refresh, "outputs": [note, *accordions, *tables]}

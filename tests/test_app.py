@@ -570,3 +570,24 @@ def test_phone_photos_come_back_upright_and_16_bit_images_are_scaled(app, tmp_pa
         )
         assert details["input_size"] == [60, 80]
         assert np.array_equal(read(png), upscale(Bicubic(2), expected, 2, CPU, "fp32")), name
+
+
+def test_a_corrupt_request_store_leaves_the_app_serving_and_the_page_says_so(tmp_path):
+    """A store the app cannot read (a corrupt database) is a line on the Submit tab: the app
+    starts, upscales and shows its leaderboard."""
+    from rtsr.submissions.requests import Store
+
+    store = tmp_path / "store"
+    Store(store)
+    (store / "requests.sqlite").write_bytes(b"this is not a database" * 100)
+    running = RunningApp(env={"RTSR_STORE": str(store)}, log=tmp_path / "app.log").wait_ready()
+    try:
+        status, config = request(running, "config")
+        assert status == 200
+        assert b"The request store cannot be read" in config and str(store).encode() not in config
+        assert b"NTIRE 2023 (reported)" in config  # the leaderboard's other sources
+        kind, outputs = call_upscale(running, uploaded_file(running, EXAMPLES / "chelsea.png"), model_id="bicubic-x2")
+        assert kind == "complete" and outputs[3]["input_size"] == [150, 225]
+    finally:
+        running.stop()
+    assert "Traceback" not in (tmp_path / "app.log").read_text()

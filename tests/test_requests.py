@@ -15,7 +15,7 @@ import pytest
 
 from rtsr.errors import InputError, SubmissionError
 from rtsr.submissions.registry import RegistryEntry
-from rtsr.submissions.requests import MAX_ATTEMPTS, LeaseLost, Store, submit
+from rtsr.submissions.requests import MAX_ATTEMPTS, LeaseLost, Store, StoreError, submit
 from tests.conftest import ROOT, make_submission, populate_hub_cache
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -245,3 +245,84 @@ def test_an_evaluated_entry_never_takes_a_bundled_id(store: Store, tmp_path: Pat
     assert done.entry_id == f"{taken}-{request.id}"
     assert json.loads((store.folder / done.results[0]).read_text())["model"]["id"] == done.entry_id
     assert [e.id for e in store.registry().entries] == [f"{taken}-{request.id}"]
+
+
+def _document() -> dict:
+    return json.loads((ROOT / "leaderboard" / "evaluations" / "rtsrn-x2_Set5.json").read_text())
+
+
+#: Finishes the claimed request in a process whose files may grow to 16 KB at most: the results
+#: document (about 30 KB) cannot be written, as on a full disk.
+FULL_DISK = """
+import json, resource, signal, sys
+from rtsr.submissions.registry import RegistryEntry
+from rtsr.submissions.requests import Store, StoreError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+store = Store(sys.argv[1])
+request = store.get("req-00001")
+entry = RegistryEntry("tiny", "Tiny", "T", 2, 1, request.spec, None, {})
+document = json.loads(open(sys.argv[2]).read())
+resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, 16 * 1024))
+try:
+    store.finish(request.id, "w1", {"Set5": document}, entry, "cpu")
+except StoreError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize(("limit", "pad"), [(16 * 1024, 0), (512 * 1024, 1024 * 1024)], ids=["database", "document"])
+def test_a_finish_that_cannot_be_written_leaves_nothing_and_a_retry_registers_once(
+    store: Store, tmp_path: Path, limit: int, pad: int
+) -> None:
+    """Results and registry entry appear only with the finished state: a full disk midway
+    leaves the request running with no results and no entry, and its retry (or a second
+    finish of the same submission) registers it once."""
+    request = submit(store, str(make_submission(tmp_path / "tiny")), 1, "alice")
+    store.claim("w1")
+    shipped = ROOT / "leaderboard" / "evaluations" / "rtsrn-x2_Set5.json"
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(store.folder), str(shipped), str(limit), str(pad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    # the database or the document: whichever the full disk stops first, in one line
+    assert re.fullmatch(
+        r".*(: cannot record req-00001's results|requests\.sqlite: the request store cannot be used) \(.*\)\n",
+        result.stdout,
+    ), result.stdout
+    assert store.get(request.id).status == "running"
+    assert not list(store.results_dir.rglob("*.json")) and store.registry().entries == []
+    entry = RegistryEntry("tiny", "Tiny", "T", 2, 1, request.spec, None, {})
+    done = store.finish(request.id, "w1", {"Set5": _document()}, entry, "cpu")
+    assert done.status == "finished" and [e.id for e in store.registry().entries] == ["tiny"]
+    # the same submission finished again (a worker whose commit was lost, a retry): one entry
+    with sqlite3.connect(store.database) as db:
+        db.execute("UPDATE requests SET status = 'running', worker = 'w1' WHERE id = ?", (request.id,))
+    again = store.finish(request.id, "w1", {"Set5": _document()}, entry, "cpu")
+    assert again.entry_id == "tiny" and [e.id for e in store.registry().entries] == ["tiny"]
+    assert [p.relative_to(store.folder).as_posix() for p in store.results_dir.rglob("*.json")] == again.results
+
+
+def test_a_corrupt_store_is_one_line_everywhere(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    Store(folder)
+    (folder / "requests.sqlite").write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (folder / f"requests.sqlite{suffix}").unlink(missing_ok=True)
+    store = Store(folder)  # opens, so that what does not need it keeps working
+    with pytest.raises(
+        StoreError, match=r"requests\.sqlite: the request store cannot be used \(file is not a database\)$"
+    ):
+        store.list()
+    for command in (("requests",), ("worker", "--once", "--crop-size", "66", "66")):
+        result = subprocess.run(
+            [sys.executable, "-m", "rtsr", "-q", *command, "--store", str(folder)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 1, result
+        assert result.stderr.strip().endswith("the request store cannot be used (file is not a database)")
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr

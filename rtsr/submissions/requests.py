@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,8 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from rtsr.errors import InputError, SubmissionError, printable
+from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
 from rtsr.submissions.registry import Registry, RegistryEntry, reserved
+
+logger = logging.getLogger(__name__)
 
 Status = Literal["pending", "running", "finished", "failed"]
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
@@ -137,6 +140,11 @@ class Request:
         return cls(**data)
 
 
+class StoreError(RTSRError):
+    """The request store cannot be read or written (a corrupt database, a full disk): the
+    maintainer's problem, never a request's; one line that names the store."""
+
+
 def default_store() -> Path:
     """``$RTSR_STORE`` if set, else ``store/`` under the repository."""
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
@@ -153,10 +161,14 @@ class Store:
         self.folder = Path(folder) if folder is not None else default_store()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{self.folder}: cannot open the request store ({e.strerror})") from None
+        try:
             with self._connect() as db:
                 db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as e:
-            raise InputError(f"{self.folder}: cannot open the request store ({e})") from None
+        except StoreError:
+            # every use says so in one line; the app keeps serving what does not need the store
+            pass
 
     @property
     def results_dir(self) -> Path:
@@ -174,16 +186,37 @@ class Store:
         """The finished, passing submissions the app may run."""
         return Registry.read(self.registry_path)
 
+    @property
+    def database(self) -> Path:
+        return self.folder / "requests.sqlite"
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # autocommit mode: transactions are the explicit BEGIN IMMEDIATE blocks below
-        db = sqlite3.connect(self.folder / "requests.sqlite", timeout=60, isolation_level=None)
+        """A connection; any database error in its use (a corrupt file, a full disk, a row
+        that does not read as a request) is a :class:`StoreError`.
+
+        Raises:
+            StoreError: the store cannot be used (one line).
+        """
+        try:
+            # autocommit mode: transactions are the explicit BEGIN IMMEDIATE blocks below
+            db = sqlite3.connect(self.database, timeout=60, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.database}: the request store cannot be opened ({first_line(e)})") from None
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA journal_mode=WAL")
             yield db
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.database}: the request store cannot be used ({first_line(e)})") from None
         finally:
             db.close()
+
+    def _requests(self, rows: list[sqlite3.Row]) -> list[Request]:
+        try:
+            return [Request.from_row(r) for r in rows]
+        except (TypeError, ValueError, KeyError) as e:  # a row written by hand, or damaged
+            raise StoreError(f"{self.database}: a request does not read back ({first_line(e)})") from None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -208,9 +241,9 @@ class Store:
         """
         with self._connect() as db:
             row = db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-        if row is None:
-            raise InputError(f"no request {request_id!r} in {self.folder}")
-        return Request.from_row(row)
+            if row is None:
+                raise InputError(f"no request {request_id!r} in {self.folder}")
+            return self._requests([row])[0]
 
     def list(self, status: Status | None = None) -> list[Request]:
         """Requests in the order they were made, optionally of one status."""
@@ -219,7 +252,7 @@ class Store:
                 rows = db.execute("SELECT * FROM requests ORDER BY seq").fetchall()
             else:
                 rows = db.execute("SELECT * FROM requests WHERE status = ? ORDER BY seq", (status,)).fetchall()
-        return [Request.from_row(r) for r in rows]
+            return self._requests(rows)
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -315,7 +348,7 @@ class Store:
                 (worker, now, now + lease_s, row["seq"]),
             )
             claimed = db.execute("SELECT * FROM requests WHERE seq = ?", (row["seq"],)).fetchone()
-        return Request.from_row(claimed)
+        return self._requests([claimed])[0]
 
     def _owned(self, db: sqlite3.Connection, request_id: str, worker: str) -> sqlite3.Row:
         row = db.execute(
@@ -357,42 +390,81 @@ class Store:
         entry: RegistryEntry,
         device: str,
     ) -> Request:
-        """Record a passing evaluation: write its results documents (``{set name: document}``)
-        under ``results/<request>/``, add ``entry`` to the store's registry (its id made
-        unique) and mark the request finished, all while holding the store's lock.
+        """Record a passing evaluation, all or nothing: its results documents (``{set name:
+        document}``) under ``results/<request>/``, ``entry`` in the store's registry (its id
+        made unique; the same submission's entry replaced, never added twice, when a retry
+        finishes it again) and the request marked finished, in one transaction of the
+        store's. The documents are written apart first and moved in place, with the
+        registry, just before the transaction commits; if anything fails (a full disk), both
+        are put back as they were and the request stays running, for its lease to return it.
 
         Raises:
             LeaseLost: the request is no longer ``worker``'s (nothing is written).
             InputError: a document is not a valid ``rtsr.evaluate`` document (nothing is
                 written).
+            StoreError: the results, the registry or the database could not be written
+                (nothing is left of the attempt).
         """
         from rtsr.leaderboard.schema import Evaluation, write_evaluation
 
         for name, document in documents.items():
             # a document the leaderboard could not read is refused before anything is written
             Evaluation.from_document(document, f"{request_id}/{name}")
-        with self._transaction() as db:
-            self._owned(db, request_id, worker)
-            registry = self.registry()
-            taken = {e.id for e in registry.entries} | reserved()[0]
-            entry_id = entry.id if entry.id not in taken else f"{entry.id}-{request_id}"
-            folder = self.results_dir / request_id
-            # a request evaluated before its worker died may have left results: replace them
-            shutil.rmtree(folder, ignore_errors=True)
-            paths = []
-            for name, document in documents.items():
-                # the documents name the model as it is served
-                served = {**document, "model": {**document["model"], "id": entry_id}}
-                path = write_evaluation(served, folder / f"{_safe(name)}.json")
-                paths.append(path.relative_to(self.folder).as_posix())
-            registry.add(RegistryEntry(**{**asdict(entry), "id": entry_id}))
-            registry.write()
-            db.execute(
-                "UPDATE requests SET status = 'finished', finished = ?, lease_until = NULL, device = ?,"
-                " entry_id = ?, results = ? WHERE id = ?",
-                (time.time(), device, entry_id, json.dumps(paths), request_id),
-            )
+        folder = self.results_dir / request_id
+        stage = self.folder / "work" / "finishing" / request_id
+        registry_before = self.registry_path.read_bytes() if self.registry_path.exists() else None
+        placed = False
+        try:
+            with self._transaction() as db:
+                self._owned(db, request_id, worker)
+                registry = self.registry()
+                # a retry of this very submission (its earlier finish lost) replaces its entry
+                registry.entries = [
+                    e for e in registry.entries if (e.source, e.revision) != (entry.source, entry.revision)
+                ]
+                taken = {e.id for e in registry.entries} | reserved()[0]
+                entry_id = entry.id if entry.id not in taken else f"{entry.id}-{request_id}"
+                shutil.rmtree(stage, ignore_errors=True)
+                paths = []
+                for name, document in documents.items():
+                    # the documents name the model as it is served
+                    served = {**document, "model": {**document["model"], "id": entry_id}}
+                    write_evaluation(served, stage / f"{_safe(name)}.json")
+                    paths.append(f"results/{request_id}/{_safe(name)}.json")
+                registry.add(RegistryEntry(**{**asdict(entry), "id": entry_id}))
+                db.execute(
+                    "UPDATE requests SET status = 'finished', finished = ?, lease_until = NULL, device = ?,"
+                    " entry_id = ?, results = ? WHERE id = ?",
+                    (time.time(), device, entry_id, json.dumps(paths), request_id),
+                )
+                # last, just before the commit: the board and the app see them with the state
+                shutil.rmtree(folder, ignore_errors=True)  # a dead worker's earlier attempt
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                placed = True
+                os.replace(stage, folder)
+                registry.write()
+        except (OSError, InputError, StoreError) as e:
+            if placed:
+                shutil.rmtree(folder, ignore_errors=True)
+                self._restore_registry(registry_before)
+            if isinstance(e, StoreError):
+                raise
+            # (the documents were checked above: an InputError here is a file that cannot be written)
+            raise StoreError(f"{self.folder}: cannot record {request_id}'s results ({first_line(e)})") from None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
         return self.get(request_id)
+
+    def _restore_registry(self, before: bytes | None) -> None:
+        try:
+            if before is None:
+                self.registry_path.unlink(missing_ok=True)
+            else:
+                tmp = self.registry_path.with_name(".registry.json.restore")
+                tmp.write_bytes(before)
+                os.replace(tmp, self.registry_path)
+        except OSError as e:
+            logger.error("%s: could not put the registry back (%s)", self.registry_path, e.strerror)
 
 
 class LeaseLost(SubmissionError):

@@ -40,7 +40,7 @@ from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSE
 from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
 from rtsr.submissions.registry import RegistryEntry, entry_for, reserved
-from rtsr.submissions.requests import LEASE_S, LeaseLost, Request, Store
+from rtsr.submissions.requests import LEASE_S, LeaseLost, Request, Store, StoreError
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import Submission, open_submission
 from rtsr.submissions.validation import VALIDATION_LIMITS
@@ -622,7 +622,16 @@ class Worker:
         stop = stop or threading.Event()
         done: list[Request] = []
         while not stop.is_set():
-            request = self.store.claim(self.name, self.lease_s)
+            try:
+                request = self.store.claim(self.name, self.lease_s)
+            except StoreError as e:
+                # the maintainer's problem (a corrupt database, a full disk): said once a poll,
+                # and no request is failed for it
+                if once:
+                    raise
+                logger.warning("%s", e)
+                stop.wait(poll_s)
+                continue
             if request is None:
                 if once:
                     break
@@ -633,6 +642,12 @@ class Worker:
                 done.append(self.process(request))
             except LeaseLost as e:
                 logger.warning("%s", e)
+            except StoreError as e:
+                # its results could not be recorded: nothing of them is left, and its lease
+                # returns the request to pending for another try
+                logger.warning("%s", e)
+                if once:
+                    raise
         return done
 
 
