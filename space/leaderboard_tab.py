@@ -193,6 +193,9 @@ def _cell(c: Column, row: pd.Series, text: str, on_front: bool) -> str:
     shown = html.escape(text)
     if c.key == "method" and on_front:
         shown = f'<span title="On the Pareto front" aria-label="On the Pareto front">★</span> {shown}'
+    if c.key == "method" and not row.get("ranked", True):
+        note = "Not timed at 4K: not ranked"
+        shown += f' <span class="unranked" title="{note}" aria-label="{note}">(not 4K)</span>'
     return f'<td class="text">{shown}</td>'
 
 
@@ -316,7 +319,7 @@ class LeaderboardView:
         :attr:`refresh_inputs` (those of a tab never opened may be None), after the board
         reloaded. A source that has rows now and was not unchecked on this page is checked: a
         new one (the first submission of a track) shows at once."""
-        track_id, dataset_name, checked, y, x, text, state = values
+        track_id, dataset_name, checked, y, x, text, unranked, state = values
         track_id = track_id or 1
         names = datasets(self.board.frame, track_id)
         dataset_name = dataset_name if dataset_name in names else (names[0] if names else None)
@@ -328,7 +331,9 @@ class LeaderboardView:
             track_note(self.board, track_id),
             state,
         ]
-        for view in self.view(track_id, dataset_name, chosen, y or "score", x or "runtime_ms", text or ""):
+        for view in self.view(
+            track_id, dataset_name, chosen, y or "score", x or "runtime_ms", text or "", bool(unranked)
+        ):
             updates += list(view)
         return updates
 
@@ -407,11 +412,26 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
             placeholder=search_placeholder(first_rows),
             elem_id="lb-query",
         )
+    unranked_box = gr.Checkbox(
+        False,
+        label="Also show rows not timed at 4K (marked, not ranked)",
+        info="Their milliseconds are not per 4K output: no score, no place on the Pareto front",
+        elem_id="lb-unranked",
+    )
 
     def render(
-        track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str, folder: Path
+        track_id: int,
+        dataset_name: str | None,
+        source_names: list[str],
+        y: YAxis,
+        x: XAxis,
+        text: str,
+        unranked: bool,
+        folder: Path,
     ) -> tuple[Any, str, str]:
-        rows = filter_leaderboard(board.frame, track=track_id, sources=source_names, dataset=dataset_name)
+        rows = filter_leaderboard(
+            board.frame, track=track_id, sources=source_names, dataset=dataset_name, unranked=unranked
+        )
         found = matching(rows, text)
         title = f"Track {track_id} · {dataset_name or 'no results'}"
         path = to_csv(rows[found], folder / f"rtsr_leaderboard_track{track_id}.csv")
@@ -420,15 +440,21 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
         return figure, table_html(rows[found], front[found], y), str(path)
 
     def on_view(
-        track_id: int, dataset_name: str | None, source_names: list[str], y: YAxis, x: XAxis, text: str
+        track_id: int,
+        dataset_name: str | None,
+        source_names: list[str],
+        y: YAxis,
+        x: XAxis,
+        text: str,
+        unranked: bool = False,
     ) -> Iterator[tuple[Any, str, str]]:
         folder = Path(tempfile.mkdtemp(dir=workdir))
         try:
-            yield render(track_id, dataset_name, source_names, y, x, text or "", folder)
+            yield render(track_id, dataset_name, source_names, y, x, text or "", bool(unranked), folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)  # Gradio has its own copy of the CSV
 
-    first = render(track.value, dataset.value, sources.value, y_axis.value, x_axis.value, "", workdir)
+    first = render(track.value, dataset.value, sources.value, y_axis.value, x_axis.value, "", False, workdir)
     plot = gr.Plot(first[0], elem_id="leaderboard-plot")
     note = gr.Markdown(track_note(board, tracks[0]), elem_id="leaderboard-note")
     gr.Markdown(
@@ -461,7 +487,7 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
             return "*That row is no longer on the leaderboard (it was reloaded): select it again.*"
         return details_markdown(row_details(row, board.sources))
 
-    inputs = [track, dataset, sources, y_axis, x_axis, query]
+    inputs = [track, dataset, sources, y_axis, x_axis, query, unranked_box]
     outputs = [plot, table, csv]
     # .then: the dataset's value may not change with the track (Set5 in both), so no .change fires
     changed = track.change(
@@ -471,7 +497,7 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
         api_visibility="private",
     )
     changed.then(on_view, inputs, outputs, api_visibility="private")
-    for control in (dataset, sources, y_axis, x_axis):
+    for control in (dataset, sources, y_axis, x_axis, unranked_box):
         control.input(on_view, inputs, outputs, api_visibility="private")
     # .change, not .input: a box emptied by Backspace or select-all + Delete must show every row again
     query.change(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")

@@ -257,3 +257,53 @@ def test_psnr_mode_and_another_test_set(board):
     expect(board.locator("#leaderboard-plot .gtitle")).to_contain_text("Urban100_10")
     expect(board.locator(POINTS)).to_have_count(2)
     expect(board.locator(ROWS)).to_have_count(2)
+
+
+def test_a_row_not_timed_at_4k_is_shown_only_when_asked_and_marked(browser, tmp_path):
+    """A submission timed with a shortened protocol (960x540) would outrank its own 4K row on
+    the runtime axis: the page leaves it out unless the reader asks, then shows it marked,
+    hollow in the plot, with no score and never on the front."""
+    import json
+
+    from rtsr.leaderboard.sources import EVALUATIONS_DIR
+    from rtsr.scoring import score
+    from tests.conftest import RunningApp
+
+    doc = json.loads((EVALUATIONS_DIR / "rtsrn-x2_Set5.json").read_text())
+    doc["model"]["name"] = "Shortcut"
+    doc["submission"] = {"request": "req-00001", "team": "Team Short"}
+    runtime = doc["runtime"]
+    runtime["output_size"], runtime["input_size"] = [540, 960], [270, 480]
+    runtime["runtime"]["mean_ms"] /= 16
+    runtime["bicubic"]["mean_ms"] /= 16
+    doc["score"] = score(
+        doc["metrics"]["mean"]["psnr_rgb"], runtime["runtime"]["mean_ms"], doc["bicubic"]["mean"]["psnr_rgb"]
+    )
+    results = tmp_path / "store" / "results" / "req-00001"
+    results.mkdir(parents=True)
+    (results / "Set5.json").write_text(json.dumps(doc))
+    running = RunningApp(env={"RTSR_STORE": str(tmp_path / "store")}, log=tmp_path / "app.log").wait_ready()
+    try:
+        context, page = open_page(browser, running, VIEWPORTS["desktop"])
+        page.get_by_role("tab", name="Leaderboard").click()
+        page.locator("#lb-dataset input").first.click()
+        page.get_by_role("option", name="Set5", exact=True).click()
+        # Set5's ranked rows: RTSRN x2 and Bicubic x2; the shortcut is not among them
+        playwright.expect(page.locator(ROWS)).to_have_count(2)
+        playwright.expect(page.locator("#leaderboard-table")).not_to_contain_text("Shortcut")
+        page.locator("#lb-unranked input").check()
+        playwright.expect(page.locator(ROWS)).to_have_count(3)
+        playwright.expect(page.locator(ROWS).filter(has_text="Shortcut")).to_have_count(1)
+        row = page.locator(ROWS).filter(has_text="Shortcut")
+        assert "(not 4K)" in row.inner_text() and "★" not in row.inner_text()
+        assert row.locator("td").nth(1).inner_text() == "—"  # no score
+        # in PSNR mode it is a hollow point of its own trace, off the front
+        page.get_by_label("PSNR RGB (dB)").check()
+        playwright.expect(page.locator("#leaderboard-plot")).to_contain_text("Not timed at 4K (not ranked)")
+        unranked = [t for t in traces(page) if t["name"] == "Not timed at 4K (not ranked)"]
+        assert unranked and unranked[0]["method"] == ["Shortcut"] and unranked[0]["symbol"] == ["circle-open"]
+        assert "Shortcut" not in stars(page)
+        screenshot(page, "leaderboard_unranked_desktop")
+        context.close()
+    finally:
+        running.stop()

@@ -41,6 +41,7 @@ EXPECTED_KEYS = [
     "license",
     "link",
     "is_reference",
+    "ranked",
     "model_id",
     "document",
 ]
@@ -82,7 +83,7 @@ def test_the_metrics_are_the_columns_between_identity_and_submission():
 def test_the_page_shows_who_where_and_the_metrics():
     shown = [c.key for c in COLUMNS if c.shown]
     # the track and the test set are the page's selection; the others are for code
-    hidden = ["track", "scale", "dataset", "device_type", "is_reference", "model_id", "document"]
+    hidden = ["track", "scale", "dataset", "device_type", "is_reference", "ranked", "model_id", "document"]
     assert [c.key for c in COLUMNS if not c.shown] == hidden
     # each row says which device measured it, and links to the submission it measured
     assert {"method", "team", "device", "precision", "license", "link"} <= set(shown)

@@ -362,3 +362,28 @@ def test_loading_leaves_out_each_unreadable_file_and_says_so(tmp_path):
     frame, errors = load_leaderboard(default_sources(tmp_path))
     pd.testing.assert_frame_equal(frame, load_leaderboard(default_sources()[1:]).frame)
     assert len(errors) == 1 and errors[0].startswith(f"{tmp_path / OFFICIAL_CSV.name}: cannot read the official table")
+
+
+def test_a_row_timed_below_4k_has_no_score_and_is_marked(tmp_path):
+    """A submission timed at 960x540 (a shortened protocol) outranked its own 4K row (score
+    1.11 against 0.64): its milliseconds are not per 4K output, so it is not ranked."""
+    doc = json.loads((EVALUATIONS_DIR / "rtsrn-x2_Set5.json").read_text())
+    small = json.loads(json.dumps(doc))
+    small["runtime"]["output_size"] = [540, 960]
+    small["runtime"]["input_size"] = [270, 480]
+    small["runtime"]["runtime"]["mean_ms"] = doc["runtime"]["runtime"]["mean_ms"] / 16
+    small["runtime"]["bicubic"]["mean_ms"] = doc["runtime"]["bicubic"]["mean_ms"] / 16
+    from rtsr.scoring import score
+
+    small["score"] = score(
+        small["metrics"]["mean"]["psnr_rgb"],
+        small["runtime"]["runtime"]["mean_ms"],
+        small["bicubic"]["mean"]["psnr_rgb"],
+    )
+    (tmp_path / "a_4k.json").write_text(json.dumps(doc))
+    (tmp_path / "b_small.json").write_text(json.dumps(small))
+    df = EvaluationFolder("Evaluated", tmp_path).load().frame
+    full, short = df.iloc[0], df.iloc[1]
+    assert full["ranked"] and full["score"] == doc["score"]
+    assert not short["ranked"] and math.isnan(short["score"]) and small["score"] > doc["score"]
+    assert short["device"].endswith("(timed at 960x540, not 4K)")

@@ -173,6 +173,26 @@ def test_to_csv_has_the_submission_columns_as_plain_text(tmp_path):
     assert rows[0]["link"] == ""
 
 
+def test_a_row_timed_below_4k_is_never_on_the_front_and_can_be_left_out():
+    """A row timed at another size has milliseconds that are not per 4K output: it may look
+    faster than everything, and still never takes a place on the front."""
+    df = pd.DataFrame(
+        {
+            "method": ["4K", "4K slower", "960x540"],
+            "track": [1, 1, 1],
+            "runtime_ms": [100.0, 200.0, 20.0],
+            "psnr_rgb": [30.0, 31.0, 32.0],
+            "is_reference": [False, False, False],
+            "ranked": [True, True, False],
+            "team": ["", "", ""],
+            "device": ["GPU", "GPU", "GPU (timed at 960x540, not 4K)"],
+        }
+    )
+    assert pareto_front(df, "psnr_rgb").tolist() == [True, True, False]
+    assert list(filter_leaderboard(df, unranked=False)["method"]) == ["4K", "4K slower"]
+    assert list(filter_leaderboard(df)["method"]) == ["4K", "4K slower", "960x540"]
+
+
 def test_pareto_front_takes_each_metric_the_way_it_is_better():
     df = pd.DataFrame(
         {

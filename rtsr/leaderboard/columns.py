@@ -204,6 +204,13 @@ COLUMNS: Final[tuple[Column, ...]] = (
     Column("license", "License", "str", "The license of an evaluated submission; empty for the others."),
     Column("link", "Link", "url", "An evaluated submission on the Hub, at the commit measured; empty for the others."),
     Column("is_reference", "Reference", "bool", "True for bicubic, the reference every gain is measured against."),
+    Column(
+        "ranked",
+        "Ranked",
+        "bool",
+        "False for a row timed at another output size than the challenge's 4K: its milliseconds are not per 4K"
+        " output, so it has no score and no place on the Pareto front, and the page shows it only when asked.",
+    ),
     Column("model_id", "Model id", "str", "Registered model id (empty for the official table)."),
     Column(
         "document",

@@ -36,6 +36,8 @@ YAxis = Literal["score", "psnr_rgb"]
 XAxis = Literal["runtime_ms", "relative_runtime"]
 
 REFERENCE_NAME: Final = "Bicubic (reference)"
+#: The legend's name for rows timed at another size than 4K (not ranked).
+UNRANKED_NAME: Final = "Not timed at 4K (not ranked)"
 PARETO_NAME: Final = "Pareto front"
 EMPTY_MESSAGE: Final = "no results for this selection"
 NO_MATCH_MESSAGE: Final = "no row matches the search"
@@ -200,7 +202,10 @@ def leaderboard_figure(
     df = df.reset_index(drop=True)
     figure = go.Figure()
     reference = df["is_reference"].to_numpy(dtype="bool")
-    entries, references = df[~reference], df[reference]
+    ranked = df["ranked"].to_numpy(dtype="bool") if "ranked" in df else np.ones(len(df), dtype="bool")
+    # rows timed at another size than 4K: drawn apart (hollow, their own legend entry), never
+    # on the front and never on a source's trace beside the 4K rows
+    entries, references, unranked = df[~reference & ranked], df[reference], df[~ranked]
     front = pareto_front(df, y, x)
 
     on_gpu = (df["device_type"] == "cuda").to_numpy(dtype="bool")
@@ -278,6 +283,27 @@ def leaderboard_figure(
                     "opacity": faded[rows.index],
                 },
                 customdata=_customdata(rows),
+                hovertemplate=_HOVER,
+            )
+        )
+
+    # (in score mode they have no point: they have no score)
+    unranked = unranked[np.isfinite(unranked[y].to_numpy(dtype="float64"))]
+    if len(unranked):
+        figure.add_trace(
+            go.Scatter(
+                x=unranked[x],
+                y=unranked[y],
+                mode="markers",
+                name=UNRANKED_NAME,
+                marker={
+                    "color": "#777777",
+                    "size": 10,
+                    "symbol": "circle-open",
+                    "line": {"width": 2},
+                    "opacity": faded[unranked.index],
+                },
+                customdata=_customdata(unranked),
                 hovertemplate=_HOVER,
             )
         )

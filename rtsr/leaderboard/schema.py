@@ -180,6 +180,13 @@ class Evaluation:
         return self.text("dataset.name")
 
     @property
+    def timed_at_4k(self) -> bool:
+        """Whether the runtime was timed at the challenge's 4K output (documents without the
+        output size predate shortened protocols, and were)."""
+        size = self.document.get("runtime", {}).get("output_size")
+        return not (isinstance(size, list | tuple) and len(size) == 2 and tuple(size) != TARGET_SIZE)
+
+    @property
     def device(self) -> str:
         """The device that measured it, e.g. ``NVIDIA H100 80GB HBM3``; with the output size
         when the runtime was timed at another than the challenge's 4K (its milliseconds then

@@ -168,6 +168,7 @@ class OfficialTable:
                 "license": "",
                 "link": "",
                 "is_reference": bool(is_reference[i]),
+                "ranked": True,  # the challenge's own protocol, at 4K
                 "model_id": "",
                 "document": "",
             }
@@ -244,6 +245,11 @@ def evaluation_row(evaluation: Evaluation, source: str, document: str = "") -> d
     every metric read as :data:`METRICS` says, the submission's team, license and link where
     the document names a submission; ``document`` is where the source keeps it."""
     submission = evaluation.submission
+    ranked = evaluation.timed_at_4k
+    metrics = {m.key: m.read(evaluation) for m in METRICS}
+    if not ranked:
+        # its milliseconds are not per 4K output: no score to rank it by beside 4K rows
+        metrics["score"] = math.nan
     return {
         "track": evaluation.track,
         "scale": evaluation.scale,
@@ -255,10 +261,11 @@ def evaluation_row(evaluation: Evaluation, source: str, document: str = "") -> d
         "precision": evaluation.precision,
         "engine": evaluation.runtime_engine,
         "device_type": evaluation.device_type,
-        **{m.key: m.read(evaluation) for m in METRICS},
+        **metrics,
         "license": submission.license if submission else "",
         "link": submission.link if submission else "",
         "is_reference": _is_reference(evaluation),
+        "ranked": ranked,
         "model_id": evaluation.model_id,
         "document": document,
     }

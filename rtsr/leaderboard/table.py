@@ -28,11 +28,15 @@ def filter_leaderboard(
     sources: Sequence[str] | None = None,
     dataset: str | None = None,
     query: str = "",
+    unranked: bool = True,
 ) -> pd.DataFrame:
     """The rows of ``track``, from one of ``sources`` (by name), on ``dataset``, whose method,
     team or device contains ``query`` (case-insensitive, plain text); ``None`` or ``""`` does
-    not filter. The result has a fresh index."""
+    not filter; without ``unranked``, only the ranked rows (timed at 4K). The result has a
+    fresh index."""
     keep = matching(df, query)
+    if not unranked and "ranked" in df:
+        keep &= df["ranked"].astype(bool)
     if track is not None:
         keep &= df["track"] == track
     if sources is not None:
@@ -77,8 +81,8 @@ def pareto_front(df: pd.DataFrame, y: str, x: str = "runtime_ms") -> pd.Series:
     PSNR, lower runtime or size), aligned with ``df.index``.
 
     A row is on the front when no other row is at least as good in both with at least one of
-    the two strictly better; equal points are all on it. Every row with a finite ``x`` and a
-    non-NaN ``y`` takes part, the bicubic reference included (it is the fastest of all, so it
+    the two strictly better; equal points are all on it. Every ranked row (timed at 4K) with a
+    finite ``x`` and a non-NaN ``y`` takes part, the bicubic reference included (it is the fastest of all, so it
     is on the front whenever nothing is both as fast and as good); the others are False.
 
     Raises:
@@ -87,7 +91,9 @@ def pareto_front(df: pd.DataFrame, y: str, x: str = "runtime_ms") -> pd.Series:
     front = pd.Series(False, index=df.index, dtype="bool")
     xs = df[x].to_numpy(dtype="float64")
     ys = df[y].to_numpy(dtype="float64")
-    usable = np.isfinite(xs) & ~np.isnan(ys)
+    # a row timed at another size than 4K is not on the same runtime axis: never on the front
+    ranked = df["ranked"].to_numpy(dtype="bool") if "ranked" in df else np.ones(len(df), dtype="bool")
+    usable = np.isfinite(xs) & ~np.isnan(ys) & ranked
     if not usable.any():
         return front
     # Oriented so that lower x and higher y are better.
