@@ -345,6 +345,9 @@ def browser():
         if os.environ.get("CI"):
             pytest.fail(f"Chromium not found at {CHROMIUM}; .ci/run installs it (apt-get install chromium)")
         pytest.skip("Chromium is not installed (apt-get install chromium)")
+    # expect()'s own default is 5 s, which a loaded 2-core host (two test workers, a model's
+    # first engine build) can miss while the page is fine; waits are the page's, not a speed test
+    sync_api.expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
@@ -353,6 +356,8 @@ def browser():
 
 #: How long a browser test waits for the page (the first request of a model builds its engine).
 TIMEOUT_MS = 120_000
+#: How long an ``expect`` waits for what it asserts to become true.
+EXPECT_TIMEOUT_MS = 30_000
 #: The widths every browser test runs at: a laptop and a phone (an iPhone 12-14's CSS pixels).
 VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 

@@ -591,3 +591,59 @@ def test_a_corrupt_request_store_leaves_the_app_serving_and_the_page_says_so(tmp
     finally:
         running.stop()
     assert "Traceback" not in (tmp_path / "app.log").read_text()
+
+
+#: A registered model whose forward never returns on an input 200 pixels wide or more (the
+#: checks of loading use smaller ones).
+HANGING_ARCH = """
+import time
+
+import torch.nn.functional as F
+from torch import nn
+
+
+class Hang(nn.Module):
+    def forward(self, x):
+        if x.shape[-1] >= 200:
+            time.sleep(100_000)
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def srmodel():
+    return Hang()
+"""
+
+
+def test_sigterm_stops_the_app_within_seconds_whatever_a_model_does(tmp_path):
+    """A request held by a model that never answers (the app's only model slot) does not keep
+    the app from stopping: SIGTERM ends it, its model processes and their scratch folders."""
+    import signal
+    import threading
+
+    registry = Registry(tmp_path / "registry.json", [])
+    folder = make_submission(tmp_path / "hang", HANGING_ARCH, checkpoint=False)
+    registry.add(entry_for(open_submission(folder), tmp_path, "hang"))
+    registry.write()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    running = RunningApp("--registry", registry.path, env={"TMPDIR": str(tmp)}, log=tmp_path / "app.log").wait_ready()
+    try:
+        image = uploaded_file(running, EXAMPLES / "chelsea.png")
+        # the request waits on the hung model, in a thread of the test's
+        threading.Thread(
+            target=lambda: call_upscale(running, image, model_id="hang", mode_id="upscale"), daemon=True
+        ).start()
+        deadline = time.monotonic() + 120
+        while not [p for p in descendants(running.process.pid) if b"sandboxed_models" in cmdline(p)]:
+            assert time.monotonic() < deadline, "the model process never started"
+            time.sleep(0.5)
+        time.sleep(5)  # the model is in its forward now (or loading): either way, it holds the slot
+        model_process = [p for p in descendants(running.process.pid) if b"sandboxed_models" in cmdline(p)]
+        started = time.monotonic()
+        os.killpg(running.process.pid, signal.SIGTERM)
+        running.process.wait(timeout=60)
+        assert time.monotonic() - started < 30
+    finally:
+        running.stop()
+    assert not [p for p in model_process if running_pid(p)]
+    assert not list(tmp.glob("rtsr-sandbox-*")) and not list(tmp.glob("rtsr-space-*"))

@@ -25,6 +25,7 @@ stops and what it does not.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import glob
 import json
@@ -712,6 +713,13 @@ class SandboxedProcess:
     @property
     def alive(self) -> bool:
         return self._outcome is None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the sandbox (bubblewrap, and with it every process in its namespace) at once,
+        from any thread; :meth:`close` still cleans up."""
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
 
     def kill_strays(self, timeout_s: float = 10.0) -> int:
         """Kill every process of the sandbox but the payload (what it started, detached or

@@ -508,7 +508,12 @@ class SandboxedModels:
         return RuntimeStats.from_times(times), flops, check
 
     def close(self) -> None:
-        """End the model process and everything it started."""
+        """End the model process and everything it started, whatever it is doing: a request
+        in flight (a model that never answers holds the lock for its whole timeout) fails at
+        once, its process killed first, without waiting for the lock."""
+        process = self._process
+        if process is not None and self._lock.locked():  # a request in flight
+            process.kill()
         with self._lock:
             self._restart("closed")
             if not self._shared.closed:
