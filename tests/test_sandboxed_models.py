@@ -19,6 +19,7 @@ from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.sandboxed_models import SERVING_LIMITS, SandboxedModels
 from rtsr.submissions.submission import open_submission
 from tests.conftest import ROOT, make_submission, photo
+from tests.test_app import descendants
 from tests.test_runtime import MACS_PER_PIXEL_X2
 from tests.test_sandbox import SECRET, hostile, marker, running_with
 
@@ -214,25 +215,9 @@ def test_a_model_process_outlives_the_thread_that_started_it(tmp_path):
         assert models.upscale("tiny", image, "fp32", "eager").sr.shape == (64, 96, 3)
         assert time.monotonic() - t0 < 5  # a forward pass, not a cold start (loading torch: 10 s and more)
         assert models._process._process.pid == pid and models._process.alive
-        zombies = [c for c in _children(os.getpid()) if c[1] == "Z"]
-        assert zombies == []
+        assert [p for p in descendants(os.getpid()) if _zombie(p)] == []
     finally:
         models.close()
-
-
-def _children(parent: int) -> list[tuple[int, str]]:
-    """(pid, state) of each child process of ``parent``, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2 :].split()
-            if int(fields[1]) == parent:
-                found.append((int(entry.name), fields[0]))
-    return found
 
 
 def test_what_a_model_starts_during_a_request_is_killed_after_it(tmp_path):
@@ -256,6 +241,13 @@ def test_what_a_model_starts_during_a_request_is_killed_after_it(tmp_path):
     finally:
         models.close()
     assert running_with(mark) == []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False  # gone
 
 
 def test_a_model_that_puts_fifos_in_place_of_its_logs_is_served_and_closed_at_once(tmp_path):
