@@ -422,9 +422,10 @@ class SandboxedModels:
         The model process runs the submission's code, which can patch its timer or skip the
         work, so every timed pass is one request from here, on an input drawn afresh for it:
 
-        - the time it reports for a pass (CUDA events or its wall clock) counts only as far as
-          the wall time measured here around that pass allows (less :data:`PASS_SLACK_MS` and
-          :data:`PASS_SLACK_FRACTION`), and fails when most passes do not agree;
+        - the time it reports for a pass (CUDA events or its wall clock) counts as at least the
+          wall time measured here around that pass, less :data:`PASS_SLACK_MS` and
+          :data:`PASS_SLACK_FRACTION`; a run whose reports leave more than
+          :data:`FORGED_TIMER_MS`, and more than half of that wall time, unexplained fails;
         - with each pass it commits to its output with a probe (:func:`rtsr.runtime.output_probe`);
           afterwards :data:`CHECKED_PASSES` passes drawn at random are run again untimed, as
           any image is upscaled, and their probes must agree to :data:`AGREEMENT_DB`.

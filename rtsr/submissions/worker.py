@@ -286,6 +286,7 @@ def _evaluate(
     labels: dict[str, Any] | None,
 ) -> Evaluation:
     import torch
+    from tqdm import tqdm
 
     from rtsr.devices import device_name, resolve_device, resolve_precision
     from rtsr.evaluate import evaluate_with
@@ -317,7 +318,15 @@ def _evaluate(
             # the protocol does not depend on the set: measure once, on the first set
             if not reports:
                 size = lr_size(scale, settings.target_size)
-                stats, flops, check = models.runtime(_CANDIDATE, precision, size, settings.warmup, settings.repeat)
+                with tqdm(total=settings.repeat, desc="timed passes", leave=False, disable=not progress) as bar:
+                    stats, flops, check = models.runtime(
+                        _CANDIDATE,
+                        precision,
+                        size,
+                        settings.warmup,
+                        settings.repeat,
+                        on_pass=lambda done, _: bar.update(done - bar.n),
+                    )
                 x = protocol_input(size, device, precision)
                 report = report_beside_bicubic(
                     descriptor, stats, flops, x, precision, settings.warmup, settings.repeat, False
