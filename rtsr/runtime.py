@@ -205,8 +205,9 @@ def protocol_input(size: tuple[int, int], device: torch.device, precision: Preci
 #: One timed pass's output is committed to by a probe: the output's 8-bit levels at one pixel
 #: in four (a phase drawn for the pass), times random signs, summed in this many blocks. The
 #: worker recomputes the same probe from the model's untimed output for the same input
-#: (:func:`probe_agreement_db`). Sampling one pixel in four keeps the probe under a millisecond
-#: on a GPU at 4K; the model still has to compute every position of every layer but the last.
+#: (:func:`probe_agreement_db`). Sampling one pixel in four reads a quarter of a 4K output
+#: (about 6 M values; a millisecond or less of GPU memory traffic, by its bandwidth: not
+#: measured yet); the model still has to compute every position of every layer but the last.
 PROBE_STRIDE = 2
 PROBE_BLOCKS = 1024
 
