@@ -107,6 +107,19 @@ def _customdata(rows: pd.DataFrame) -> list[list[str]]:
     return [[_hover_text(row, key) for key in HOVER_KEYS] for _, row in rows.iterrows()]
 
 
+def _points(rows: pd.DataFrame, x: str, y: str, name: str, marker: dict[str, object]) -> go.Scatter:
+    """``rows`` as one legend entry of markers, hovered as every point of the plot is."""
+    return go.Scatter(
+        x=rows[x],
+        y=rows[y],
+        mode="markers",
+        name=name,
+        marker=marker,
+        customdata=_customdata(rows),
+        hovertemplate=_HOVER,
+    )
+
+
 def _note(text: str) -> str:
     """A second, smaller line under an axis title: one line each fits a phone's width."""
     return f"<br><sub>{html.escape(text, quote=False)}</sub>"
@@ -269,44 +282,26 @@ def leaderboard_figure(
         rows = rows.iloc[np.argsort(rank, kind="stable")]
         on_front = front[rows.index].to_numpy(dtype="bool")
         color = _SOURCE_COLORS[order.index(source) % len(_SOURCE_COLORS)]
-        figure.add_trace(
-            go.Scatter(
-                x=rows[x],
-                y=rows[y],
-                mode="markers",
-                name=source,
-                marker={
-                    "color": color,
-                    "size": np.where(on_front, 16, 10),
-                    "symbol": np.where(on_front, "star", "circle"),
-                    "line": {"color": "#222222", "width": np.where(on_front, 1.5, 0.5)},
-                    "opacity": faded[rows.index],
-                },
-                customdata=_customdata(rows),
-                hovertemplate=_HOVER,
-            )
-        )
+        marker = {
+            "color": color,
+            "size": np.where(on_front, 16, 10),
+            "symbol": np.where(on_front, "star", "circle"),
+            "line": {"color": "#222222", "width": np.where(on_front, 1.5, 0.5)},
+            "opacity": faded[rows.index],
+        }
+        figure.add_trace(_points(rows, x, y, source, marker))
 
     # (in score mode they have no point: they have no score)
     unranked = unranked[np.isfinite(unranked[y].to_numpy(dtype="float64"))]
     if len(unranked):
-        figure.add_trace(
-            go.Scatter(
-                x=unranked[x],
-                y=unranked[y],
-                mode="markers",
-                name=UNRANKED_NAME,
-                marker={
-                    "color": "#777777",
-                    "size": 10,
-                    "symbol": "circle-open",
-                    "line": {"width": 2},
-                    "opacity": faded[unranked.index],
-                },
-                customdata=_customdata(unranked),
-                hovertemplate=_HOVER,
-            )
-        )
+        marker = {
+            "color": "#777777",
+            "size": 10,
+            "symbol": "circle-open",
+            "line": {"width": 2},
+            "opacity": faded[unranked.index],
+        }
+        figure.add_trace(_points(unranked, x, y, UNRANKED_NAME, marker))
 
     if front.any():
         optimal = df[front].sort_values(x)
@@ -324,23 +319,14 @@ def leaderboard_figure(
 
     if len(references):
         optimal = front[references.index].to_numpy(dtype="bool")
-        figure.add_trace(
-            go.Scatter(
-                x=references[x],
-                y=references[y],
-                mode="markers",
-                name=REFERENCE_NAME,
-                marker={
-                    "color": "#000000",
-                    "size": np.where(optimal, 16, 11),
-                    "symbol": np.where(optimal, "star-diamond", "diamond"),
-                    "line": {"color": "#ffffff", "width": 1},
-                    "opacity": faded[references.index],
-                },
-                customdata=_customdata(references),
-                hovertemplate=_HOVER,
-            )
-        )
+        marker = {
+            "color": "#000000",
+            "size": np.where(optimal, 16, 11),
+            "symbol": np.where(optimal, "star-diamond", "diamond"),
+            "line": {"color": "#ffffff", "width": 1},
+            "opacity": faded[references.index],
+        }
+        figure.add_trace(_points(references, x, y, REFERENCE_NAME, marker))
 
     if not shown.any():
         figure.add_annotation(
