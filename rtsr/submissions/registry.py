@@ -9,6 +9,7 @@ is the one validation confirmed (or found, for a submission without ``submission
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -60,6 +61,7 @@ class RegistryEntry:
         return f"{self.source}@{self.revision}" if self.is_hub else str(registry_dir / self.source)
 
 
+@functools.lru_cache(maxsize=1)
 def reserved() -> tuple[frozenset[str], frozenset[str]]:
     """The ids and the teams (casefolded) of the bundled models: an evaluated submission takes
     neither, so that no row or model of a participant's can pass for one of ours (the

@@ -412,11 +412,14 @@ class Store:
             Evaluation.from_document(document, f"{request_id}/{name}")
         folder = self.results_dir / request_id
         stage = self.folder / "work" / "finishing" / request_id
-        registry_before = self.registry_path.read_bytes() if self.registry_path.exists() else None
+        registry_before: bytes | None = None
         placed = False
         try:
             with self._transaction() as db:
                 self._owned(db, request_id, worker)
+                # read under the store's lock: what a failure puts back is what no other
+                # finish has changed since
+                registry_before = self.registry_path.read_bytes() if self.registry_path.exists() else None
                 registry = self.registry()
                 # a retry of this very submission (its earlier finish lost) replaces its entry
                 registry.entries = [
@@ -441,10 +444,19 @@ class Store:
                 shutil.rmtree(folder, ignore_errors=True)  # a dead worker's earlier attempt
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 placed = True
-                os.replace(stage, folder)
-                registry.write()
+                try:
+                    os.replace(stage, folder)
+                    registry.write()
+                except (OSError, InputError):
+                    # put back while the lock is held
+                    placed = False
+                    shutil.rmtree(folder, ignore_errors=True)
+                    self._restore_registry(registry_before)
+                    raise
         except (OSError, InputError, StoreError) as e:
             if placed:
+                # the commit itself failed: put back, after the lock (a finish of another
+                # request in between would lose its entry; a commit failing is rare)
                 shutil.rmtree(folder, ignore_errors=True)
                 self._restore_registry(registry_before)
             if isinstance(e, StoreError):
