@@ -191,9 +191,9 @@ class Evaluation:
         """The device that measured it, e.g. ``NVIDIA H100 80GB HBM3``; with the output size
         when the runtime was timed at another than the challenge's 4K (its milliseconds then
         compare with nothing timed at 4K)."""
-        size = self.document.get("runtime", {}).get("output_size")
-        if isinstance(size, list | tuple) and len(size) == 2 and tuple(size) != TARGET_SIZE:
-            return f"{self.text('device')} (timed at {size[1]}x{size[0]}, not 4K)"
+        if not self.timed_at_4k:
+            h, w = self.document["runtime"]["output_size"]
+            return f"{self.text('device')} (timed at {w}x{h}, not 4K)"
         return self.text("device")
 
     @property
