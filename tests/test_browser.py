@@ -151,6 +151,9 @@ def test_a_click_on_the_model_input_shows_a_detail_at_1_to_1(page, viewport):
     expect(images).to_have_count(4)
     alts = [images.nth(i).get_attribute("alt") for i in range(4)]
     assert alts == ["Input (LR): each pixel repeated 2x2, nearest", "Bicubic", "RTSRN x2", "Ground truth"]
+    # Gradio's gallery loads its images lazily: in view, and only once fetched, do they have a size
+    page.locator("#detail").scroll_into_view_if_needed()
+    page.wait_for_function("() => [...document.querySelectorAll('#detail img')].every(e => e.complete && e.naturalWidth)")
     for i in range(4):
         assert images.nth(i).evaluate("e => [e.naturalWidth, e.naturalHeight]") == [128, 128]
     # the ground truth's crop is that square of the file uploaded (through the JPEG preview)
@@ -161,7 +164,6 @@ def test_a_click_on_the_model_input_shows_a_detail_at_1_to_1(page, viewport):
     crop = np.asarray(Image.open(io.BytesIO(page.request.get(images.nth(0).get_attribute("src")).body())))
     blocks = crop[..., :3].reshape(64, 2, 64, 2, 3).astype(int)
     assert (blocks.max(axis=(1, 3)) - blocks.min(axis=(1, 3))).max() == 0
-    page.locator("#detail").scroll_into_view_if_needed()
     screenshot(page, f"upscale_detail_{viewport}", full_page=False)
     # a new upload: the detail was of the old result
     upload(page, EXAMPLES / "coffee.png")
