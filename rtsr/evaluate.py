@@ -170,7 +170,8 @@ def evaluate_with(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "rtsr_version": rtsr.__version__,
         "torch_version": torch.__version__,
-        "model": {**descriptor.as_dict(), "flops": report.flops},
+        # the size the runtime report counted: a worker's, from the model's exported graph
+        "model": {**descriptor.as_dict(), "params": report.params, "flops": report.flops},
         "dataset": {
             "name": dataset or Path(gt_dir).name,
             "lr_dir": str(lr_dir),

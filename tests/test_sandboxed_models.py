@@ -314,6 +314,51 @@ def test_a_model_that_skips_its_timed_passes_is_caught_by_their_outputs(tmp_path
         models.close()
 
 
+def test_a_model_that_exports_a_smaller_graph_than_it_runs_fails(tmp_path):
+    """Parameters and FLOPs are counted from the model's exported graph, which the model
+    process makes and so the submission controls: one that traces bicubic alone when exported
+    and runs a conv besides otherwise is caught, since the graph, run where none of its code
+    runs, does not compute what was timed."""
+    import torch
+
+    cheat = open_submission(hostile(tmp_path, "graph_swap"))
+    models = SandboxedModels({"cheat": cheat}, torch.device("cpu"))
+    try:
+        with pytest.raises(ModelError, match=r"^cheat: its exported graph is \d+\.\d dB from timed pass \d of 4 on the"):
+            models.runtime("cheat", "fp32", (24, 30), warmup=1, repeat=4)
+    finally:
+        models.close()
+
+
+@pytest.mark.parametrize(
+    ("attack", "refusal"),
+    [
+        ("guards", "its exported graph has guards, which are code"),
+        ("target", "its exported graph calls 'torch.load': only aten operators are counted"),
+        ("from_file", "its exported graph calls aten.from_file, which reaches outside the graph"),
+        ("fifo", "its exported graph has no program.json of at most 64 MB that is a regular file"),
+        ("huge", "its exported graph has no tensors.safetensors of at most 256 MB that is a regular file"),
+    ],
+)
+def test_a_model_process_that_rewrites_its_graph_is_refused_in_one_line(tmp_path, attack, refusal):
+    """The model process writes the graph the counter reads: code where torch's loader would
+    run it, calls outside aten, a FIFO and a huge file are each refused, by name, before
+    anything of theirs runs; what the process says of its own size (1 parameter) is not used."""
+    import torch
+
+    cheat = open_submission(hostile(tmp_path, "graph_trap", attack=attack))
+    models = SandboxedModels({"cheat": cheat}, torch.device("cpu"))
+    try:
+        assert models.descriptors["cheat"].params == 1  # its own word
+        started = time.monotonic()
+        with pytest.raises(ModelError) as refused:
+            models.runtime("cheat", "fp32", (24, 30), warmup=1, repeat=3)
+        assert str(refused.value) == f"cheat: {refusal}"
+        assert time.monotonic() - started < 60
+    finally:
+        models.close()
+
+
 def test_an_honest_model_is_timed_and_vouched_for(rtsrn_x2_submission):
     """The bundled RTSRN through the worker's protocol: every pass answered with a fresh input,
     its untimed outputs identical to the timed ones on a CPU, its figure the model's own timer
@@ -322,10 +367,15 @@ def test_an_honest_model_is_timed_and_vouched_for(rtsrn_x2_submission):
 
     models = SandboxedModels({"rtsrn": rtsrn_x2_submission}, torch.device("cpu"))
     try:
-        stats, flops, check = models.runtime("rtsrn", "fp32", (64, 96), warmup=1, repeat=5)
+        stats, size, check = models.runtime("rtsrn", "fp32", (64, 96), warmup=1, repeat=5)
     finally:
         models.close()
     assert check["passes_checked"] == 3 and check["agreement_db"] is None  # identical outputs
     assert stats.passes == 5 and 0 < stats.mean_ms <= check["wall_mean_ms"]
     assert stats.mean_ms >= check["reported_mean_ms"]
-    assert flops == 2 * MACS_PER_PIXEL_X2 * 64 * 96  # counted by hand
+    # its size, counted from its exported graph in a process that ran none of its code, by hand
+    assert size.flops == 2 * MACS_PER_PIXEL_X2 * 64 * 96
+    assert size.params == (3 * 64 * 9 + 64) + 5 * (64 * 64 * 9 + 64) + (64 * 12 * 9 + 12) == 193_356
+    # the graph computes what was timed: identical on a CPU
+    assert check["size_by"] == "exported graph"
+    assert check["graph_passes_compared"] == 2 and check["graph_agreement_db"] is None

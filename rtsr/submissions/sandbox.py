@@ -497,9 +497,10 @@ def _rlimits(limits: Limits, gpu: bool) -> dict[str, int | list[int]]:
     return rlimits
 
 
-def read_untrusted(path: Path, limit: int, tail: bool = False) -> bytes | None:
+def read_untrusted(path: Path, limit: int, tail: bool = False, whole: bool = False) -> bytes | None:
     """At most ``limit`` bytes of a file the payload could have replaced (its scratch folder
-    is its own): the first ones, or with ``tail`` the last; None unless it is a regular file.
+    is its own): the first ones, or with ``tail`` the last; None unless it is a regular file,
+    and with ``whole`` None for one larger than ``limit`` (found before anything is read).
 
     Opened without following a link and without blocking (a FIFO in its place would block an
     ``open`` for reading forever), then checked to be a regular file before any read.
@@ -509,7 +510,8 @@ def read_untrusted(path: Path, limit: int, tail: bool = False) -> bytes | None:
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or (whole and info.st_size > limit):
             return None
         if tail:
             f.seek(max(0, f.seek(0, os.SEEK_END) - limit))

@@ -52,7 +52,15 @@ from rtsr.runtime import (
     probe_weights,
 )
 from rtsr.submissions import sandbox
-from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits, SandboxedProcess
+from rtsr.submissions.graph import (
+    MAX_PROGRAM_BYTES,
+    MAX_TENSORS_BYTES,
+    PROGRAM_FILE,
+    TENSORS_FILE,
+    GraphCount,
+    count_in_sandbox,
+)
+from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits, SandboxedProcess, format_bytes
 from rtsr.submissions.submission import Submission
 
 logger = logging.getLogger(__name__)
@@ -88,6 +96,12 @@ FORGED_TIMER_MS = 1000.0
 #: skipped or stale pass on a fresh random input lands near 10 dB.
 CHECKED_PASSES = 3
 AGREEMENT_DB = 45.0
+#: Timed passes, drawn at random, that the model's exported graph is run on where its code
+#: does not run (:mod:`rtsr.submissions.graph`): its outputs must agree with theirs to
+#: :data:`AGREEMENT_DB`, so the parameters and FLOPs counted are those of what was timed.
+GRAPH_PASSES = 2
+#: The folder of the model process's scratch folder that it exports the graph into.
+GRAPH_FOLDER = "graph"
 _LENGTH = struct.Struct(">I")
 
 
@@ -414,10 +428,11 @@ class SandboxedModels:
         warmup: int,
         repeat: int,
         on_pass: Callable[[int, int], None] | None = None,
-    ) -> tuple[RuntimeStats, int, dict[str, Any]]:
+    ) -> tuple[RuntimeStats, GraphCount, dict[str, Any]]:
         """Run the challenge's runtime protocol on ``model_id`` in the model process at
         ``input_size`` (H, W), with this side owning the clock and the inputs; return the
-        per-pass statistics, the FLOPs and how the timings were vouched for.
+        per-pass statistics, the model's parameters and FLOPs as counted from its exported
+        graph, and how they were vouched for.
 
         The model process runs the submission's code, which can patch its timer or skip the
         work, so every timed pass is one request from here, on an input drawn afresh for it:
@@ -428,7 +443,11 @@ class SandboxedModels:
           :data:`FORGED_TIMER_MS`, and more than half of that wall time, unexplained fails;
         - with each pass it commits to its output with a probe (:func:`rtsr.runtime.output_probe`);
           afterwards :data:`CHECKED_PASSES` passes drawn at random are run again untimed, as
-          any image is upscaled, and their probes must agree to :data:`AGREEMENT_DB`.
+          any image is upscaled, and their probes must agree to :data:`AGREEMENT_DB`;
+        - last, the model as timed is exported (``torch.export``) and its graph counted and
+          run on :data:`GRAPH_PASSES` timed passes' inputs in a sandbox that runs no code of
+          the submission (:func:`rtsr.submissions.graph.count_in_sandbox`); its outputs must
+          agree with those passes' to :data:`AGREEMENT_DB`.
 
         ``on_pass(done, total)`` hears of each timed pass.
 
@@ -440,10 +459,6 @@ class SandboxedModels:
         h, w = input_size
         draw = secrets.SystemRandom()
         header = {"model": model_id, "precision": precision, "size": [h, w]}
-        answer, _ = self._call({**header, "op": "flops"}, self.request_timeout_s, f"counting FLOPs at {w}x{h}")
-        flops = answer.get("flops")
-        if not (isinstance(flops, int) and flops >= 0):
-            raise ModelError(f"{model_id}: the model process reported {str(flops)[:40]} FLOPs")
         run_seed = draw.getrandbits(62)
         self._call({**header, "op": "protocol", "seed": run_seed}, self.request_timeout_s, "preparing the protocol")
         # the challenge's untimed warm-up; allow the request timeout for every 16 passes
@@ -498,6 +513,17 @@ class SandboxedModels:
                     f" its input (at least {AGREEMENT_DB:g} dB needed): a pass that skipped or reused work"
                 )
             agreements.append(db)
+        compared = sorted(draw.sample(range(repeat), min(GRAPH_PASSES, repeat)))
+        count = self._count_graph(model_id, precision, (h, w), run_seed, [seeds[i] for i in compared])
+        graph_agreements = []
+        for i, probe in zip(compared, count.probes, strict=True):
+            db = probe_agreement_db(probes[i], probe, count.sampled)
+            if not db >= AGREEMENT_DB:
+                raise ModelError(
+                    f"{model_id}: its exported graph is {db:.1f} dB from timed pass {i + 1} of {repeat} on the same"
+                    f" input (at least {AGREEMENT_DB:g} dB needed): its size would not be that of what was timed"
+                )
+            graph_agreements.append(db)
         check = {
             "by": "worker",
             "wall_mean_ms": statistics.fmean(walls),
@@ -505,8 +531,44 @@ class SandboxedModels:
             "passes_raised_to_wall": sum(ms < floor for ms, floor in zip(reported, floors, strict=True)),
             "passes_checked": len(agreements),
             "agreement_db": None if all(math.isinf(a) for a in agreements) else min(agreements),
+            "size_by": "exported graph",
+            "graph_passes_compared": len(graph_agreements),
+            "graph_agreement_db": None if all(math.isinf(a) for a in graph_agreements) else min(graph_agreements),
         }
-        return RuntimeStats.from_times(times), flops, check
+        return RuntimeStats.from_times(times), count, check
+
+    def _count_graph(
+        self, model_id: str, precision: Precision, size: tuple[int, int], run_seed: int, seeds: list[int]
+    ) -> GraphCount:
+        """Have the model process export ``model_id`` as the protocol runs it, take the graph's
+        files from its scratch folder (as untrusted files: regular, bounded), and count and run
+        them in a sandbox of their own."""
+        h, w = size
+        self._call({"model": model_id, "op": "export"}, self.request_timeout_s, f"exporting its graph at {w}x{h}")
+        with self._lock:
+            folder = self._running().sandbox.scratch / GRAPH_FOLDER
+            files = {}
+            for name, limit in ((PROGRAM_FILE, MAX_PROGRAM_BYTES), (TENSORS_FILE, MAX_TENSORS_BYTES)):
+                content = sandbox.read_untrusted(folder / name, limit, whole=True)
+                if content is None:
+                    raise ModelError(
+                        f"{model_id}: its exported graph has no {name} of at most {format_bytes(limit)}"
+                        " that is a regular file"
+                    )
+                files[name] = content
+        try:
+            return count_in_sandbox(
+                files,
+                precision=precision,
+                device=self.device,
+                size=size,
+                scale=self.descriptors[model_id].scale,
+                run_seed=run_seed,
+                seeds=seeds,
+                limits=replace(self.limits, wall_seconds=self.request_timeout_s),
+            )
+        except ModelError as e:
+            raise ModelError(f"{model_id}: {first_line(e)}") from None
 
     def close(self) -> None:
         """End the model process and everything it started, whatever it is doing: a request
@@ -635,16 +697,17 @@ def _detail(error: BaseException) -> str:
     return f"MemoryError: {first_line(error)}" if isinstance(error, MemoryError) else first_line(error)
 
 
-_PROTOCOL_OPS = ("flops", "protocol", "warmup", "pass")
+_PROTOCOL_OPS = ("protocol", "warmup", "pass", "export")
 
 
 class _Protocol:
     """The runtime protocol's side in the model process, one request at a time, as
-    :meth:`SandboxedModels.runtime` sends them: ``flops`` (counted apart, so that no timed
-    request holds anything but its pass), ``protocol`` (the model in eager mode in the
-    precision, and the run's probe weights), ``warmup`` (untimed passes), then one ``pass``
-    per timed pass: its input drawn from the pass's seed, the forward timed as
-    :func:`rtsr.runtime.time_passes` does, the output's probe sent back with the time."""
+    :meth:`SandboxedModels.runtime` sends them: ``protocol`` (the model in eager mode in the
+    precision, and the run's probe weights), ``warmup`` (untimed passes), one ``pass`` per
+    timed pass (its input drawn from the pass's seed, the forward timed as
+    :func:`rtsr.runtime.time_passes` does, the output's probe sent back with the time), and
+    last ``export``: the model as timed, exported into the scratch folder's
+    :data:`GRAPH_FOLDER` for :mod:`rtsr.submissions.graph` to count."""
 
     def __init__(
         self, loaded: dict[str, Any], prepared: Callable[[str, Precision], torch.nn.Module], device: torch.device
@@ -654,13 +717,10 @@ class _Protocol:
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         from rtsr.devices import DTYPES
-        from rtsr.runtime import count_flops
+        from rtsr.submissions.graph import export_graph
 
         op, model_id = request["op"], request["model"]
         try:
-            if op == "flops":
-                h, w = request["size"]
-                return {"ok": True, "flops": count_flops(self.loaded[model_id].module, (1, 3, h, w))}
             if op == "protocol":
                 h, w = request["size"]
                 scale = self.loaded[model_id].descriptor.scale
@@ -679,6 +739,11 @@ class _Protocol:
             run = self.run
             if run is None or run["model"] != model_id:
                 return {"ok": False, "kind": "model", "error": f"{model_id}: no protocol run was prepared"}
+            if op == "export":
+                # a copy: tracing runs the model's forward on fake tensors, which it may keep
+                x = torch.zeros((1, 3, *run["size"]), device=self.device, dtype=run["dtype"])
+                export_graph(copy.deepcopy(run["module"]), x, Path(os.environ["HOME"]) / GRAPH_FOLDER)
+                return {"ok": True}
             seed = int(request["seed"])
             x = pass_input(seed, run["size"], self.device).float().div_(255.0).to(run["dtype"])
             with torch.inference_mode():

@@ -319,7 +319,7 @@ def _evaluate(
             if not reports:
                 size = lr_size(scale, settings.target_size)
                 with tqdm(total=settings.repeat, desc="timed passes", leave=False, disable=not progress) as bar:
-                    stats, flops, check = models.runtime(
+                    stats, size_count, check = models.runtime(
                         _CANDIDATE,
                         precision,
                         size,
@@ -328,8 +328,10 @@ def _evaluate(
                         on_pass=lambda done, _: bar.update(done - bar.n),
                     )
                 x = protocol_input(size, device, precision)
+                # parameters and FLOPs as counted from its graph, not as its process described it
+                counted = replace(descriptor, params=size_count.params)
                 report = report_beside_bicubic(
-                    descriptor, stats, flops, x, precision, settings.warmup, settings.repeat, False
+                    counted, stats, size_count.flops, x, precision, settings.warmup, settings.repeat, False
                 )
                 reports.append(replace(report, check=check))
             return reports[0]
