@@ -38,6 +38,27 @@ def test_a_good_submission_passes(tmp_path):
     assert status["output range"] == "pass"
 
 
+BRANCHES = "import torch\n\nclass B(torch.nn.Module):\n    def forward(self, x):\n        up = torch.nn.functional.interpolate(x, scale_factor=2)\n        return up if x.mean() > 0.5 else up * 0.9\n\ndef srmodel():\n    return B()\n"  # noqa: E501
+
+
+def test_the_checklist_exports_the_model_as_the_worker_counts_it(tmp_path):
+    """The worker counts a submission's size on its torch.export graph at the track's 4K
+    input: the tiny model's graph counts what its convolutions hold, and a forward whose Python
+    branches on a tensor's value cannot be exported, which the checklist says in one line."""
+    checks = run_checks(open_submission(make_submission(tmp_path / "s")), limits=Limits(wall_seconds=120))
+    assert _status(checks)["torch.export"] == "pass"
+    macs_per_pixel = 9 * 3 * 12  # TINY_ARCH: one 3x3 conv, 3 -> 12 channels, beside bicubic
+    params = 3 * 12 * 9 + 12
+    gflops = 2 * macs_per_pixel * 1080 * 1920 / 1e9
+    assert _detail(checks, "torch.export") == (
+        f"at 1920x1080 (a 4K output): {params:,} parameters, {gflops:.2f} GFLOPs, as the worker counts them"
+    )
+    checks = run_checks(open_submission(make_submission(tmp_path / "b", BRANCHES, checkpoint=False)))
+    assert _status(checks)["torch.export"] == "fail"
+    assert "\n" not in _detail(checks, "torch.export")
+    assert _detail(checks, "torch.export").startswith("torch.export could not export it: ")
+
+
 HANGS = "import time\n\ndef srmodel():\n    while True:\n        time.sleep(0.1)\n"
 NEEDS_ARGS = "def srmodel(scale):\n    pass\n"
 CRASHES = "import os\n\ndef srmodel():\n    os._exit(7)\n"

@@ -72,10 +72,16 @@ class GraphCount:
 # --- in the model process -------------------------------------------------------------------
 
 
-def export_graph(module: torch.nn.Module, x: torch.Tensor, folder: Path) -> None:
-    """Export ``module`` on an input like ``x`` and write its graph into ``folder``: the
-    program's JSON and its tensors. Runs the submission's code (``torch.export`` traces it),
-    so only in its model process.
+def held_elements(program: torch.export.ExportedProgram) -> int:
+    """The parameter count of an exported graph: the elements of every tensor it holds
+    (parameters, buffers and constants), so weights kept as buffers or constants count too."""
+    return sum(t.numel() for t in [*program.state_dict.values(), *program.constants.values()])
+
+
+def export_graph(module: torch.nn.Module, x: torch.Tensor, folder: Path) -> torch.export.ExportedProgram:
+    """Export ``module`` on an input like ``x``, write its graph into ``folder`` (the
+    program's JSON and its tensors) and return it. Runs the submission's code
+    (``torch.export`` traces it), so only in its sandbox.
 
     Raises:
         ModelError: it could not be exported, or holds something that is not a tensor.
@@ -100,6 +106,7 @@ def export_graph(module: torch.nn.Module, x: torch.Tensor, folder: Path) -> None
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PROGRAM_FILE).write_bytes(artifact.exported_program)
     save_file(tensors, folder / TENSORS_FILE)
+    return program
 
 
 # --- vetting: the JSON rebuilt from what a counter may read ------------------------------------
@@ -270,7 +277,7 @@ def vetted_program(program: Any, expected_specs: tuple[str, str]) -> dict[str, A
     """The program's JSON rebuilt from what a counter may read, for torch's deserializer.
 
     ``expected_specs`` are the input and output tree specs of one tensor in and one tensor out
-    (:func:`_one_tensor_specs`), which replace the file's.
+    (:func:`one_tensor_specs`), which replace the file's.
 
     Raises:
         ModelError: it holds anything else (named in one line).
@@ -368,7 +375,7 @@ def vetted_program(program: Any, expected_specs: tuple[str, str]) -> dict[str, A
     }
 
 
-def _one_tensor_specs() -> tuple[str, str]:
+def one_tensor_specs() -> tuple[str, str]:
     """The tree specs of a forward that takes one tensor and returns one, as export writes them."""
     from torch.utils._pytree import tree_structure, treespec_dumps
 
@@ -388,7 +395,7 @@ def _count(job: dict[str, Any]) -> dict[str, Any]:
     from rtsr.runtime import output_probe, pass_input, probe_weights
 
     folder = Path(job["folder"])
-    program = vetted_program(json.loads((folder / PROGRAM_FILE).read_bytes()), _one_tensor_specs())
+    program = vetted_program(json.loads((folder / PROGRAM_FILE).read_bytes()), one_tensor_specs())
     tensors = load_tensors((folder / TENSORS_FILE).read_bytes())
     state: dict[str, torch.Tensor] = {}
     constants: dict[str, torch.Tensor] = {}
@@ -426,8 +433,7 @@ def _count(job: dict[str, Any]) -> dict[str, Any]:
             _need(tuple(out.shape) == (1, 3, h * job["scale"], w * job["scale"]), f"returns {tuple(out.shape)}")
             probe, sampled = output_probe(out, weights, int(seed))
             probes.append(probe)
-    params = sum(t.numel() for t in [*state.values(), *constants.values()])
-    return {"ok": True, "params": params, "flops": flops, "probes": probes, "sampled": sampled}
+    return {"ok": True, "params": held_elements(exported), "flops": flops, "probes": probes, "sampled": sampled}
 
 
 def _main(job: dict[str, Any]) -> None:

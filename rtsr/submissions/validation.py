@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rtsr.constants import SCALES
-from rtsr.errors import RTSRError, SubmissionError, first_line, printable
+from rtsr.errors import ModelError, RTSRError, SubmissionError, first_line, printable
 from rtsr.images import list_images, read_rgb
 from rtsr.submissions import sandbox
 from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits
@@ -374,6 +374,36 @@ def _range_check(report: _Report, model: torch.nn.Module, image: np.ndarray, dev
     return reference
 
 
+def _export_check(report: _Report, model: torch.nn.Module, scale: int, device: torch.device) -> None:
+    """The worker counts a submission's parameters and FLOPs from its graph as ``torch.export``
+    exports it at the track's 4K input, and takes only graphs it can vet
+    (:mod:`rtsr.submissions.graph`): the same export and vetting here, so that a model the
+    worker could not count fails before it is submitted."""
+    import tempfile
+
+    from rtsr.runtime import count_flops, lr_size
+    from rtsr.submissions.graph import PROGRAM_FILE, export_graph, held_elements, one_tensor_specs, vetted_program
+
+    h, w = lr_size(scale)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            program = export_graph(model, torch.zeros((1, 3, h, w), device=device), Path(tmp))
+            vetted_program(json.loads((Path(tmp) / PROGRAM_FILE).read_bytes()), one_tensor_specs())
+        flops = count_flops(program.module(), (1, 3, h, w))
+    except ModelError as e:
+        report.check("torch.export", "fail", f"{first_line(e)} (the worker counts parameters and FLOPs from it)")
+        return
+    except Exception as e:  # torch's own refusal of what the graph holds
+        report.check("torch.export", "fail", f"{e.__class__.__name__}: {first_line(e)}")
+        return
+    report.check(
+        "torch.export",
+        "pass",
+        f"at {w}x{h} (a 4K output): {held_elements(program):,} parameters, {flops / 1e9:.2f} GFLOPs, as the worker"
+        " counts them",
+    )
+
+
 def _child(job: dict[str, Any]) -> None:
     from rtsr.inference import prepare, upscale
     from rtsr.models import count_params
@@ -460,6 +490,9 @@ def _child(job: dict[str, Any]) -> None:
         status: Status = "warn" if db < FP16_WARN_DB else "pass"
         note = f" (below {FP16_WARN_DB:g} dB: FP16 loses quality)" if status == "warn" else ""
         report.check("fp16 fidelity", status, f"PSNR(FP16, FP32) = {db:.1f} dB {where}{note}")
+
+    report.step("torch.export")
+    _export_check(report, prepare(loaded.module, device, "fp32"), scale, device)
 
     if job["lr_dir"]:
         report.step("reproduce results/")
