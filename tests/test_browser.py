@@ -153,7 +153,9 @@ def test_a_click_on_the_model_input_shows_a_detail_at_1_to_1(page, viewport):
     assert alts == ["Input (LR): each pixel repeated 2x2, nearest", "Bicubic", "RTSRN x2", "Ground truth"]
     # Gradio's gallery loads its images lazily: in view, and only once fetched, do they have a size
     page.locator("#detail").scroll_into_view_if_needed()
-    page.wait_for_function("() => [...document.querySelectorAll('#detail img')].every(e => e.complete && e.naturalWidth)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#detail img')].every(e => e.complete && e.naturalWidth)"
+    )
     for i in range(4):
         assert images.nth(i).evaluate("e => [e.naturalWidth, e.naturalHeight]") == [128, 128]
     # the ground truth's crop is that square of the file uploaded (through the JPEG preview)

@@ -324,7 +324,9 @@ def test_a_model_that_exports_a_smaller_graph_than_it_runs_fails(tmp_path):
     cheat = open_submission(hostile(tmp_path, "graph_swap"))
     models = SandboxedModels({"cheat": cheat}, torch.device("cpu"))
     try:
-        with pytest.raises(ModelError, match=r"^cheat: its exported graph is \d+\.\d dB from timed pass \d of 4 on the"):
+        with pytest.raises(
+            ModelError, match=r"^cheat: its exported graph is \d+\.\d dB from timed pass \d of 4 on the"
+        ):
             models.runtime("cheat", "fp32", (24, 30), warmup=1, repeat=4)
     finally:
         models.close()

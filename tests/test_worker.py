@@ -23,6 +23,7 @@ from huggingface_hub import JobInfo
 from rtsr.submissions.requests import Store, submit
 from rtsr.submissions.worker import EvaluationSettings, HfJobsBackend, TestSet, Worker
 from tests.conftest import ROOT, populate_hub_cache, run_cli
+from tests.test_runtime import MACS_PER_PIXEL_X2
 
 BUNDLED = ROOT / "submissions" / "rtsrn_x2"
 #: The runtime protocol, shrunk to what a 2-core CI machine does in seconds.
@@ -94,6 +95,12 @@ def test_the_cli_path_from_submit_to_results_and_registry(tmp_path: Path) -> Non
     check = document["runtime"]["check"]
     assert check["by"] == "worker" and check["passes_checked"] == 3 and check["agreement_db"] is None
     assert document["runtime"]["runtime"]["mean_ms"] <= check["wall_mean_ms"]
+    # its size was counted on its exported graph, which computed what the timed passes did
+    assert check["size_by"] == "exported graph" and check["graph_passes_compared"] == 2
+    assert check["graph_agreement_db"] is None
+    h, w = document["runtime"]["input_size"]
+    assert document["model"]["params"] == shipped["model"]["params"] == 193_356
+    assert document["model"]["flops"] == 2 * MACS_PER_PIXEL_X2 * h * w
 
     registry = json.loads((store / "registry.json").read_text())
     (entry,) = registry["entries"]
