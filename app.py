@@ -27,7 +27,7 @@ from rtsr.errors import RTSRError, first_line
 from rtsr.leaderboard import EvaluationFolder, default_sources, load_leaderboard
 from rtsr.serving import ModelPool
 from rtsr.submissions.registry import Registry
-from rtsr.submissions.requests import Store
+from rtsr.submissions.requests import Store, open_store
 from rtsr.submissions.sandbox import isolation_note
 from space.doors import Doors, TempStore
 from space.settings import Settings, parse_settings
@@ -37,7 +37,7 @@ logger = logging.getLogger("rtsr.app")
 
 def launch(settings: Settings) -> None:
     """Build the app from ``settings`` and serve it until interrupted."""
-    requests = Store(settings.store)
+    requests = open_store(settings.store)
     pool = ModelPool(
         Registry.read(settings.registry),
         settings.device,

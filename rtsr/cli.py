@@ -21,7 +21,7 @@ from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, TRAC
 from rtsr.devices import PRECISIONS
 from rtsr.engines import ENGINE_CHOICES
 from rtsr.errors import RTSRError, printable
-from rtsr.submissions.requests import LEASE_S
+from rtsr.submissions.requests import HUB_LEASE_S, LEASE_S
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +72,13 @@ def _scale(text: str) -> int:
     if text not in {str(s) for s in SCALES}:
         raise argparse.ArgumentTypeError(f"scale must be {' or '.join(map(str, SCALES))}, got {text}")
     return int(text)
+
+
+def _shown_store(store: Any) -> str:
+    """A store as the user named it: a folder as :func:`_shown` shows it, a dataset as hf://."""
+    from rtsr.submissions.requests import SqliteStore
+
+    return _shown(store.folder) if isinstance(store, SqliteStore) else store.describe()
 
 
 def _shown(path: Path) -> str:
@@ -392,9 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lease",
         type=float,
-        default=LEASE_S,
+        default=None,
         metavar="S",
-        help=f"a request whose worker stops renewing for this long goes back to pending (default {LEASE_S:g})",
+        help="a request whose worker stops renewing for this long goes back to pending"
+        f" (default {LEASE_S:g}; {HUB_LEASE_S:g} for a store on the Hub)",
     )
     j = p.add_argument_group("hf-jobs backend", "each request as a Hugging Face Job (HfApi.run_job)")
     j.add_argument("--flavor", default="l4x1", help="the one GPU flavor every submission is timed on (default l4x1)")
@@ -764,24 +772,24 @@ def _cmd_registry(args: argparse.Namespace) -> None:
 def _cmd_submit(args: argparse.Namespace) -> None:
     import getpass
 
-    from rtsr.submissions.requests import Store, submit
+    from rtsr.submissions.requests import open_store, submit
 
-    store = Store(args.store)
+    store = open_store(args.store)
     request = submit(store, args.spec, args.track, args.submitter or getpass.getuser())
     what = f"{request.repo}@{request.revision[:12]}" if request.repo else f"{args.spec} (copied as {request.spec})"
-    print(f"{request.id}: {what}, Track {request.track}, pending in {_shown(store.folder)}")
+    print(f"{request.id}: {what}, Track {request.track}, pending in {_shown_store(store)}")
 
 
 def _cmd_requests(args: argparse.Namespace) -> None:
-    from rtsr.submissions.requests import Store
+    from rtsr.submissions.requests import open_store
 
-    store = Store(args.store)
+    store = open_store(args.store)
     requests = store.list(args.status)
     if args.json:
         print(json.dumps([r.as_dict() for r in requests], indent=2))
         return
     if not requests:
-        print(f"{_shown(store.folder)}: no requests" + (f" {args.status}" if args.status else ""))
+        print(f"{_shown_store(store)}: no requests" + (f" {args.status}" if args.status else ""))
     for r in requests:
         d = r.as_dict()
         # what a participant named (a folder, a reason from their code) is printed printable
@@ -797,10 +805,10 @@ def _cmd_requests(args: argparse.Namespace) -> None:
 def _cmd_worker(args: argparse.Namespace) -> None:
     import os
 
-    from rtsr.submissions.requests import Store
+    from rtsr.submissions.requests import open_store
     from rtsr.submissions.worker import Backend, EvaluationSettings, HfJobsBackend, LocalBackend, TestSet, run_workers
 
-    store = Store(args.store)
+    store = open_store(args.store)
     settings = EvaluationSettings(
         device=args.device,
         target_size=tuple(args.crop_size),

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -155,6 +156,24 @@ class HubStandIn:
         if token:
             env["HF_TOKEN"] = token
         return env
+
+    def use_in_this_process(self, home: Path, monkeypatch: Any, token: str | None = TOKEN) -> None:
+        """Point this process's ``huggingface_hub`` here, online, with ``home`` as ``$HF_HOME``
+        (``HF_ENDPOINT`` is read when the package is imported: its constants are set instead)."""
+        import huggingface_hub.constants as constants
+
+        monkeypatch.setattr(constants, "ENDPOINT", self.url)
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", self.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HOME", str(home))
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+        if token:
+            monkeypatch.setenv("HF_TOKEN", token)
+        else:
+            monkeypatch.delenv("HF_TOKEN", raising=False)
 
     def create(self, repo_type: str, repo_id: str, private: bool = True) -> Repo:
         """A repo with the Hub's first commit (its ``.gitattributes``)."""

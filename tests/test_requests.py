@@ -1,5 +1,6 @@
-"""The request store: submitting (local and Hub, offline from a populated cache), refusals,
-and claims that two real processes never share."""
+"""The request store, both kinds (a SQLite folder, and a Hub dataset through the real client
+against tests/hub_standin.py): submitting (local and Hub, offline from a populated cache),
+refusals, leases and attempts, and claims that real processes never share."""
 
 from __future__ import annotations
 
@@ -9,21 +10,38 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rtsr.errors import InputError, SubmissionError
+from rtsr.submissions.hub_store import HubStore
 from rtsr.submissions.registry import RegistryEntry
-from rtsr.submissions.requests import MAX_ATTEMPTS, LeaseLost, Store, StoreError, submit
+from rtsr.submissions.requests import MAX_ATTEMPTS, LeaseLost, SqliteStore, Store, StoreError, submit
 from tests.conftest import ROOT, make_submission, populate_hub_cache
+from tests.hub_standin import HubStandIn
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
+DATASET = "hf://datasets/lab/rtsr-store"
+
+
+@pytest.fixture(params=["sqlite", "hub"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """Each store test runs against both kinds: they give the same guarantees."""
+    if request.param == "sqlite":
+        yield SqliteStore(tmp_path / "store")
+        return
+    with HubStandIn() as hub:
+        hub.use_in_this_process(tmp_path / "hf", monkeypatch)
+        yield HubStore(DATASET)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
+def sqlite_store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "store")
 
 
 def test_a_local_submission_is_copied_into_the_store_and_pending(store: Store, tmp_path: Path) -> None:
@@ -92,7 +110,8 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-def test_a_hub_repo_is_pinned_to_the_commit_its_branch_points_at(store: Store, hub_cache: Path) -> None:
+def test_a_hub_repo_is_pinned_to_the_commit_its_branch_points_at(sqlite_store: Store, hub_cache: Path) -> None:
+    store = sqlite_store
     request = submit(store, "team/tiny", 1, "alice")
     assert (request.spec, request.repo, request.revision) == (f"team/tiny@{REVISION}", "team/tiny", REVISION)
     assert request.url == f"https://huggingface.co/team/tiny/tree/{REVISION}"
@@ -100,7 +119,8 @@ def test_a_hub_repo_is_pinned_to_the_commit_its_branch_points_at(store: Store, h
         submit(store, f"team/tiny@{REVISION}", 1, "bob")
 
 
-def test_a_hub_repo_or_revision_not_found_is_refused(store: Store, hub_cache: Path) -> None:
+def test_a_hub_repo_or_revision_not_found_is_refused(sqlite_store: Store, hub_cache: Path) -> None:
+    store = sqlite_store
     with pytest.raises(SubmissionError, match="team/missing: not found in the local Hub cache"):
         submit(store, "team/missing", 1, "alice")
     with pytest.raises(SubmissionError, match="team/tiny@v2: not found"):
@@ -148,15 +168,16 @@ def test_a_request_whose_workers_keep_dying_fails_instead_of_looping(store: Stor
 
 CLAIMER = """
 import json, sys
-from rtsr.submissions.requests import Store
-store, claimed = Store(sys.argv[1]), []
+from rtsr.submissions.requests import SqliteStore
+store, claimed = SqliteStore(sys.argv[1]), []
 while (request := store.claim(sys.argv[2])) is not None:
     claimed.append(request.id)
 print(json.dumps(claimed))
 """
 
 
-def test_concurrent_processes_never_claim_the_same_request(store: Store, tmp_path: Path) -> None:
+def test_concurrent_processes_never_claim_the_same_request(sqlite_store: SqliteStore, tmp_path: Path) -> None:
+    store = sqlite_store
     folder = make_submission(tmp_path / "tiny")
     total = 60
     with sqlite3.connect(store.folder / "requests.sqlite") as db:  # fast: the rows, not 60 copies
@@ -191,13 +212,16 @@ def test_a_local_submission_that_ships_a_link_out_of_its_folder_is_refused(store
         == "data/blob is a link that leaves the submission's folder: ship the file itself (1 more such links)"
     )
     assert store.list() == [] and not (store.folder / "submissions").exists()
-    # a link within its own folder is copied as a link
+    # a link within its own folder is copied as a link in a folder, as the file in a dataset
     (folder / "notes.txt").unlink()
     (folder / "data" / "blob").unlink()
     (folder / "data" / "blob").symlink_to("../arch.py")
     request = submit(store, str(folder), 1, "mallory")
     copied = store.folder / request.spec / "data" / "blob"
-    assert copied.is_symlink() and copied.readlink() == Path("../arch.py")
+    if isinstance(store, SqliteStore):
+        assert copied.is_symlink() and copied.readlink() == Path("../arch.py")
+    else:
+        assert copied.read_text() == (folder / "arch.py").read_text()
 
 
 @pytest.mark.parametrize(
@@ -214,9 +238,10 @@ def test_specs_that_are_not_hub_repos_are_refused_before_the_cache_is_read(store
     assert store.list() == []
 
 
-def test_the_page_never_takes_a_path_on_the_server(store: Store, tmp_path: Path, monkeypatch) -> None:
+def test_the_page_never_takes_a_path_on_the_server(sqlite_store: Store, tmp_path: Path, monkeypatch) -> None:
     from space.submit import submit_from_page
 
+    store = sqlite_store
     monkeypatch.chdir(ROOT)  # where submissions/rtsrn_x2 is a folder
     cases = {
         # a name that could be a repo is looked up on the Hub, never on the disk
@@ -256,9 +281,9 @@ def _document() -> dict:
 FULL_DISK = """
 import json, resource, signal, sys
 from rtsr.submissions.registry import RegistryEntry
-from rtsr.submissions.requests import Store, StoreError
+from rtsr.submissions.requests import SqliteStore, StoreError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-store = Store(sys.argv[1])
+store = SqliteStore(sys.argv[1])
 request = store.get("req-00001")
 entry = RegistryEntry("tiny", "Tiny", "T", 2, 1, request.spec, None, {})
 document = json.loads(open(sys.argv[2]).read())
@@ -272,11 +297,12 @@ except StoreError as e:
 
 @pytest.mark.parametrize(("limit", "pad"), [(16 * 1024, 0), (512 * 1024, 1024 * 1024)], ids=["database", "document"])
 def test_a_finish_that_cannot_be_written_leaves_nothing_and_a_retry_registers_once(
-    store: Store, tmp_path: Path, limit: int, pad: int
+    sqlite_store: SqliteStore, tmp_path: Path, limit: int, pad: int
 ) -> None:
     """Results and registry entry appear only with the finished state: a full disk midway
     leaves the request running with no results and no entry, and its retry (or a second
     finish of the same submission) registers it once."""
+    store = sqlite_store
     request = submit(store, str(make_submission(tmp_path / "tiny")), 1, "alice")
     store.claim("w1")
     shipped = ROOT / "leaderboard" / "evaluations" / "rtsrn-x2_Set5.json"
@@ -307,11 +333,11 @@ def test_a_finish_that_cannot_be_written_leaves_nothing_and_a_retry_registers_on
 
 def test_a_corrupt_store_is_one_line_everywhere(tmp_path: Path) -> None:
     folder = tmp_path / "store"
-    Store(folder)
+    SqliteStore(folder)
     (folder / "requests.sqlite").write_bytes(b"this is not a database" * 100)
     for suffix in ("-wal", "-shm"):
         (folder / f"requests.sqlite{suffix}").unlink(missing_ok=True)
-    store = Store(folder)  # opens, so that what does not need it keeps working
+    store = SqliteStore(folder)  # opens, so that what does not need it keeps working
     with pytest.raises(
         StoreError, match=r"requests\.sqlite: the request store cannot be used \(file is not a database\)$"
     ):

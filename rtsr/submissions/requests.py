@@ -21,6 +21,7 @@ never claim the same request, and a worker can only finish or fail a request it 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime
 import hashlib
@@ -45,12 +46,17 @@ Status = Literal["pending", "running", "finished", "failed"]
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 
 STORE_ENV: Final = "RTSR_STORE"
+#: A store in a Hub dataset is named ``hf://datasets/ORG/NAME``.
+HUB_SCHEME: Final = "hf://"
 #: The default store, under the repository and ignored by git; on a Space, point
 #: ``$RTSR_STORE`` at the persistent ``/data``.
 DEFAULT_STORE: Final = Path(__file__).resolve().parents[2] / "store"
 #: A running request whose worker has not renewed its lease for this long goes back to
 #: pending: the worker is presumed dead. Workers renew every LEASE_S / 3.
 LEASE_S: Final = 120.0
+#: The lease of a store on the Hub: each renewal is a commit, and the Hub limits how often a
+#: repo may be committed to, so renewals come minutes apart (every 5 minutes).
+HUB_LEASE_S: Final = 900.0
 #: A request whose worker died this many times is failed rather than retried forever (it may
 #: be what kills the worker).
 MAX_ATTEMPTS: Final = 3
@@ -150,25 +156,32 @@ def default_store() -> Path:
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
 
 
-class Store:
-    """The embedded store in ``folder`` (created on first use).
+class Store(abc.ABC):
+    """What the page, the CLI and the workers use of a request store, whichever keeps it:
+    :class:`SqliteStore` (one folder) or :class:`rtsr.submissions.hub_store.HubStore` (a Hub
+    dataset). Both give the same guarantees: every state change is atomic, two workers never
+    claim the same request, and a worker can only change a request it still holds.
 
-    Raises:
-        InputError: the folder cannot be created or the database cannot be opened.
+    Files are read from :attr:`folder`: ``results/<request>/<set>.json``,
+    ``submissions/<request>/<name>/`` and ``registry.json``.
     """
 
-    def __init__(self, folder: str | Path | None = None) -> None:
-        self.folder = Path(folder) if folder is not None else default_store()
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"{self.folder}: cannot open the request store ({e.strerror})") from None
-        try:
-            with self._connect() as db:
-                db.executescript(_SCHEMA)
-        except StoreError:
-            # every use says so in one line; the app keeps serving what does not need the store
-            pass
+    #: Seconds a claim lasts unless renewed (workers renew every third of it).
+    lease_s: float = LEASE_S
+
+    @property
+    @abc.abstractmethod
+    def folder(self) -> Path:
+        """The store's files as of its last read."""
+
+    @property
+    @abc.abstractmethod
+    def work_dir(self) -> Path:
+        """A local folder a worker may keep its scratch files in (prepared test sets)."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the store is, as the user named it."""
 
     @property
     def results_dir(self) -> Path:
@@ -185,6 +198,136 @@ class Store:
     def registry(self) -> Registry:
         """The finished, passing submissions the app may run."""
         return Registry.read(self.registry_path)
+
+    @abc.abstractmethod
+    def get(self, request_id: str) -> Request:
+        """One request.
+
+        Raises:
+            InputError: no request has that id.
+            StoreError: the store cannot be read.
+        """
+
+    @abc.abstractmethod
+    def list(self, status: Status | None = None) -> list[Request]:
+        """Requests in the order they were made, optionally of one status."""
+
+    @abc.abstractmethod
+    def submit(
+        self,
+        spec: str,
+        repo: str | None,
+        revision: str,
+        track: int,
+        submitter: str,
+        daily_limit: int | None = None,
+        local_folder: Path | None = None,
+        local_name: str | None = None,
+    ) -> Request:
+        """Queue a request; return it, pending. ``local_folder`` (a local submission's files)
+        is copied into the store as ``submissions/<request>/<local_name>``.
+
+        Raises:
+            SubmissionError: the same submission at the same revision is already queued or
+                evaluated for this track (naming that request), or ``submitter`` made
+                ``daily_limit`` requests in the last 24 hours.
+        """
+
+    @abc.abstractmethod
+    def claim(self, worker: str, lease_s: float | None = None) -> Request | None:
+        """Take the oldest pending request for ``worker``, leased for ``lease_s`` seconds
+        (:attr:`lease_s` by default); None when nothing is pending. Requests whose worker's
+        lease ran out first go back to pending (or fail after :data:`MAX_ATTEMPTS`)."""
+
+    @abc.abstractmethod
+    def renew(self, request_id: str, worker: str, lease_s: float | None = None) -> None:
+        """Extend ``worker``'s lease on a running request.
+
+        Raises:
+            LeaseLost: the request is no longer ``worker``'s.
+        """
+
+    @abc.abstractmethod
+    def fail(self, request_id: str, worker: str, reason: str) -> None:
+        """Mark a running request failed with ``reason`` (cut to two lines).
+
+        Raises:
+            LeaseLost: the request is no longer ``worker``'s.
+        """
+
+    @abc.abstractmethod
+    def finish(
+        self,
+        request_id: str,
+        worker: str,
+        documents: dict[str, dict[str, Any]],
+        entry: RegistryEntry,
+        device: str,
+    ) -> Request:
+        """Record a passing evaluation, all or nothing: its results documents (``{set name:
+        document}``) under ``results/<request>/``, ``entry`` in the store's registry (its id
+        made unique; the same submission's entry replaced, never added twice, when a retry
+        finishes it again) and the request marked finished, visible together.
+
+        Raises:
+            LeaseLost: the request is no longer ``worker``'s (nothing is written).
+            InputError: a document is not a valid ``rtsr.evaluate`` document.
+            StoreError: nothing could be recorded (nothing is left of the attempt).
+        """
+
+
+def _reason(text: str) -> str:
+    """A failure's reason as stored: two printable lines at most."""
+    return "\n".join(printable(line) for line in text.strip().splitlines()[:2])[:600]
+
+
+def _check_documents(request_id: str, documents: dict[str, dict[str, Any]]) -> None:
+    """A document the leaderboard could not read is refused before anything is written."""
+    from rtsr.leaderboard.schema import Evaluation
+
+    for name, document in documents.items():
+        Evaluation.from_document(document, f"{request_id}/{name}")
+
+
+def _unique_entry(registry: Registry, entry: RegistryEntry, request_id: str) -> str:
+    """The id ``entry`` is served under: a retry of the very same submission (its earlier
+    finish lost) replaces its entry; an id already taken, or a bundled model's, gets the
+    request's id appended."""
+    registry.entries = [e for e in registry.entries if (e.source, e.revision) != (entry.source, entry.revision)]
+    taken = {e.id for e in registry.entries} | reserved()[0]
+    return entry.id if entry.id not in taken else f"{entry.id}-{request_id}"
+
+
+class SqliteStore(Store):
+    """The embedded store in ``folder`` (created on first use).
+
+    Raises:
+        InputError: the folder cannot be created or the database cannot be opened.
+    """
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self._folder = Path(folder) if folder is not None else default_store()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{self.folder}: cannot open the request store ({e.strerror})") from None
+        try:
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+        except StoreError:
+            # every use says so in one line; the app keeps serving what does not need the store
+            pass
+
+    @property
+    def folder(self) -> Path:
+        return self._folder
+
+    @property
+    def work_dir(self) -> Path:
+        return self._folder / "work"
+
+    def describe(self) -> str:
+        return str(self._folder)
 
     @property
     def database(self) -> Path:
@@ -322,11 +465,8 @@ class Store:
 
     # --- working -------------------------------------------------------------------------
 
-    def claim(self, worker: str, lease_s: float = LEASE_S) -> Request | None:
-        """Take the oldest pending request for ``worker``, leased for ``lease_s`` seconds;
-        None when nothing is pending. Requests whose worker's lease ran out first go back to
-        pending (or fail after :data:`MAX_ATTEMPTS`)."""
-        now = time.time()
+    def claim(self, worker: str, lease_s: float | None = None) -> Request | None:
+        now, lease_s = time.time(), lease_s or self.lease_s
         with self._transaction() as db:
             db.execute(
                 "UPDATE requests SET status = 'failed', finished = ?, worker = NULL, lease_until = NULL,"
@@ -358,23 +498,14 @@ class Store:
             raise LeaseLost(f"{request_id}: no longer held by worker {worker} (its lease expired)")
         return row
 
-    def renew(self, request_id: str, worker: str, lease_s: float = LEASE_S) -> None:
-        """Extend ``worker``'s lease on a running request.
-
-        Raises:
-            LeaseLost: the request is no longer ``worker``'s.
-        """
+    def renew(self, request_id: str, worker: str, lease_s: float | None = None) -> None:
         with self._transaction() as db:
             self._owned(db, request_id, worker)
-            db.execute("UPDATE requests SET lease_until = ? WHERE id = ?", (time.time() + lease_s, request_id))
+            until = time.time() + (lease_s or self.lease_s)
+            db.execute("UPDATE requests SET lease_until = ? WHERE id = ?", (until, request_id))
 
     def fail(self, request_id: str, worker: str, reason: str) -> None:
-        """Mark a running request failed with ``reason`` (cut to two lines).
-
-        Raises:
-            LeaseLost: the request is no longer ``worker``'s.
-        """
-        reason = "\n".join(printable(line) for line in reason.strip().splitlines()[:2])[:600]
+        reason = _reason(reason)
         with self._transaction() as db:
             self._owned(db, request_id, worker)
             db.execute(
@@ -405,11 +536,9 @@ class Store:
             StoreError: the results, the registry or the database could not be written
                 (nothing is left of the attempt).
         """
-        from rtsr.leaderboard.schema import Evaluation, write_evaluation
+        from rtsr.leaderboard.schema import write_evaluation
 
-        for name, document in documents.items():
-            # a document the leaderboard could not read is refused before anything is written
-            Evaluation.from_document(document, f"{request_id}/{name}")
+        _check_documents(request_id, documents)
         folder = self.results_dir / request_id
         stage = self.folder / "work" / "finishing" / request_id
         registry_before: bytes | None = None
@@ -421,12 +550,7 @@ class Store:
                 # finish has changed since
                 registry_before = self.registry_path.read_bytes() if self.registry_path.exists() else None
                 registry = self.registry()
-                # a retry of this very submission (its earlier finish lost) replaces its entry
-                registry.entries = [
-                    e for e in registry.entries if (e.source, e.revision) != (entry.source, entry.revision)
-                ]
-                taken = {e.id for e in registry.entries} | reserved()[0]
-                entry_id = entry.id if entry.id not in taken else f"{entry.id}-{request_id}"
+                entry_id = _unique_entry(registry, entry, request_id)
                 shutil.rmtree(stage, ignore_errors=True)
                 paths = []
                 for name, document in documents.items():
@@ -477,6 +601,22 @@ class Store:
                 os.replace(tmp, self.registry_path)
         except OSError as e:
             logger.error("%s: could not put the registry back (%s)", self.registry_path, e.strerror)
+
+
+def open_store(spec: str | Path | None = None) -> Store:
+    """The store ``spec`` names (``$RTSR_STORE``, else ``store/`` under the repository, when
+    None): ``hf://datasets/ORG/NAME`` is a Hub dataset, anything else a local folder.
+
+    Raises:
+        InputError: a folder that cannot be created, or an ``hf://`` address that is not a
+            dataset's.
+    """
+    text = str(spec) if spec is not None else os.environ.get(STORE_ENV) or str(DEFAULT_STORE)
+    if text.startswith(HUB_SCHEME):
+        from rtsr.submissions.hub_store import HubStore
+
+        return HubStore(text)
+    return SqliteStore(text)
 
 
 class LeaseLost(SubmissionError):

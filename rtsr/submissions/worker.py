@@ -40,7 +40,7 @@ from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSE
 from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
 from rtsr.submissions.registry import RegistryEntry, entry_for, reserved
-from rtsr.submissions.requests import LEASE_S, LeaseLost, Request, Store, StoreError
+from rtsr.submissions.requests import LeaseLost, Request, Store, StoreError
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import Submission, open_submission
 from rtsr.submissions.validation import VALIDATION_LIMITS
@@ -404,7 +404,7 @@ class LocalBackend:
     ) -> Evaluation:
         labels = _labels(request, submission, _entry_id(request, submission))
         return evaluate_submission(
-            submission, request.track, self.settings, store.folder / "work" / "testsets", None, self.progress, labels
+            submission, request.track, self.settings, store.work_dir / "testsets", None, self.progress, labels
         )
 
 
@@ -577,8 +577,10 @@ def _heartbeat(store: Store, request: Request, worker: str, lease_s: float) -> I
 class Worker:
     """Claims requests from ``store`` and evaluates them with ``backend``."""
 
-    def __init__(self, store: Store, backend: Backend, name: str | None = None, lease_s: float = LEASE_S) -> None:
-        self.store, self.backend, self.lease_s = store, backend, lease_s
+    def __init__(
+        self, store: Store, backend: Backend, name: str | None = None, lease_s: float | None = None
+    ) -> None:
+        self.store, self.backend, self.lease_s = store, backend, lease_s or store.lease_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
 
     def process(self, request: Request) -> Request:
@@ -669,7 +671,7 @@ def run_workers(
     once: bool,
     poll_s: float,
     stop: threading.Event | None = None,
-    lease_s: float = LEASE_S,
+    lease_s: float | None = None,
 ) -> list[Request]:
     """``count`` workers in threads of this process (for jobs, which mostly wait)."""
     if count == 1:
