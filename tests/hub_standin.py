@@ -19,9 +19,11 @@ client compares to skip files that did not change, as against the Hub.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -93,6 +95,7 @@ class HubStandIn:
         self.models = models or {}
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[str] = []
+        self.connections: set[socket.socket] = set()
         self.lock = threading.Lock()
         standin = self
 
@@ -101,6 +104,14 @@ class HubStandIn:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                standin.connections.add(self.connection)
+
+            def finish(self) -> None:
+                standin.connections.discard(self.connection)
+                super().finish()
 
             def _send(
                 self, code: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
@@ -147,8 +158,12 @@ class HubStandIn:
         self.stop()
 
     def stop(self) -> None:
+        """Stop serving, and drop the connections clients keep alive: the Hub gone."""
         self.server.shutdown()
         self.server.server_close()
+        for connection in list(self.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def env(self, token: str | None = TOKEN) -> dict[str, str]:
         """What makes huggingface_hub talk to this stand-in, signed in with ``token``."""

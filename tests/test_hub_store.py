@@ -1,0 +1,208 @@
+"""The request store in a Hub dataset, through the real ``huggingface_hub`` client against the
+stand-in (tests/hub_standin.py): what the Hub's own protocol brings that a folder does not
+(commits that race, tokens, a Hub that is down, a disk that starts empty)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rtsr.submissions.hub_store import HubStore
+from rtsr.submissions.registry import RegistryEntry
+from rtsr.submissions.requests import LeaseLost, StoreError, submit
+from tests.conftest import ROOT, make_submission
+from tests.hub_standin import READ_TOKEN, HubStandIn
+
+DATASET = "hf://datasets/lab/rtsr-store"
+REPO = ("dataset", "lab/rtsr-store")
+
+
+def _document() -> dict:
+    return json.loads((ROOT / "leaderboard" / "evaluations" / "rtsrn-x2_Set5.json").read_text())
+
+
+def test_the_dataset_is_created_private_on_the_first_write_and_each_change_is_a_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with HubStandIn() as hub:
+        hub.use_in_this_process(tmp_path / "hf", monkeypatch)
+        store = HubStore(DATASET)
+        # reading a dataset that does not exist yet is an empty store, and writes nothing
+        assert store.list() == [] and REPO not in hub.repos
+        with caplog.at_level(logging.WARNING, logger="rtsr.submissions.hub_store"):
+            request = submit(store, str(make_submission(tmp_path / "tiny")), 1, "alice")
+        assert [r.getMessage() for r in caplog.records] == [
+            f"created the private dataset {DATASET} for the request store ({hub.url}/datasets/lab/rtsr-store)"
+        ]
+        assert hub.repos[REPO].private
+        claimed = store.claim("w1")
+        assert claimed is not None and claimed.id == request.id
+        store.renew(request.id, "w1")
+        entry = RegistryEntry("tiny", "Tiny", "T", 2, 1, request.spec, None, {})
+        store.finish(request.id, "w1", {"Set5": _document()}, entry, "cpu")
+        # every state change is its own commit, in order, on the Hub's first commit
+        assert [c.title for c in hub.repos[REPO].commits] == [
+            "initial commit",
+            "submit req-00001: submissions/req-00001/tiny",
+            "claim req-00001 for w1",
+            "renew req-00001's lease for w1",
+            "finish req-00001: served as tiny",
+        ]
+        # plain files that anyone with access can read
+        files = hub.repos[REPO].head.files
+        assert json.loads(files["requests/req-00001.json"])["status"] == "finished"
+        assert json.loads(files["registry.json"])["entries"][0]["id"] == "tiny"
+        assert json.loads(files["results/req-00001/Set5.json"])["model"]["id"] == "tiny"
+        assert files["submissions/req-00001/tiny/arch.py"] == (tmp_path / "tiny" / "arch.py").read_bytes()
+
+
+def test_a_writer_whose_head_went_stale_reads_again_and_decides_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores read the same head; the second to commit gets 412 from the Hub, reads the
+    first one's commit and decides again: its claim takes the next request, and a finish by a
+    worker whose request was taken over changes nothing."""
+    with HubStandIn() as hub:
+        hub.use_in_this_process(tmp_path / "hf", monkeypatch)
+        one, two = HubStore(DATASET), HubStore(DATASET)
+        first = submit(one, str(make_submission(tmp_path / "a", files={"v.py": "V = 1\n"})), 1, "alice")
+        second = submit(one, str(make_submission(tmp_path / "b", files={"v.py": "V = 2\n"})), 1, "alice")
+        two.refresh()
+        one_claim = one.claim("w1")
+        # two's head is stale: its commit is refused, it reads again and takes the other request
+        before = len(hub.requests)
+        two_claim = two.claim("w2")
+        assert one_claim is not None and two_claim is not None
+        assert (one_claim.id, two_claim.id) == (first.id, second.id)
+        assert any(r.startswith("POST /api/datasets/lab/rtsr-store/commit/") for r in hub.requests[before:])
+        assert two.claim("w3") is None
+        # w1's lease runs out; w3 takes the request over; w1 can no longer finish or fail it
+        one.renew(first.id, "w1", lease_s=0.01)
+        time.sleep(0.05)
+        taken = two.claim("w3")
+        assert taken is not None and (taken.id, taken.worker, taken.attempts) == (first.id, "w3", 2)
+        entry = RegistryEntry("a", "A", "T", 2, 1, first.spec, None, {})
+        with pytest.raises(LeaseLost, match="no longer held by worker w1"):
+            one.finish(first.id, "w1", {"Set5": _document()}, entry, "cpu")
+        with pytest.raises(LeaseLost):
+            one.renew(first.id, "w1")
+        assert one.get(first.id).worker == "w3" and not (one.folder / "results").exists()
+
+
+CLAIMER = """
+import json, sys
+from rtsr.submissions.requests import open_store
+store, claimed = open_store(sys.argv[1]), []
+while (request := store.claim(sys.argv[2])) is not None:
+    claimed.append(request.id)
+print(json.dumps(claimed))
+"""
+
+
+def test_four_worker_processes_each_with_its_own_cache_never_claim_the_same_request(tmp_path: Path) -> None:
+    total = 16
+    with HubStandIn() as hub:
+        repo = hub.create(*REPO)
+        pending = {
+            f"requests/req-{i:05d}.json": json.dumps(
+                {"id": f"req-{i:05d}", "spec": "x", "repo": None, "revision": f"sha256:{i}", "track": 1,
+                 "submitter": "t", "status": "pending", "reason": "", "submitted": time.time()}
+            ).encode()
+            for i in range(1, total + 1)
+        }  # fmt: skip
+        repo.commit("queue", {**repo.head.files, **pending})
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", CLAIMER, DATASET, f"w{i}"],
+                cwd=ROOT,
+                env={**os.environ, **hub.env(), "HF_HOME": str(tmp_path / f"hf{i}")},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(4)
+        ]
+        outputs = [p.communicate(timeout=300) for p in processes]
+        for (_, err), p in zip(outputs, processes, strict=True):
+            assert p.returncode == 0, err
+        claims = [json.loads(out) for out, _ in outputs]
+        everything = [c for claimed in claims for c in claimed]
+        assert sorted(everything) == sorted(f"req-{i:05d}" for i in range(1, total + 1))
+        # one commit per claim, none lost: the stale ones were refused, not merged
+        assert sum(c.title.startswith("claim ") for c in hub.repos[REPO].commits) == total
+        states = [json.loads(hub.repos[REPO].head.files[path]) for path in pending]
+        assert {s["status"] for s in states} == {"running"} and all(s["attempts"] == 1 for s in states)
+
+
+def test_a_token_that_cannot_write_and_a_hub_that_is_down_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_submission(tmp_path / "tiny")
+    with HubStandIn() as hub:
+        hub.create(*REPO)
+        hub.use_in_this_process(tmp_path / "hf", monkeypatch, token=READ_TOKEN)
+        store = HubStore(DATASET)
+        assert store.list() == []  # it may read
+        with pytest.raises(StoreError) as refused:
+            submit(store, str(folder), 1, "alice")
+        assert str(refused.value) == (
+            f"{DATASET}: the Hub refused to let this token write to the dataset (403): a token that can write to"
+            " lab/rtsr-store is needed (HF_TOKEN, or hf auth login)"
+        )
+        url = hub.url
+    # the Hub gone: one line for the library, and for the CLI an exit status of 1
+    with pytest.raises(StoreError, match=rf"^{DATASET}: could not reach the Hub to read the dataset \(.+\)$"):
+        store.list()
+    env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf2")}
+    for command in (("requests",), ("submit", str(folder))):
+        result = subprocess.run(
+            [sys.executable, "-m", "rtsr", *command, "--store", DATASET],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1, result
+        assert result.stderr.startswith(f"rtsr {command[0]}: error: {DATASET}: could not reach the Hub to read"), (
+            result.stderr
+        )
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_the_cli_on_the_hub_store_and_a_fresh_disk_reads_the_same_state(tmp_path: Path) -> None:
+    """``rtsr submit`` and ``rtsr requests`` with ``--store hf://datasets/...``, from processes
+    whose ``$HF_HOME`` starts empty each time: the dataset is the state, the disk a cache."""
+    with HubStandIn() as hub:
+
+        def rtsr(*args: str, home: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "rtsr", *args],
+                cwd=ROOT,
+                env={**os.environ, **hub.env(), "HF_HOME": str(tmp_path / home), "RTSR_STORE": DATASET},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        submitted = rtsr("submit", "submissions/rtsrn_x2", "--submitter", "alice", home="a")
+        assert submitted.returncode == 0, submitted.stderr
+        assert submitted.stdout == (
+            "req-00001: submissions/rtsrn_x2 (copied as submissions/req-00001/rtsrn_x2), Track 1,"
+            f" pending in {DATASET}\n"
+        )
+        assert f"created the private dataset {DATASET}" in submitted.stderr
+        listed = rtsr("requests", "--json", home="b")
+        assert listed.returncode == 0, listed.stderr
+        (request,) = json.loads(listed.stdout)
+        assert (request["id"], request["status"], request["submitter"]) == ("req-00001", "pending", "alice")
+        again = rtsr("submit", "submissions/rtsrn_x2", home="c")
+        assert again.returncode == 1
+        assert again.stderr.strip().endswith("is already submitted for Track 1: request req-00001 (pending)")
