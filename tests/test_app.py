@@ -575,10 +575,10 @@ def test_phone_photos_come_back_upright_and_16_bit_images_are_scaled(app, tmp_pa
 def test_a_corrupt_request_store_leaves_the_app_serving_and_the_page_says_so(tmp_path):
     """A store the app cannot read (a corrupt database) is a line on the Submit tab: the app
     starts, upscales and shows its leaderboard."""
-    from rtsr.submissions.requests import Store
+    from rtsr.submissions.requests import SqliteStore
 
     store = tmp_path / "store"
-    Store(store)
+    SqliteStore(store)
     (store / "requests.sqlite").write_bytes(b"this is not a database" * 100)
     running = RunningApp(env={"RTSR_STORE": str(store)}, log=tmp_path / "app.log").wait_ready()
     try:

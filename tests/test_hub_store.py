@@ -206,3 +206,51 @@ def test_the_cli_on_the_hub_store_and_a_fresh_disk_reads_the_same_state(tmp_path
         again = rtsr("submit", "submissions/rtsrn_x2", home="c")
         assert again.returncode == 1
         assert again.stderr.strip().endswith("is already submitted for Track 1: request req-00001 (pending)")
+
+
+def test_two_workers_with_their_own_caches_evaluate_a_request_once_and_a_fresh_disk_sees_it(tmp_path: Path) -> None:
+    """The issue's whole path with ``RTSR_STORE=hf://datasets/lab/rtsr-store``: submit, two
+    ``rtsr worker --once`` with separate ``$HF_HOME``s, and ``rtsr requests`` from a third."""
+    from tests.test_worker import BUNDLED, FAST
+
+    with HubStandIn() as hub:
+
+        def rtsr(*args: str, home: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "rtsr", *args],
+                cwd=ROOT,
+                env={**os.environ, **hub.env(), "HF_HOME": str(tmp_path / home), "RTSR_STORE": DATASET},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+        submitted = rtsr("submit", str(BUNDLED), "--submitter", "maintainer", home="submitter")
+        assert submitted.wait(timeout=120) == 0, submitted.communicate()
+        workers = [rtsr("-q", "worker", "--once", *FAST, home=f"worker{i}") for i in range(2)]
+        outputs = [w.communicate(timeout=600) for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], outputs
+        finished = [out for out, _ in outputs if "req-00001: finished, served as rtsrn_x2" in out]
+        assert len(finished) == 1, outputs
+        listed = rtsr("requests", "--json", home="reader")
+        out, err = listed.communicate(timeout=120)
+        assert listed.returncode == 0, err
+        (request,) = json.loads(out)
+        assert (request["status"], request["attempts"], request["results"]) == (
+            "finished",
+            1,
+            ["results/req-00001/Set5.json"],
+        )
+        # each state change is its own commit; the loser's look at the queue wrote nothing
+        titles = [c.title for c in hub.repos[REPO].commits]
+        assert titles[:3] == [
+            "initial commit",
+            "submit req-00001: submissions/req-00001/rtsrn_x2",
+            titles[2],
+        ] and titles[2].startswith("claim req-00001 for ")
+        assert titles[-1] == "finish req-00001: served as rtsrn_x2" and len(titles) == 4
+        files = hub.repos[REPO].head.files
+        document = json.loads(files["results/req-00001/Set5.json"])
+        assert document["model"]["id"] == "rtsrn_x2" and document["runtime"]["check"]["by"] == "worker"
+        (entry,) = json.loads(files["registry.json"])["entries"]
+        assert (entry["id"], entry["source"]) == ("rtsrn_x2", "submissions/req-00001/rtsrn_x2")

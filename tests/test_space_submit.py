@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from rtsr.submissions.requests import Store
+from rtsr.submissions.requests import SqliteStore
 from space.submit import check_zip_report, plain, queue_frame, queues
 
 HOSTILE = (
@@ -28,7 +28,7 @@ def test_a_failed_request_s_reason_is_shown_as_text(tmp_path: Path) -> None:
     import sqlite3
     import time
 
-    store = Store(tmp_path / "store")
+    store = SqliteStore(tmp_path / "store")
     with sqlite3.connect(store.folder / "requests.sqlite") as db:
         db.execute(
             "INSERT INTO requests (id, spec, repo, revision, track, submitter, status, reason, submitted)"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from huggingface_hub import JobInfo
 
-from rtsr.submissions.requests import Store, submit
+from rtsr.submissions.requests import SqliteStore, submit
 from rtsr.submissions.worker import EvaluationSettings, HfJobsBackend, TestSet, Worker
 from tests.conftest import ROOT, populate_hub_cache, run_cli
 from tests.test_runtime import MACS_PER_PIXEL_X2
@@ -155,7 +155,7 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
-    request = submit(Store(store_dir), str(BUNDLED), 1, "alice")
+    request = submit(SqliteStore(store_dir), str(BUNDLED), 1, "alice")
     # a slow protocol, so that the kill lands while it evaluates
     worker = subprocess.Popen(
         [
@@ -167,7 +167,7 @@ def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another(tmp_path: 
         stderr=subprocess.DEVNULL,
     )
     try:
-        store = Store(store_dir)
+        store = SqliteStore(store_dir)
         _wait_for(lambda: store.get(request.id).status == "running", 60, "the claim")
         time.sleep(3)
     finally:
@@ -250,7 +250,7 @@ def test_the_hf_jobs_backend_runs_each_request_as_a_job(
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub_submission["HF_HUB_CACHE"])
-    store = Store(tmp_path / "store")
+    store = SqliteStore(tmp_path / "store")
     hub = submit(store, "team/rtsrn", 1, "alice")
     local = submit(store, str(BUNDLED), 1, "alice")
     jobs = LocalJobs(tmp_path, hub_submission)
@@ -317,7 +317,7 @@ def test_a_submission_cannot_forge_its_jobs_result_or_read_its_secrets(
     (hostile / "submission.json").write_text(json.dumps({**meta, "team": "Team Mallory"}))
     populate_hub_cache(Path(hub_submission["HF_HUB_CACHE"]), "team/hostile", REVISION, hostile)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub_submission["HF_HUB_CACHE"])
-    store = Store(tmp_path / "store")
+    store = SqliteStore(tmp_path / "store")
     submit(store, "team/hostile", 1, "mallory")
     jobs = LocalJobs(tmp_path, hub_submission)
     settings = EvaluationSettings(device="cpu", target_size=(66, 66), warmup=1, repeat=3)
@@ -423,10 +423,10 @@ def test_a_worker_refuses_settings_that_do_not_fit_a_track_before_claiming(tmp_p
     """A maintainer's mistake fails the worker at its start, in one line, not a participant's
     request once it is claimed."""
     store = tmp_path / "store"
-    request = submit(Store(store), str(BUNDLED), 2 if "64" in flags else 1, "alice")
+    request = submit(SqliteStore(store), str(BUNDLED), 2 if "64" in flags else 1, "alice")
     result = run_cli("worker", "--once", "--store", store, *flags)
     assert result.returncode == 1 and result.stderr.strip() == f"rtsr worker: error: {message}", result.stderr
-    assert Store(store).get(request.id).status == "pending"
+    assert SqliteStore(store).get(request.id).status == "pending"
 
 
 def test_one_evaluation_at_a_time_per_host(tmp_path: Path) -> None:
@@ -437,7 +437,7 @@ def test_one_evaluation_at_a_time_per_host(tmp_path: Path) -> None:
 
     lock = tmp_path / "host.lock"
     store_dir = tmp_path / "store"
-    request = submit(Store(store_dir), str(BUNDLED), 1, "alice")
+    request = submit(SqliteStore(store_dir), str(BUNDLED), 1, "alice")
     with host_lock(lock):  # another evaluation holds the host
         worker = subprocess.Popen(
             [sys.executable, "-m", "rtsr", "-q", "worker", "--once", "--store", str(store_dir), *FAST],
@@ -449,7 +449,7 @@ def test_one_evaluation_at_a_time_per_host(tmp_path: Path) -> None:
         )
         time.sleep(12)  # time enough to claim and start validating, were it not waiting
         assert worker.poll() is None
-        assert Store(store_dir).get(request.id).status == "running" and not (store_dir / "results").exists()
+        assert SqliteStore(store_dir).get(request.id).status == "running" and not (store_dir / "results").exists()
         assert descendants(worker.pid) == []  # no sandbox started: not validating, not timing
     out, err = worker.communicate(timeout=300)
     assert worker.returncode == 0, err

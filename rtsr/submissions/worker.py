@@ -539,11 +539,11 @@ def _entry_id(request: Request, submission: Submission) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.").lower() or request.id
 
 
-def open_request(request: Request, store: Store) -> Submission:
-    """The request's files: the Hub repo at its commit, or the copy in the store."""
+def open_request(request: Request, folder: Path) -> Submission:
+    """The request's files: the Hub repo at its commit, or the copy in the store's ``folder``."""
     if request.is_hub:
         return open_submission(request.spec)
-    return open_submission(store.folder / request.spec)
+    return open_submission(folder / request.spec)
 
 
 @contextlib.contextmanager
@@ -592,8 +592,11 @@ class Worker:
         started = time.monotonic()
         with _heartbeat(self.store, request, self.name, self.lease_s) as keepalive:
             try:
-                submission = open_request(request, self.store)
-                entry = self._entry(request, submission)
+                # one read of the store's files for both: a Hub store's folder is the head's
+                # snapshot, which moves with every renewal of the lease
+                folder = self.store.folder
+                submission = open_request(request, folder)
+                entry = self._entry(request, submission, folder)
                 evaluation = self.backend.evaluate(request, submission, self.store, keepalive)
                 keepalive()
             except LeaseLost:
@@ -613,8 +616,9 @@ class Worker:
         logger.info("%s finished in %.0f s: served as %s", request.id, time.monotonic() - started, done.entry_id)
         return done
 
-    def _entry(self, request: Request, submission: Submission) -> RegistryEntry:
-        """The registry entry a passing ``submission`` will be served as.
+    def _entry(self, request: Request, submission: Submission, folder: Path) -> RegistryEntry:
+        """The registry entry a passing ``submission`` will be served as, a local one relative
+        to the store's ``folder`` it was opened from.
 
         Raises:
             SubmissionError: it is not of the track's scale, or a participant's (a Hub repo)
@@ -627,7 +631,7 @@ class Worker:
                 f"its submission.json names the team {submission.meta.team.strip()!r}, which is the bundled"
                 " models': name your own team"
             )
-        return entry_for(submission, self.store.folder, _entry_id(request, submission))
+        return entry_for(submission, folder, _entry_id(request, submission))
 
     def run(self, once: bool = False, poll_s: float = 5.0, stop: threading.Event | None = None) -> list[Request]:
         """Claim and process requests until ``stop`` is set; with ``once``, until none is
