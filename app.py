@@ -24,10 +24,10 @@ with contextlib.suppress(ImportError):
 from starlette.middleware import Middleware
 
 from rtsr.errors import RTSRError, first_line
-from rtsr.leaderboard import EvaluationFolder, default_sources, load_leaderboard
+from rtsr.leaderboard import FollowedFolder, default_sources, load_leaderboard
 from rtsr.serving import ModelPool
 from rtsr.submissions.registry import Registry
-from rtsr.submissions.requests import Store, open_store
+from rtsr.submissions.requests import Store, StoreError, open_store
 from rtsr.submissions.sandbox import isolation_note
 from space.doors import Doors, TempStore
 from space.settings import Settings, parse_settings
@@ -38,10 +38,17 @@ logger = logging.getLogger("rtsr.app")
 def launch(settings: Settings) -> None:
     """Build the app from ``settings`` and serve it until interrupted."""
     requests = open_store(settings.store)
+    logger.info("request store: %s", requests.describe())
+    try:
+        evaluated: Registry | None = requests.registry()
+    except StoreError as e:
+        # the page says so, and the models come once the store reads (the next poll)
+        logger.warning("the evaluated models are not served for now: %s", first_line(e))
+        evaluated = None
     pool = ModelPool(
         Registry.read(settings.registry),
         settings.device,
-        evaluated=requests.registry(),
+        evaluated=evaluated,
         max_live=settings.max_live_models,
     )
     stop = threading.Event()
@@ -66,7 +73,7 @@ def _start_worker(settings: Settings, requests: Store, stop: threading.Event) ->
     worker = Worker(requests, LocalBackend())
     thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, name="rtsr-worker", daemon=True)
     thread.start()
-    logger.info("evaluating requests from %s in this process (worker %s)", requests.folder, worker.name)
+    logger.info("evaluating requests from %s in this process (worker %s)", requests.describe(), worker.name)
     return thread
 
 
@@ -81,9 +88,9 @@ def _serve(settings: Settings, pool: ModelPool, requests: Store) -> None:
     logger.info("models run in the sandbox: %s", isolation_note() or "bubblewrap (no network, read-only files)")
     sources = [
         *default_sources(settings.leaderboard_dir),
-        EvaluationFolder(
+        FollowedFolder(
             "Submissions",
-            requests.results_dir,
+            lambda: requests.results_dir,
             recursive=True,
             description="Submissions evaluated by this Space's worker, on its test set, on the device each row names.",
         ),

@@ -159,12 +159,16 @@ class ModelPool:
                 self.failures[entry.id] = str(e)
         return submissions
 
-    def refresh(self) -> list[str]:
+    def refresh(self, registry: Registry | None = None) -> list[str]:
         """Serve the entries added to the evaluated registry since the last look (hashes
-        checked now, loaded on first use); return their ids."""
+        checked now, loaded on first use); return their ids. ``registry`` is the evaluated
+        registry as read now, wherever it lies (a store on the Hub reads each head into a
+        folder of its own); by default, its file is read again."""
+        if registry is not None:
+            self._evaluated = registry
         if self._evaluated is None:
             return []
-        registry = Registry.read(self._evaluated.path)
+        registry = registry or Registry.read(self._evaluated.path)
         with self._lock:
             known = self.models.keys() | self.failures.keys()
             new = [e for e in registry.entries if e.id not in known]

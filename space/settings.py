@@ -42,8 +42,9 @@ class Settings:
     temp_dir_size: str = "2gb"
     #: Seconds an upload or a result is kept.
     temp_file_age: int = 1800
-    #: The request store: requests, results and the evaluated models' registry.
-    store: Path = DEFAULT_STORE
+    #: The request store: requests, results and the evaluated models' registry; a folder,
+    #: or ``hf://datasets/ORG/NAME`` for a Hub dataset.
+    store: str = str(DEFAULT_STORE)
     #: Requests one signed-in user may make in 24 hours.
     daily_limit: int = DAILY_LIMIT
     #: Seconds between the page's refreshes of the queues, the leaderboard and the models.
@@ -156,10 +157,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     )
     parser.add_argument(
         "--store",
-        type=Path,
         default=env_default("RTSR_STORE", defaults.store),
-        help="the request store (requests, results, evaluated models); on a Space, under /data"
-        " [$RTSR_STORE; default store/]",
+        help="the request store (requests, results, evaluated models): a folder, or hf://datasets/ORG/NAME,"
+        " a Hub dataset, where the state outlives a Space's restarts [$RTSR_STORE; default store/]",
     )
     parser.add_argument(
         "--daily-limit",
@@ -205,7 +205,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         max_file_size=args.max_file_size,
         temp_dir_size=args.temp_dir_size,
         temp_file_age=args.temp_file_age,
-        store=Path(args.store),
+        store=str(args.store),
         daily_limit=args.daily_limit,
         refresh=args.refresh,
         worker=args.worker,

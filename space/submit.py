@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +101,24 @@ def queues(store: Store) -> dict[str, pd.DataFrame]:
     """One frame per state, in :data:`STATUSES` order; empty ones where the store cannot be
     read (:func:`store_note` says so)."""
     try:
-        everything = store.list()
+        # as last read: a store on the Hub is asked once per poll, for every page (Live)
+        everything = store.list(fresh=False)
     except StoreError:
         everything = []
     return {status: queue_frame([r for r in everything if r.status == status]) for status in STATUSES}
 
 
 def store_note(store: Store) -> str:
-    """The page's line on a store it cannot read (a corrupt database, a full disk); empty
-    when it reads."""
+    """The page's line on a store it cannot read (a corrupt database, a full disk, the Hub
+    down); empty when it reads."""
+    if store.unreachable is not None:
+        since = time.strftime("%H:%M UTC", time.gmtime(store.unreachable[0]))
+        return (
+            f"⚠️ **The Hub has not answered since {since}**: the requests, the board and the models show the"
+            " state of then, and requests cannot be made until it is back."
+        )
     try:
-        store.list("running")
+        store.list("running", fresh=False)
     except StoreError:
         # why (and where the store lies) is for the maintainer: the app's log and `rtsr requests`
         return (
@@ -121,9 +129,10 @@ def store_note(store: Store) -> str:
 
 
 def queue_version(store: Store) -> str:
-    """Changes whenever a request is made or changes state: what the page polls, cheaply."""
+    """Changes whenever a request is made or changes state: what the page polls, cheaply
+    (one query of a database, one look at a dataset's head)."""
     try:
-        return ",".join(f"{r.id}:{r.status}" for r in store.list())
+        return store.version()
     except StoreError as e:
         return f"unreadable: {e}"
 

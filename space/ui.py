@@ -811,27 +811,36 @@ def build_demo(
 
 class Live:
     """The page's view of what changes while it runs: the evaluated models (``pool``), the
-    leaderboard (``board``) and the queues (``store``). The page asks every
-    :data:`POLL_S` seconds; the store's state is one cheap query, and the models and the
-    leaderboard are read again only when it changed (a request made, claimed, finished or
-    failed) or ``period`` seconds went by, once for all sessions."""
+    leaderboard (``board``) and the queues (``store``). Every open page asks every
+    :data:`POLL_S` seconds; the store is looked at once per :data:`POLL_S` for all of them
+    (one query of a database, one request for a dataset's head on the Hub), and the models
+    and the leaderboard are read again only when it changed (a request made, claimed,
+    finished or failed; the Hub gone or back) or ``period`` seconds went by."""
 
     def __init__(self, pool: ModelPool, board: Board, store: Store, period: float) -> None:
         self.pool, self.board, self.store, self.period = pool, board, store, period
         self._lock = threading.Lock()
         self._version, self._loaded_at = queue_version(store), time.monotonic()
+        self._looked_at = self._loaded_at
 
     def current(self) -> str:
         """The state the page should show: reloads first if the store changed or the period
         passed; returns a token that changes whenever what is shown may have."""
-        version = queue_version(self.store)
         with self._lock:
-            if version != self._version or time.monotonic() - self._loaded_at >= self.period:
-                added = self.pool.refresh()
-                self.board.reload()
-                if added:
-                    logger.info("now serving %s", ", ".join(added))
-                self._version, self._loaded_at = version, time.monotonic()
+            now = time.monotonic()
+            if now - self._looked_at >= POLL_S:
+                self._looked_at = now
+                version = queue_version(self.store)
+                if version != self._version or now - self._loaded_at >= self.period:
+                    try:
+                        added = self.pool.refresh(self.store.registry())
+                    except RTSRError as e:  # the store unreadable: the models stay as they are
+                        logger.warning("the evaluated registry cannot be read: %s", first_line(e))
+                        added = []
+                    self.board.reload()
+                    if added:
+                        logger.info("now serving %s", ", ".join(added))
+                    self._version, self._loaded_at = version, now
             return f"{self._version}@{self._loaded_at}"
 
 

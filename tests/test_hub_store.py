@@ -254,3 +254,76 @@ def test_two_workers_with_their_own_caches_evaluate_a_request_once_and_a_fresh_d
         assert document["model"]["id"] == "rtsrn_x2" and document["runtime"]["check"]["by"] == "worker"
         (entry,) = json.loads(files["registry.json"])["entries"]
         assert (entry["id"], entry["source"]) == ("rtsrn_x2", "submissions/req-00001/rtsrn_x2")
+
+
+def _finished_on_the_hub() -> None:
+    """The bundled RTSRN x2 as a finished request in the dataset of the stand-in this process
+    uses, with its document and registry entry, as a worker leaves it (without the minute
+    of evaluation)."""
+    from rtsr.submissions.registry import entry_for
+    from rtsr.submissions.submission import open_submission
+    from tests.test_worker import BUNDLED
+
+    store = HubStore(DATASET)
+    request = submit(store, str(BUNDLED), 1, "maintainer")
+    assert store.claim("w1") is not None
+    folder = store.folder
+    entry = entry_for(open_submission(folder / request.spec), folder, "rtsrn_x2")
+    store.finish(request.id, "w1", {"Set5": _document()}, entry, "cpu")
+
+
+def test_the_app_on_an_empty_disk_serves_the_board_and_models_of_the_dataset_and_outlives_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import RunningApp
+    from tests.test_app import EXAMPLES, call_upscale, request, uploaded_file
+
+    with HubStandIn() as hub:
+        hub.use_in_this_process(tmp_path / "writer", monkeypatch)
+        _finished_on_the_hub()
+        env = {**hub.env(), "RTSR_STORE": DATASET, "HF_HOME": str(tmp_path / "app-hf")}
+        running = RunningApp(env=env, log=tmp_path / "app.log").wait_ready()
+        try:
+            status, config = request(running, "config")
+            assert status == 200
+            assert b"rtsrn_x2" in config  # the evaluated model, served, and its row on the board
+            image = uploaded_file(running, EXAMPLES / "chelsea.png")
+            kind, outputs = call_upscale(running, image, model_id="rtsrn_x2")
+            assert kind == "complete" and outputs[3]["input_size"] == [150, 225], outputs
+            hub.stop()
+            # the Hub gone: the app keeps serving what it read, the evaluated model included
+            kind, outputs = call_upscale(running, image, model_id="rtsrn_x2")
+            assert kind == "complete", outputs
+        finally:
+            running.stop()
+    log = (tmp_path / "app.log").read_text()
+    assert f"request store: {DATASET}" in log and "Traceback" not in log
+    assert not (tmp_path / "store").exists()  # no local store beside it
+
+
+def test_while_the_hub_is_down_the_page_keeps_the_last_state_and_says_since_when(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from space.submit import queue_version, queues, store_note
+
+    with HubStandIn() as hub:
+        hub.use_in_this_process(tmp_path / "hf", monkeypatch)
+        store = HubStore(DATASET)
+        submit(store, str(make_submission(tmp_path / "tiny")), 1, "alice")
+        version = queue_version(store)
+        assert version == hub.repos[REPO].head.oid
+        assert store_note(store) == "" and len(queues(store)["pending"]) == 1
+        hub.stop()
+        before = time.time()
+        # the page's one look per poll finds the Hub gone: the token changes, so pages redraw...
+        assert queue_version(store).startswith(f"unreadable: {DATASET}: could not reach the Hub")
+        after = time.time()
+        # ...with the queues as last read, and a line that says since when
+        assert len(queues(store)["pending"]) == 1
+        note = store_note(store)
+        assert note in {
+            f"⚠️ **The Hub has not answered since {time.strftime('%H:%M UTC', time.gmtime(t))}**: the requests,"
+            " the board and the models show the state of then, and requests cannot be made until it is back."
+            for t in (before, after)
+        }, note
+        assert store.results_dir.parent == store.folder  # the files as last read, no Hub needed

@@ -50,7 +50,7 @@ def test_environment_variables_set_what_flags_do_not():
         max_file_size="10mb",
         temp_dir_size="500mb",
         temp_file_age=600,
-        store=Path("/data/store"),
+        store="/data/store",
         daily_limit=5,
         refresh=30,
         worker="local",

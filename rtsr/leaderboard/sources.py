@@ -30,7 +30,7 @@ travels across devices. Nothing here runs at import time; files are read when as
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from rtsr.constants import TRACK_SCALES
-from rtsr.errors import InputError, first_line
+from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.leaderboard.columns import METRICS, empty_leaderboard, frame_of, retyped
 from rtsr.leaderboard.schema import Evaluation, read_evaluation
 
@@ -229,6 +229,31 @@ class EvaluationFolder:
         if not path.is_file():
             raise InputError(f"{self.name}: {document} is no longer there (removed since the page loaded)")
         return read_evaluation(path)
+
+
+@dataclass(frozen=True)
+class FollowedFolder:
+    """An :class:`EvaluationFolder` whose folder is asked for each time it is read: a store on
+    the Hub reads each new head into a folder of its own. A folder that cannot be had now (the
+    Hub unreachable at the first read) leaves the source's rows out, with why."""
+
+    name: str
+    where: Callable[[], Path]
+    recursive: bool = False
+    description: str = EvaluationFolder.description
+
+    def _now(self) -> EvaluationFolder:
+        return EvaluationFolder(self.name, self.where(), self.recursive, self.description)
+
+    def load(self) -> Loaded:
+        try:
+            folder = self._now()
+        except RTSRError as e:
+            return Loaded(frame_of([]), [f"{self.name}: {first_line(e)}"])
+        return folder.load()
+
+    def evaluation(self, document: str) -> Evaluation:
+        return self._now().evaluation(document)
 
 
 #: The ids of the reference: the registry's ``bicubic-x2``/``bicubic-x3`` and the CLI's built-in.

@@ -30,14 +30,15 @@ import logging
 import random
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rtsr.errors import InputError, SubmissionError, first_line
-from rtsr.submissions.registry import RegistryEntry
+from rtsr.submissions.registry import Registry, RegistryEntry
 from rtsr.submissions.requests import (
     HUB_LEASE_S,
     HUB_SCHEME,
@@ -69,6 +70,17 @@ class _Stale(Exception):
     """Another commit became the head after this writer read it (HTTP 412)."""
 
 
+@dataclass(frozen=True)
+class _Read:
+    """The dataset as read at one commit: what a change is decided on, as a whole."""
+
+    #: The commit; None while the dataset does not exist.
+    head: str | None
+    #: Its files (a snapshot in huggingface_hub's cache).
+    folder: Path
+    requests: Requests
+
+
 class HubStore(Store):
     """The store in the dataset ``spec`` names (``hf://datasets/ORG/NAME``).
 
@@ -90,9 +102,11 @@ class HubStore(Store):
         cache = Path(constants.HF_HOME) / "rtsr" / "stores" / self.repo_id.replace("/", "--")
         self._work_dir = work_dir or cache / "work"
         self._empty = cache / "empty"  # the files of a dataset that does not exist yet
-        self._head: str | None = None
-        self._folder: Path | None = None
-        self._requests: Requests = []
+        self._read: _Read | None = None
+        #: Set while the Hub cannot be read: since when (Unix time) and why, in one line.
+        self.unreachable: tuple[float, str] | None = None
+        # a change is decided on one read and committed on its head: reads are not interleaved
+        self._lock = threading.RLock()
 
     # --- where ------------------------------------------------------------------------------
 
@@ -101,10 +115,7 @@ class HubStore(Store):
 
     @property
     def folder(self) -> Path:
-        if self._folder is None:
-            self.refresh()
-        assert self._folder is not None
-        return self._folder
+        return self._last().folder
 
     @property
     def work_dir(self) -> Path:
@@ -112,9 +123,21 @@ class HubStore(Store):
 
     @property
     def head(self) -> str | None:
-        """The dataset's commit as last read; None before the first read or while it does
-        not exist."""
-        return self._head
+        """The dataset's commit as last read; None while it does not exist."""
+        return self._last().head
+
+    def _last(self) -> _Read:
+        """The last read, reading now if there is none or this store's own commit moved the
+        head since.
+
+        Raises:
+            StoreError: the Hub cannot be read (one line).
+        """
+        with self._lock:
+            if self._read is None:
+                self.refresh()
+            assert self._read is not None
+            return self._read
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -143,10 +166,25 @@ class HubStore(Store):
 
     def refresh(self) -> bool:
         """Read the dataset at its head; return whether the head moved since the last read.
+        While the Hub cannot be read, :attr:`unreachable` says since when, and the last read
+        stays as it was.
 
         Raises:
             StoreError: the Hub cannot be reached or refuses to be read (one line).
         """
+        with self._lock:
+            try:
+                read = self._fetch(self._read)
+            except StoreError as e:
+                if self.unreachable is None:
+                    self.unreachable = (time.time(), first_line(e))
+                raise
+            self.unreachable = None
+            moved = self._read is None or read.head != self._read.head
+            self._read = read
+            return moved
+
+    def _fetch(self, last: _Read | None) -> _Read:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -157,8 +195,8 @@ class HubStore(Store):
                 return None
 
         sha = self._hub("read the dataset", head)
-        if sha is not None and sha == self._head and self._folder is not None:
-            return False
+        if last is not None and sha == last.head:
+            return last
         if sha is None:
             self._empty.mkdir(parents=True, exist_ok=True)
             folder = self._empty
@@ -178,25 +216,29 @@ class HubStore(Store):
                 requests.append(Request(**{**data, "results": list(data.get("results") or [])}))
             except (OSError, ValueError, TypeError) as e:
                 raise StoreError(f"{self.spec}: {path.name} does not read as a request ({first_line(e)})") from None
-        moved = sha != self._head or self._folder is None
-        self._head, self._folder, self._requests = sha, folder, requests
-        return moved
+        return _Read(sha, folder, requests)
+
+    def version(self) -> str:
+        """The head, read now (one request to the Hub)."""
+        self.refresh()
+        return self._last().head or ""
 
     def get(self, request_id: str) -> Request:
         self.refresh()
-        for request in self._requests:
+        for request in self._last().requests:
             if request.id == request_id:
                 return request
         raise InputError(f"no request {request_id!r} in {self.spec}")
 
-    def list(self, status: Status | None = None) -> Requests:
-        self.refresh()
-        return [r for r in self._requests if status is None or r.status == status]
+    def list(self, status: Status | None = None, fresh: bool = True) -> Requests:
+        if fresh:
+            self.refresh()
+        return [r for r in self._last().requests if status is None or r.status == status]
 
     # --- writing: one commit per change, guarded by the head it was decided on --------------
 
-    def _change(self, decide: Callable[[Requests], tuple[dict[str, bytes], str, T]]) -> T:
-        """Read the head, ``decide`` the change on what it holds (``{path: content}``, a commit
+    def _change(self, decide: Callable[[_Read], tuple[dict[str, bytes], str, T]]) -> T:
+        """Read the head, ``decide`` the change on that read (``{path: content}``, a commit
         message and the result), and commit it with that head as its parent; when another
         commit got in first, read again and decide again. An empty change commits nothing.
 
@@ -204,26 +246,36 @@ class HubStore(Store):
             StoreError: the Hub failed, refused the token, or other writers kept winning.
         """
         for attempt in range(COMMIT_ATTEMPTS):
-            self.refresh()
-            files, message, result = decide(list(self._requests))
+            with self._lock:
+                self.refresh()
+                read = self._last()
+            files, message, result = decide(read)
             if not files:
                 return result
             try:
-                self._commit(files, message)
-                self._folder = None  # read again on the next use: the head moved
+                self._commit(files, message, read.head)
             except _Stale:
                 # another writer's commit is the head now: back off a little, read, decide again
                 time.sleep(random.uniform(0.05, 0.3) * (1 + attempt))
                 continue
+            with self._lock:
+                if self._read is read:
+                    self._read = None  # read again on the next use: the head moved
             return result
         raise StoreError(f"{self.spec}: other writers kept committing first; {COMMIT_ATTEMPTS} attempts failed")
 
-    def _commit(self, files: dict[str, bytes], message: str) -> None:
+    def _commit(self, files: dict[str, bytes], message: str, parent: str | None) -> None:
+        """Commit ``files`` on ``parent``, the head they were decided on.
+
+        Raises:
+            _Stale: ``parent`` is no longer the head (or the dataset was only just created:
+                what was decided on its absence is decided again).
+        """
         from huggingface_hub import CommitOperationAdd
 
-        parent = self._head
         if parent is None:
-            parent = self._create()
+            self._create()
+            raise _Stale()
         operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content) for path, content in files.items()]
         self._hub(
             "write to the dataset",
@@ -236,16 +288,13 @@ class HubStore(Store):
             ),
         )
 
-    def _create(self) -> str:
-        """Create the dataset, private, on its first write; return its first commit."""
+    def _create(self) -> None:
+        """Create the dataset, private, on its first write."""
         url = self._hub(
             "create the dataset",
             lambda: self.api.create_repo(self.repo_id, repo_type="dataset", private=True, exist_ok=True),
         )
         logger.warning("created the private dataset %s for the request store (%s)", self.spec, url)
-        sha = self._hub("read the dataset", lambda: self.api.repo_info(self.repo_id, repo_type="dataset").sha)
-        assert sha is not None
-        return sha
 
     def submit(
         self,
@@ -260,8 +309,8 @@ class HubStore(Store):
     ) -> Request:
         copied = _files(local_folder) if local_folder is not None else {}
 
-        def decide(requests: Requests) -> tuple[dict[str, bytes], str, Request]:
-            now = time.time()
+        def decide(read: _Read) -> tuple[dict[str, bytes], str, Request]:
+            requests, now = read.requests, time.time()
             same = next(
                 (
                     r
@@ -296,8 +345,8 @@ class HubStore(Store):
     def claim(self, worker: str, lease_s: float | None = None) -> Request | None:
         lease = lease_s or self.lease_s
 
-        def decide(requests: Requests) -> tuple[dict[str, bytes], str, Request | None]:
-            now = time.time()
+        def decide(read: _Read) -> tuple[dict[str, bytes], str, Request | None]:
+            requests, now = read.requests, time.time()
             files: dict[str, bytes] = {}
             changed = {}
             for r in requests:
@@ -336,8 +385,8 @@ class HubStore(Store):
         raise LeaseLost(f"{request_id}: no longer held by worker {worker} (its lease expired)")
 
     def renew(self, request_id: str, worker: str, lease_s: float | None = None) -> None:
-        def decide(requests: Requests) -> tuple[dict[str, bytes], str, None]:
-            held = self._owned(requests, request_id, worker)
+        def decide(read: _Read) -> tuple[dict[str, bytes], str, None]:
+            held = self._owned(read.requests, request_id, worker)
             renewed = replace(held, lease_until=time.time() + (lease_s or self.lease_s))
             return _request_file(renewed), f"renew {request_id}'s lease for {worker}", None
 
@@ -346,8 +395,8 @@ class HubStore(Store):
     def fail(self, request_id: str, worker: str, reason: str) -> None:
         text = _reason(reason)
 
-        def decide(requests: Requests) -> tuple[dict[str, bytes], str, None]:
-            held = self._owned(requests, request_id, worker)
+        def decide(read: _Read) -> tuple[dict[str, bytes], str, None]:
+            held = self._owned(read.requests, request_id, worker)
             failed = replace(held, status="failed", reason=text, finished=time.time(), lease_until=None)
             return _request_file(failed), f"fail {request_id}", None
 
@@ -365,9 +414,9 @@ class HubStore(Store):
 
         _check_documents(request_id, documents)
 
-        def decide(requests: Requests) -> tuple[dict[str, bytes], str, Request]:
-            held = self._owned(requests, request_id, worker)
-            registry = self.registry()
+        def decide(read: _Read) -> tuple[dict[str, bytes], str, Request]:
+            held = self._owned(read.requests, request_id, worker)
+            registry = Registry.read(read.folder / "registry.json")
             entry_id = _unique_entry(registry, entry, request_id)
             files, paths = {}, []
             with tempfile.TemporaryDirectory(prefix="rtsr-finish-") as tmp:

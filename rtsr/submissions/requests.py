@@ -168,6 +168,9 @@ class Store(abc.ABC):
 
     #: Seconds a claim lasts unless renewed (workers renew every third of it).
     lease_s: float = LEASE_S
+    #: While a remote store cannot be read: since when (Unix time) and why; reads then give
+    #: its state as last read.
+    unreachable: tuple[float, str] | None = None
 
     @property
     @abc.abstractmethod
@@ -209,8 +212,17 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def list(self, status: Status | None = None) -> list[Request]:
-        """Requests in the order they were made, optionally of one status."""
+    def list(self, status: Status | None = None, fresh: bool = True) -> list[Request]:
+        """Requests in the order they were made, optionally of one status. ``fresh=False``
+        takes them as last read (a page between its looks at a store on the Hub)."""
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Changes whenever a request is made or changes state: what a page polls.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
 
     @abc.abstractmethod
     def submit(
@@ -388,14 +400,17 @@ class SqliteStore(Store):
                 raise InputError(f"no request {request_id!r} in {self.folder}")
             return self._requests([row])[0]
 
-    def list(self, status: Status | None = None) -> list[Request]:
-        """Requests in the order they were made, optionally of one status."""
+    def list(self, status: Status | None = None, fresh: bool = True) -> list[Request]:
+        # a local file: every read is fresh, and cheap
         with self._connect() as db:
             if status is None:
                 rows = db.execute("SELECT * FROM requests ORDER BY seq").fetchall()
             else:
                 rows = db.execute("SELECT * FROM requests WHERE status = ? ORDER BY seq", (status,)).fetchall()
             return self._requests(rows)
+
+    def version(self) -> str:
+        return ",".join(f"{r.id}:{r.status}" for r in self.list())
 
     # --- submitting ----------------------------------------------------------------------
 

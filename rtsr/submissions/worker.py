@@ -577,9 +577,7 @@ def _heartbeat(store: Store, request: Request, worker: str, lease_s: float) -> I
 class Worker:
     """Claims requests from ``store`` and evaluates them with ``backend``."""
 
-    def __init__(
-        self, store: Store, backend: Backend, name: str | None = None, lease_s: float | None = None
-    ) -> None:
+    def __init__(self, store: Store, backend: Backend, name: str | None = None, lease_s: float | None = None) -> None:
         self.store, self.backend, self.lease_s = store, backend, lease_s or store.lease_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
 
