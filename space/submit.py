@@ -229,6 +229,7 @@ def build_submit_tab(
         report = gr.Markdown(elem_id="check-report")
 
     gr.Markdown("### Requests")
+    gr.Markdown(f"Requests, results and the evaluated models are kept {store.where_kept()}.", elem_id="store-where")
     note = gr.Markdown(store_note(store), elem_id="store-note")
     frames = queues(store)
     accordions, tables = [], []

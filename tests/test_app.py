@@ -585,6 +585,7 @@ def test_a_corrupt_request_store_leaves_the_app_serving_and_the_page_says_so(tmp
         status, config = request(running, "config")
         assert status == 200
         assert b"The request store cannot be read" in config and str(store).encode() not in config
+        assert b"kept on this machine's disk: a Space loses them when it restarts" in config
         assert b"NTIRE 2023 (reported)" in config  # the leaderboard's other sources
         kind, outputs = call_upscale(running, uploaded_file(running, EXAMPLES / "chelsea.png"), model_id="bicubic-x2")
         assert kind == "complete" and outputs[3]["input_size"] == [150, 225]

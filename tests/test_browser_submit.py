@@ -189,5 +189,5 @@ def test_the_submit_tab_signed_in_queues_a_repo_and_refuses_what_it_must(browser
             if context is not None:
                 context.close()
             app.stop()
-    assert any(r.startswith("/api/whoami-v2") for r in hub.requests)
+    assert any(r.startswith("GET /api/whoami-v2") for r in hub.requests)
     assert "Traceback" not in (tmp_path / "app.log").read_text()

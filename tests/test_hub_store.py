@@ -287,6 +287,7 @@ def test_the_app_on_an_empty_disk_serves_the_board_and_models_of_the_dataset_and
             status, config = request(running, "config")
             assert status == 200
             assert b"rtsrn_x2" in config  # the evaluated model, served, and its row on the board
+            assert b"kept in the Hub dataset `lab/rtsr-store`, which outlasts the Space's restarts" in config
             image = uploaded_file(running, EXAMPLES / "chelsea.png")
             kind, outputs = call_upscale(running, image, model_id="rtsrn_x2")
             assert kind == "complete" and outputs[3]["input_size"] == [150, 225], outputs
@@ -327,3 +328,51 @@ def test_while_the_hub_is_down_the_page_keeps_the_last_state_and_says_since_when
             for t in (before, after)
         }, note
         assert store.results_dir.parent == store.folder  # the files as last read, no Hub needed
+
+
+def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another_through_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL mid-evaluation: the request stays running on the Hub until its lease runs out,
+    then a worker on another disk takes it and finishes it; the dead one's lease renewals
+    were commits of their own."""
+    import signal
+
+    from tests.test_worker import BUNDLED, FAST, _wait_for
+
+    with HubStandIn() as hub:
+        hub.use_in_this_process(tmp_path / "hf", monkeypatch)
+        store = HubStore(DATASET)
+        request = submit(store, str(BUNDLED), 1, "alice")
+        env = {**os.environ, **hub.env(), "RTSR_STORE": DATASET}
+        worker = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "rtsr", "-q", "worker", "--lease", "6", "--poll", "0.2"),
+                *("--crop-size", "258", "258", "--warmup", "1", "--repeat", "400"),
+            ],
+            cwd=ROOT,
+            env={**env, "HF_HOME": str(tmp_path / "killed")},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for(lambda: store.get(request.id).status == "running", 120, "the claim")
+            _wait_for(lambda: any(c.title.startswith("renew ") for c in hub.repos[REPO].commits), 60, "a lease renewal")
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        held = store.get(request.id)
+        assert held.status == "running" and held.attempts == 1
+        assert store.claim("too-early") is None
+        time.sleep(max(0.0, (held.lease_until or 0) - time.time()) + 0.5)
+        result = subprocess.run(
+            [sys.executable, "-m", "rtsr", "worker", "--once", *FAST],
+            cwd=ROOT,
+            env={**env, "HF_HOME": str(tmp_path / "second")},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert f"{request.id}: finished" in result.stdout, result.stderr
+        done = store.get(request.id)
+        assert (done.status, done.attempts) == ("finished", 2)

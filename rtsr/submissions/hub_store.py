@@ -113,6 +113,9 @@ class HubStore(Store):
     def describe(self) -> str:
         return self.spec
 
+    def where_kept(self) -> str:
+        return f"in the Hub dataset `{self.repo_id}`, which outlasts the Space's restarts"
+
     @property
     def folder(self) -> Path:
         return self._last().folder

@@ -186,6 +186,10 @@ class Store(abc.ABC):
     def describe(self) -> str:
         """Where the store is, as the user named it."""
 
+    @abc.abstractmethod
+    def where_kept(self) -> str:
+        """Where requests and results are kept, for a page: no path of the server's."""
+
     @property
     def results_dir(self) -> Path:
         return self.folder / "results"
@@ -340,6 +344,9 @@ class SqliteStore(Store):
 
     def describe(self) -> str:
         return str(self._folder)
+
+    def where_kept(self) -> str:
+        return "on this machine's disk: a Space loses them when it restarts"
 
     @property
     def database(self) -> Path:
@@ -627,7 +634,7 @@ def open_store(spec: str | Path | None = None) -> Store:
             dataset's.
     """
     text = str(spec) if spec is not None else os.environ.get(STORE_ENV) or str(DEFAULT_STORE)
-    if text.startswith(HUB_SCHEME):
+    if text.startswith("hf:"):  # hf:/datasets/... too (a path's spelling of it): never a folder
         from rtsr.submissions.hub_store import HubStore
 
         return HubStore(text)
