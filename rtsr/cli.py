@@ -404,6 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a request whose worker stops renewing for this long goes back to pending"
         f" (default {LEASE_S:g}; {HUB_LEASE_S:g} for a store on the Hub)",
     )
+    p.add_argument(
+        "--offer-results",
+        action="store_true",
+        help="after a passing evaluation of a Hub repo, open a pull request on it that adds the results to its"
+        " model card's model-index (off by default)",
+    )
+    p.add_argument(
+        "--board-url",
+        metavar="URL",
+        help="the leaderboard the pull request links (default: the Space, when run on one)",
+    )
     j = p.add_argument_group("hf-jobs backend", "each request as a Hugging Face Job (HfApi.run_job)")
     j.add_argument("--flavor", default="l4x1", help="the one GPU flavor every submission is timed on (default l4x1)")
     j.add_argument("--image", default=None, help="the job's image, e.g. hf.co/spaces/org/space (required for hf-jobs)")
@@ -806,7 +817,15 @@ def _cmd_worker(args: argparse.Namespace) -> None:
     import os
 
     from rtsr.submissions.requests import open_store
-    from rtsr.submissions.worker import Backend, EvaluationSettings, HfJobsBackend, LocalBackend, TestSet, run_workers
+    from rtsr.submissions.worker import (
+        Backend,
+        EvaluationSettings,
+        HfJobsBackend,
+        LocalBackend,
+        Offer,
+        TestSet,
+        run_workers,
+    )
 
     store = open_store(args.store)
     settings = EvaluationSettings(
@@ -833,7 +852,11 @@ def _cmd_worker(args: argparse.Namespace) -> None:
         )
     if not args.quiet:
         logging.getLogger("rtsr.submissions.worker").setLevel(logging.INFO)
-    done = run_workers(store, backend, args.workers, args.once, args.poll, lease_s=args.lease)
+    offer = None
+    if args.offer_results:
+        space = os.environ.get("SPACE_ID")  # set on a Space: the board is that Space
+        offer = Offer(args.board_url or (f"https://huggingface.co/spaces/{space}" if space else None))
+    done = run_workers(store, backend, args.workers, args.once, args.poll, lease_s=args.lease, offer=offer)
     for r in done:
         outcome = f"finished, served as {r.entry_id}" if r.status == "finished" else f"{r.status}: {r.reason}"
         print(printable(f"{r.id}: {outcome}"))

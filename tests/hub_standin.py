@@ -56,11 +56,22 @@ class Commit:
 
 
 @dataclass
+class PullRequest:
+    num: int
+    title: str
+    description: str
+    commit: Commit
+
+
+@dataclass
 class Repo:
     type: str  # "model", "dataset", "space"
     id: str
     private: bool
     commits: list[Commit] = field(default_factory=list)
+    #: Whether others may open pull requests (the Hub's "discussions" setting).
+    discussions: bool = True
+    pulls: list[PullRequest] = field(default_factory=list)
 
     @property
     def head(self) -> Commit:
@@ -69,15 +80,20 @@ class Repo:
     def at(self, revision: str) -> Commit | None:
         if revision in ("main", "refs/heads/main"):
             return self.head
+        for pull in self.pulls:
+            if revision in (f"refs/pr/{pull.num}", pull.commit.oid):
+                return pull.commit
         return next((c for c in self.commits if c.oid == revision), None)
 
-    def commit(self, title: str, files: dict[str, bytes]) -> Commit:
+    def commit(self, title: str, files: dict[str, bytes], pull: bool = False) -> Commit:
+        """A commit on main, or with ``pull`` one on top of main that only a pull request holds."""
         parent = self.commits[-1].oid if self.commits else None
         digest = hashlib.sha1(
             json.dumps([parent, title, sorted((p, git_blob_id(c)) for p, c in files.items())]).encode()
         )
         commit = Commit(digest.hexdigest(), parent, title, dict(files), time.time())
-        self.commits.append(commit)
+        if not pull:
+            self.commits.append(commit)
         return commit
 
 
@@ -209,6 +225,8 @@ class HubStandIn:
             if token not in (TOKEN, READ_TOKEN):
                 raise HubError(401, "Invalid credentials in Authorization header")
             return 200, USER, None, None
+        if path == "/api/validate-yaml" and method == "POST":
+            return self._validate_yaml(json.loads(body or b"{}"))
         if path == "/api/repos/create" and method == "POST":
             return self._create(token, json.loads(body or b"{}"))
         match = re.match(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)(?:/(.*))?$", path)
@@ -222,6 +240,18 @@ class HubStandIn:
             kind = (match[1] or "models")[:-1]
             return self._resolve(kind, unquote(match[2]), unquote(match[3]), unquote(match[4]), token)
         raise HubError(404, f"no route {method} {path}")
+
+    def _validate_yaml(self, payload: dict[str, Any]) -> tuple[int, Any, None, None]:
+        """The Hub checks a README's metadata before a commit takes it."""
+        import yaml
+
+        content = str(payload.get("content") or "")
+        if content.startswith("---"):
+            try:
+                yaml.safe_load(content.split("---", 2)[1])
+            except yaml.YAMLError as e:
+                raise HubError(400, f"Invalid YAML metadata: {e}") from None
+        return 200, {"errors": [], "warnings": []}, None, None
 
     def _fixed_model(self, repo_id: str, revision: str | None) -> tuple[int, Any, None, None]:
         commit, files = self.models[repo_id]
@@ -245,6 +275,18 @@ class HubStandIn:
         repo = self._readable(kind, repo_id, token)
         if token != TOKEN or repo_id.split("/")[0] not in NAMESPACES:
             raise HubError(403, f"You don't have the rights to write to {repo_id}")
+        return repo
+
+    def _proposable(self, kind: str, repo_id: str, token: str | None) -> Repo:
+        """A repo ``token`` may open a pull request on: any it can read, with a token that may
+        write, unless its owner turned discussions off."""
+        if token is None:
+            raise HubError(401, "Invalid credentials in Authorization header")
+        repo = self._readable(kind, repo_id, token)
+        if token != TOKEN:
+            raise HubError(403, f"You don't have the rights to open a pull request on {repo_id}")
+        if not repo.discussions:
+            raise HubError(403, "Discussions are disabled for this repo")
         return repo
 
     def _create(self, token: str | None, payload: dict[str, Any]) -> tuple[int, Any, None, None]:
@@ -291,8 +333,9 @@ class HubStandIn:
                     )
                     step = repo.at(step.parent) if step.parent else None
                 return 200, history, None, None
+            pull = bool(query.get("create_pr"))
             if method == "POST" and rest.startswith("preupload/"):
-                repo = self._writable(kind, repo_id, token)
+                repo = self._proposable(kind, repo_id, token) if pull else self._writable(kind, repo_id, token)
                 commit = self._at(repo, unquote(rest.removeprefix("preupload/")))
                 files = []
                 for item in json.loads(body)["files"]:
@@ -301,7 +344,7 @@ class HubStandIn:
                     files.append({"path": item["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": oid})
                 return 200, {"files": files, "commitOid": commit.oid}, None, None
             if method == "POST" and rest.startswith("commit/"):
-                repo = self._writable(kind, repo_id, token)
+                repo = self._proposable(kind, repo_id, token) if pull else self._writable(kind, repo_id, token)
                 return self._commit(repo, unquote(rest.removeprefix("commit/")), body, query)
         raise HubError(404, f"no route {method} /api/{kind}s/{repo_id}/{rest}")
 
@@ -312,14 +355,15 @@ class HubStandIn:
         return commit
 
     def _commit(self, repo: Repo, revision: str, body: bytes, query: dict[str, Any]) -> tuple[int, Any, None, None]:
-        if revision != "main" or query.get("create_pr"):
+        pull = bool(query.get("create_pr"))
+        if revision != "main":
             raise HubError(400, "commits go to main here")
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         header = next((line["value"] for line in lines if line["key"] == "header"), None)
         if header is None:
             raise HubError(400, "a commit needs a header")
         parent = header.get("parentCommit")
-        if parent is not None and parent != repo.head.oid:
+        if parent is not None and parent != repo.head.oid and not pull:
             raise HubError(
                 412, f"A commit has happened since. Please refresh and try again. ({parent} is not the head)"
             )
@@ -337,14 +381,14 @@ class HubStandIn:
                 files = {p: c for p, c in files.items() if not p.startswith(folder)}
             elif line["key"] != "header":
                 raise HubError(400, f"this stand-in takes no {line['key']}")
-        commit = repo.commit(header.get("summary") or "", files)
+        commit = repo.commit(header.get("summary") or "", files, pull=pull)
         prefix = "" if repo.type == "model" else f"{repo.type}s/"
-        return (
-            200,
-            {"commitUrl": f"{self.url}/{prefix}{repo.id}/commit/{commit.oid}", "commitOid": commit.oid},
-            None,
-            None,
-        )
+        answer = {"commitUrl": f"{self.url}/{prefix}{repo.id}/commit/{commit.oid}", "commitOid": commit.oid}
+        if pull:
+            number = len(repo.pulls) + 1
+            repo.pulls.append(PullRequest(number, commit.title, header.get("description") or "", commit))
+            answer["pullRequestUrl"] = f"{self.url}/{prefix}{repo.id}/discussions/{number}"
+        return 200, answer, None, None
 
     def _resolve(
         self, kind: str, repo_id: str, revision: str, path: str, token: str | None

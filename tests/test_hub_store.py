@@ -376,3 +376,69 @@ def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another_through_th
         assert f"{request.id}: finished" in result.stdout, result.stderr
         done = store.get(request.id)
         assert (done.status, done.attempts) == ("finished", 2)
+
+
+CARD = """---
+license: apache-2.0
+tags:
+- super-resolution
+---
+
+# Bob's RTSRN
+"""
+
+
+def test_the_worker_offers_the_results_to_the_participants_repo_as_a_pull_request(tmp_path: Path) -> None:
+    """``rtsr worker --offer-results``: a passing Hub repo gets a pull request that adds the
+    results to its card's ``model-index`` (parsed back here with huggingface_hub's own
+    ``ModelCard``); a repo with discussions closed refuses it, which is one line in the log,
+    and its request finishes all the same."""
+    from huggingface_hub import ModelCard
+
+    from tests.test_worker import BUNDLED, FAST
+
+    files = {p.name: p.read_bytes() for p in BUNDLED.iterdir() if p.name in ("arch.py", "model.safetensors")}
+    meta = {**json.loads((BUNDLED / "submission.json").read_text()), "team": "Bob's Team", "method": "Bob's RTSRN"}
+    files |= {"submission.json": json.dumps(meta).encode(), "README.md": CARD.encode()}
+    with HubStandIn() as hub:
+        for name in ("bob/rtsrn-x2", "bob/closed-x2"):
+            repo = hub.create("model", name, private=False)
+            repo.commit("upload", {**repo.head.files, **files})
+        hub.repos["model", "bob/closed-x2"].discussions = False
+        env = {**os.environ, **hub.env(), "RTSR_STORE": DATASET}
+
+        def rtsr(*args: str, home: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "rtsr", *args],
+                cwd=ROOT,
+                env={**env, "HF_HOME": str(tmp_path / home)},
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+
+        for name in ("bob/rtsrn-x2", "bob/closed-x2"):
+            assert rtsr("submit", name, "--submitter", "bob", home="bob").returncode == 0
+        board = "https://huggingface.co/spaces/lab/rtsr"
+        worker = rtsr("worker", "--once", "--offer-results", "--board-url", board, *FAST, home="worker")
+        assert worker.returncode == 0, worker.stderr
+        assert "req-00001: finished" in worker.stdout and "req-00002: finished" in worker.stdout
+        # the open repo: one pull request, on top of its main, that adds the results to its card
+        (pull,) = hub.repos["model", "bob/rtsrn-x2"].pulls
+        assert pull.title == "Add the rtsr leaderboard's results (request req-00001)"
+        commit = hub.repos["model", "bob/rtsrn-x2"].commits[-1].oid
+        assert f"at commit {commit} (request req-00001)" in pull.description and f"]({board})" in pull.description
+        card = ModelCard(pull.commit.files["README.md"].decode())
+        assert card.data.license == "apache-2.0" and card.text.strip() == "# Bob's RTSRN"  # kept as it was
+        results = {r.metric_type: r for r in card.data.eval_results}
+        document = json.loads(hub.repos[REPO].head.files["results/req-00001/Set5.json"])
+        assert results["psnr_rgb"].metric_value == pytest.approx(document["metrics"]["mean"]["psnr_rgb"])
+        assert results["psnr_rgb"].dataset_name == "Set5" and card.data.model_name == "Bob's RTSRN"
+        assert hub.repos["model", "bob/rtsrn-x2"].head.files["README.md"] == CARD.encode()  # main untouched
+        # the closed repo: refused, in one line, and its request finished
+        assert hub.repos["model", "bob/closed-x2"].pulls == []
+        refusals = [line for line in worker.stderr.splitlines() if "results not offered" in line]
+        assert len(refusals) == 1 and refusals[0].startswith(
+            "WARNING rtsr.submissions.worker: req-00002: results not offered to bob/closed-x2: "
+        ), worker.stderr
+        assert "Discussions are disabled" in refusals[0] and "Traceback" not in worker.stderr

@@ -156,6 +156,46 @@ def eval_results(evaluation: Evaluation) -> list[EvalResult]:
     ]
 
 
+def offer_results(
+    repo_id: str, revision: str, documents: dict[str, dict[str, Any]], request: str, board_url: str | None = None
+) -> str:
+    """Open a pull request on a participant's model repo that adds an evaluation's results
+    to its card's ``model-index`` (``metadata_update(..., create_pr=True)``): the pattern by
+    which the Hub's leaderboards put results on model pages without write access to them.
+    The PR says which request and commit were measured, and links the board. Returns its URL.
+
+    Raises:
+        huggingface_hub.errors.HfHubHTTPError: the Hub refused it (discussions closed, no
+            permission) or failed.
+        ValueError: the card's metadata cannot take the results.
+    """
+    from huggingface_hub import metadata_update
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
+    from rtsr.leaderboard import Evaluation
+
+    results, name = [], repo_id.split("/")[-1]
+    for set_name, document in documents.items():
+        checked = Evaluation.from_document(document, f"{request}/{set_name}")
+        results += eval_results(checked)
+        name = checked.text("model.name") or name
+    where = f"[the leaderboard]({board_url})" if board_url else "the leaderboard"
+    description = (
+        f"The rtsr worker evaluated `{repo_id}` at commit {revision} (request {request}) and put its results"
+        f" on {where}. This pull request adds them to the model card's `model-index`, so that the Hub shows"
+        " them on the model's page; merge it if you want them there."
+    )
+    info = metadata_update(
+        repo_id,
+        {"model-index": eval_results_to_model_index(name, results)},
+        overwrite=True,
+        commit_message=f"Add the rtsr leaderboard's results (request {request})",
+        commit_description=description,
+        create_pr=True,
+    )
+    return str(info)
+
+
 def _measured(evaluation: Evaluation) -> list[str]:
     """The card's text of what was measured: the per-image metrics of the model and of
     bicubic, then the others, each as the specification prints it."""

@@ -574,12 +574,28 @@ def _heartbeat(store: Store, request: Request, worker: str, lease_s: float) -> I
         thread.join()
 
 
+@dataclass(frozen=True)
+class Offer:
+    """After a passing evaluation of a Hub repo, open a pull request on it that adds the
+    results to its card (:func:`rtsr.submissions.hub.offer_results`), linking ``board_url``."""
+
+    board_url: str | None = None
+
+
 class Worker:
     """Claims requests from ``store`` and evaluates them with ``backend``."""
 
-    def __init__(self, store: Store, backend: Backend, name: str | None = None, lease_s: float | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        name: str | None = None,
+        lease_s: float | None = None,
+        offer: Offer | None = None,
+    ) -> None:
         self.store, self.backend, self.lease_s = store, backend, lease_s or store.lease_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.offer = offer
 
     def process(self, request: Request) -> Request:
         """Evaluate one claimed request and record its outcome; return it as stored.
@@ -612,7 +628,23 @@ class Worker:
                 return self.store.get(request.id)
             done = self.store.finish(request.id, self.name, evaluation.documents, entry, evaluation.device)
         logger.info("%s finished in %.0f s: served as %s", request.id, time.monotonic() - started, done.entry_id)
+        if self.offer is not None and request.repo is not None:
+            self._offer(request, request.repo, evaluation.documents)
         return done
+
+    def _offer(self, request: Request, repo: str, documents: dict[str, dict[str, Any]]) -> None:
+        """Offer the results to the participant's repo as a pull request; a repo that refuses
+        it (discussions closed, no permission) is one line in the log, and the request stays
+        finished."""
+        from rtsr.submissions.hub import offer_results
+
+        assert self.offer is not None
+        try:
+            url = offer_results(repo, request.revision, documents, request.id, self.offer.board_url)
+        except Exception as e:  # the Hub's refusal, whatever its kind: never the request's failure
+            logger.warning("%s: results not offered to %s: %s", request.id, repo, first_line(e))
+        else:
+            logger.info("%s: results offered to %s as a pull request: %s", request.id, repo, url)
 
     def _entry(self, request: Request, submission: Submission, folder: Path) -> RegistryEntry:
         """The registry entry a passing ``submission`` will be served as, a local one relative
@@ -674,15 +706,18 @@ def run_workers(
     poll_s: float,
     stop: threading.Event | None = None,
     lease_s: float | None = None,
+    offer: Offer | None = None,
 ) -> list[Request]:
     """``count`` workers in threads of this process (for jobs, which mostly wait)."""
     if count == 1:
-        return Worker(store, backend, lease_s=lease_s).run(once, poll_s, stop)
+        return Worker(store, backend, lease_s=lease_s, offer=offer).run(once, poll_s, stop)
     results: list[list[Request]] = [[] for _ in range(count)]
     threads = [
         threading.Thread(
             target=lambda i=i: results[i].extend(
-                Worker(store, backend, f"{socket.gethostname()}:{os.getpid()}:{i}", lease_s).run(once, poll_s, stop)
+                Worker(store, backend, f"{socket.gethostname()}:{os.getpid()}:{i}", lease_s, offer).run(
+                    once, poll_s, stop
+                )
             ),
             name=f"worker-{i}",
         )
@@ -710,6 +745,7 @@ __all__: Sequence[str] = (
     "EvaluationSettings",
     "HfJobsBackend",
     "LocalBackend",
+    "Offer",
     "TestSet",
     "Worker",
     "evaluate_submission",
