@@ -442,3 +442,44 @@ def test_the_worker_offers_the_results_to_the_participants_repo_as_a_pull_reques
             "WARNING rtsr.submissions.worker: req-00002: results not offered to bob/closed-x2: "
         ), worker.stderr
         assert "Discussions are disabled" in refusals[0] and "Traceback" not in worker.stderr
+
+
+def test_a_job_evaluates_a_local_submission_from_its_copy_in_the_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Jobs, a maintainer's local submission travels through the store: the job fetches its
+    copy from the dataset at the commit the worker read, with the read-only token it is given,
+    checks it is the submission requested, and evaluates it."""
+    from rtsr.submissions.worker import EvaluationSettings, HfJobsBackend, TestSet, Worker
+    from tests.test_worker import BUNDLED, LocalJobs
+
+    with HubStandIn() as hub:
+        hub.use_in_this_process(tmp_path / "worker", monkeypatch)
+        store = HubStore(DATASET)
+        request = submit(store, str(BUNDLED), 1, "maintainer")
+        # the job: another machine (its own empty cache), with a read-only token for the store
+        jobs = LocalJobs(tmp_path, {**os.environ, **hub.env(token=None), "HF_HOME": str(tmp_path / "job")})
+        settings = EvaluationSettings(
+            test_sets=(TestSet("Set5", str(ROOT / "testsets" / "Set5")),),
+            device="cpu",
+            target_size=(66, 66),
+            warmup=1,
+            repeat=3,
+        )
+        backend = HfJobsBackend(
+            jobs, image="hf.co/spaces/lab/rtsr", settings=settings, test_set_token=READ_TOKEN, poll_s=0.2
+        )
+        (done,) = Worker(store, backend).run(once=True)
+        assert (done.id, done.status, done.entry_id) == (request.id, "finished", "rtsrn_x2"), done.reason
+        (process, log, spec) = jobs.jobs["job1"]
+        payload = json.loads(spec["command"][3])
+        assert payload["copy"] == {
+            "dataset": "lab/rtsr-store",
+            "commit": payload["copy"]["commit"],
+            "folder": "submissions/req-00001/rtsrn_x2",
+            "pin": request.revision,
+        }
+        assert hub.repos[REPO].at(payload["copy"]["commit"]) is not None
+        assert process.returncode == 0 and READ_TOKEN not in log.read_text()
+        document = json.loads(hub.repos[REPO].head.files["results/req-00001/Set5.json"])
+        assert document["runtime"]["check"]["size_by"] == "exported graph"

@@ -113,6 +113,10 @@ class HubStore(Store):
     def describe(self) -> str:
         return self.spec
 
+    def remote_copy(self) -> tuple[str, str] | None:
+        head = self.head
+        return (self.repo_id, head) if head is not None else None
+
     def where_kept(self) -> str:
         return f"in the Hub dataset `{self.repo_id}`, which outlasts the Space's restarts"
 

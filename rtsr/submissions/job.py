@@ -20,9 +20,31 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from rtsr.errors import RTSRError, first_line
+from rtsr.errors import RTSRError, SubmissionError, first_line
+from rtsr.submissions.requests import local_revision
 from rtsr.submissions.submission import open_submission
 from rtsr.submissions.worker import EvaluationSettings, TestSet, evaluate_submission, failure_line, result_line
+
+
+def _fetch_copy(copy: dict[str, str], token: str | None) -> Path:
+    """A local submission's copy in the store's dataset, at the commit given, fetched with the
+    job's read token (a private store needs one that reads it).
+
+    Raises:
+        SubmissionError: it cannot be had (one line).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder = copy["folder"]
+    try:
+        root = snapshot_download(
+            copy["dataset"], repo_type="dataset", revision=copy["commit"], allow_patterns=[f"{folder}/*"], token=token
+        )
+    except (HfHubHTTPError, OSError) as e:
+        where = f"{copy['dataset']}@{copy['commit'][:12]}"
+        raise SubmissionError(f"{where}: {folder} cannot be fetched ({first_line(e)})") from None
+    return Path(root) / folder
 
 
 def main(argv: list[str]) -> int:
@@ -37,9 +59,12 @@ def main(argv: list[str]) -> int:
         settings = EvaluationSettings.from_dict(payload["settings"])
         # fetch what needs the token now, then forget it
         folders = [TestSet(t.name, str(t.folder(token))) for t in settings.test_sets]
+        copied = _fetch_copy(payload["copy"], token) if "copy" in payload else None
         del token
         settings = replace(settings, test_sets=tuple(folders))
-        submission = open_submission(payload["spec"])
+        submission = open_submission(copied or payload["spec"])
+        if copied is not None and local_revision(submission) != payload["copy"]["pin"]:
+            raise SubmissionError("the copy fetched from the store is not the submission that was requested")
         with tempfile.TemporaryDirectory(prefix="rtsr-job-") as cache:
             evaluation = evaluate_submission(
                 submission, int(payload["track"]), settings, Path(cache), labels=payload["labels"]

@@ -35,10 +35,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
 from rtsr.submissions.registry import Registry, RegistryEntry, reserved
+
+if TYPE_CHECKING:
+    from rtsr.submissions.submission import Submission
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +192,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def where_kept(self) -> str:
         """Where requests and results are kept, for a page: no path of the server's."""
+
+    def remote_copy(self) -> tuple[str, str] | None:
+        """The Hub dataset and commit that hold the local submissions' copies, for a job on
+        another machine to fetch; None for a store on this machine's disk."""
+        return None
 
     @property
     def results_dir(self) -> Path:
@@ -625,6 +633,13 @@ class SqliteStore(Store):
             logger.error("%s: could not put the registry back (%s)", self.registry_path, e.strerror)
 
 
+def local_revision(submission: Submission) -> str:
+    """What pins a local submission as a commit pins a Hub repo: ``sha256:<16 hex>`` over its
+    files' hashes."""
+    digest = hashlib.sha256(json.dumps(submission.hashes(), sort_keys=True).encode()).hexdigest()
+    return f"sha256:{digest[:16]}"
+
+
 def open_store(spec: str | Path | None = None) -> Store:
     """The store ``spec`` names (``$RTSR_STORE``, else ``store/`` under the repository, when
     None): ``hf://datasets/ORG/NAME`` is a Hub dataset, anything else a local folder.
@@ -688,11 +703,10 @@ def submit(
                 f"{leaving[0].as_posix()} is a link that leaves the submission's folder: ship the file itself"
                 + (f" ({len(leaving) - 1} more such links)" if len(leaving) > 1 else "")
             )
-        digest = hashlib.sha256(json.dumps(submission.hashes(), sort_keys=True).encode()).hexdigest()
         return store.submit(
             str(path),
             None,
-            f"sha256:{digest[:16]}",
+            local_revision(submission),
             track,
             submitter,
             daily_limit,

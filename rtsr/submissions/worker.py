@@ -451,28 +451,36 @@ class HfJobsBackend:
     timeout_s: int = 3600
     poll_s: float = 10.0
 
-    def command(self, request: Request, submission: Submission) -> list[str]:
-        """The job's command line (also what the stand-in runs)."""
-        payload = {
+    def command(self, request: Request, submission: Submission, copy: tuple[str, str] | None = None) -> list[str]:
+        """The job's command line (also what the stand-in runs); ``copy``: the dataset and
+        commit that hold a local submission's copy, which the job fetches."""
+        payload: dict[str, Any] = {
             "spec": submission.source,
             "track": request.track,
             "settings": self.settings.as_dict(),
             "labels": _labels(request, submission, _entry_id(request, submission)),
         }
+        if copy is not None:
+            dataset, commit = copy
+            payload["copy"] = {"dataset": dataset, "commit": commit, "folder": request.spec, "pin": request.revision}
         return ["python", "-m", "rtsr.submissions.job", json.dumps(payload)]
 
     def evaluate(
         self, request: Request, submission: Submission, store: Store, keepalive: Callable[[], None]
     ) -> Evaluation:
-        if not request.is_hub:
-            raise SubmissionError("a local submission cannot be evaluated as a Hub job; run a local worker for it")
+        copy = None if request.is_hub else store.remote_copy()
+        if not request.is_hub and copy is None:
+            raise SubmissionError(
+                "a local submission in a store on one machine cannot travel to a Hub job: run a local worker for it,"
+                " or keep the store on the Hub"
+            )
         tag = secrets.token_hex(16)
         job_secrets = {"RTSR_RESULT_TAG": tag}
         if self.test_set_token:
             job_secrets["HF_TOKEN"] = self.test_set_token
         job = self.api.run_job(
             image=self.image,
-            command=self.command(request, submission),
+            command=self.command(request, submission, copy),
             secrets=job_secrets,
             flavor=self.flavor,
             timeout=self.timeout_s,
