@@ -162,6 +162,7 @@ class HubStandIn:
 
             do_GET = do_POST = do_HEAD = _handle
 
+        self._handler = Handler
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -180,6 +181,12 @@ class HubStandIn:
         for connection in list(self.connections):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+
+    def restart(self) -> None:
+        """Serve again on the same port, with the repos as they were: the Hub back."""
+        self.server = ThreadingHTTPServer(("127.0.0.1", int(self.url.rsplit(":", 1)[1])), self._handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
 
     def env(self, token: str | None = TOKEN) -> dict[str, str]:
         """What makes huggingface_hub talk to this stand-in, signed in with ``token``."""

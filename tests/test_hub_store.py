@@ -483,3 +483,59 @@ def test_a_job_evaluates_a_local_submission_from_its_copy_in_the_dataset(
         assert process.returncode == 0 and READ_TOKEN not in log.read_text()
         document = json.loads(hub.repos[REPO].head.files["results/req-00001/Set5.json"])
         assert document["runtime"]["check"]["size_by"] == "exported graph"
+
+
+def test_the_hub_gone_mid_evaluation_leaves_nothing_half_written_and_the_request_is_finished_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in stops while a worker evaluates, and comes back: the worker says so in
+    lines, not tracebacks; the dataset holds the claim and nothing of a result; once the
+    lease runs out, another worker finishes the request."""
+    import signal
+
+    from tests.test_worker import BUNDLED, FAST, _wait_for
+
+    with HubStandIn() as hub:
+        hub.use_in_this_process(tmp_path / "hf", monkeypatch)
+        store = HubStore(DATASET)
+        request = submit(store, str(BUNDLED), 1, "alice")
+        env = {**os.environ, **hub.env(), "RTSR_STORE": DATASET}
+        log = tmp_path / "worker.log"
+        with log.open("w") as out:
+            worker = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "rtsr", "-q", "worker", "--lease", "6", "--poll", "0.5"),
+                    *("--crop-size", "258", "258", "--warmup", "1", "--repeat", "300"),
+                ],
+                cwd=ROOT,
+                env={**env, "HF_HOME": str(tmp_path / "first")},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for(lambda: store.get(request.id).status == "running", 120, "the claim")
+            hub.stop()
+            time.sleep(8)  # past the lease: renewals fail meanwhile
+            hub.restart()
+            # nothing half-written: the claim is there, no result, no registry entry
+            files = hub.repos[REPO].head.files
+            state = json.loads(files["requests/req-00001.json"])
+            assert (state["status"], state["attempts"]) == ("running", 1)
+            assert not any(p.startswith("results/") for p in files) and "registry.json" not in files
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        text = log.read_text()
+        assert f"{request.id}: the lease could not be renewed: {DATASET}: could not reach the Hub" in text
+        assert "Traceback" not in text
+        time.sleep(max(0.0, (store.get(request.id).lease_until or 0) - time.time()) + 0.5)
+        result = subprocess.run(
+            [sys.executable, "-m", "rtsr", "worker", "--once", *FAST],
+            cwd=ROOT,
+            env={**env, "HF_HOME": str(tmp_path / "second")},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert f"{request.id}: finished" in result.stdout, result.stderr
+        assert store.get(request.id).attempts == 2

@@ -568,6 +568,10 @@ def _heartbeat(store: Store, request: Request, worker: str, lease_s: float) -> I
             except LeaseLost as e:
                 lost.append(e)
                 return
+            except StoreError as e:
+                # the store unreachable for now (the Hub down): try again at the next beat; if
+                # it stays away past the lease, the request goes to another worker
+                logger.warning("%s: the lease could not be renewed: %s", request.id, first_line(e))
 
     def check() -> None:
         if lost:
