@@ -28,6 +28,31 @@ def _document() -> dict:
     return json.loads((ROOT / "leaderboard" / "evaluations" / "rtsrn-x2_Set5.json").read_text())
 
 
+def _rtsr(hub: HubStandIn, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m rtsr ARGS`` on the stand-in's dataset, signed in, with ``home`` as its
+    ``$HF_HOME`` (a disk of its own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rtsr", *args],
+        cwd=ROOT,
+        env={**os.environ, **hub.env(), "HF_HOME": str(home), "RTSR_STORE": DATASET},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _finished_after_its_lease(hub: HubStandIn, store: HubStore, request_id: str, home: Path) -> None:
+    """Wait until the request's lease has run out, then check that a worker on a disk of its
+    own takes it over and finishes it."""
+    from tests.test_worker import FAST
+
+    time.sleep(max(0.0, (store.get(request_id).lease_until or 0) - time.time()) + 0.5)
+    result = _rtsr(hub, home, "worker", "--once", *FAST)
+    assert f"{request_id}: finished" in result.stdout, result.stderr
+    done = store.get(request_id)
+    assert (done.status, done.attempts) == ("finished", 2)
+
+
 def test_the_dataset_is_created_private_on_the_first_write_and_each_change_is_a_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,14 +208,7 @@ def test_the_cli_on_the_hub_store_and_a_fresh_disk_reads_the_same_state(tmp_path
     with HubStandIn() as hub:
 
         def rtsr(*args: str, home: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "rtsr", *args],
-                cwd=ROOT,
-                env={**os.environ, **hub.env(), "HF_HOME": str(tmp_path / home), "RTSR_STORE": DATASET},
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            return _rtsr(hub, tmp_path / home, *args)
 
         submitted = rtsr("submit", "submissions/rtsrn_x2", "--submitter", "alice", home="a")
         assert submitted.returncode == 0, submitted.stderr
@@ -338,7 +356,7 @@ def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another_through_th
     were commits of their own."""
     import signal
 
-    from tests.test_worker import BUNDLED, FAST, _wait_for
+    from tests.test_worker import BUNDLED, _wait_for
 
     with HubStandIn() as hub:
         hub.use_in_this_process(tmp_path / "hf", monkeypatch)
@@ -364,18 +382,7 @@ def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another_through_th
         held = store.get(request.id)
         assert held.status == "running" and held.attempts == 1
         assert store.claim("too-early") is None
-        time.sleep(max(0.0, (held.lease_until or 0) - time.time()) + 0.5)
-        result = subprocess.run(
-            [sys.executable, "-m", "rtsr", "worker", "--once", *FAST],
-            cwd=ROOT,
-            env={**env, "HF_HOME": str(tmp_path / "second")},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert f"{request.id}: finished" in result.stdout, result.stderr
-        done = store.get(request.id)
-        assert (done.status, done.attempts) == ("finished", 2)
+        _finished_after_its_lease(hub, store, request.id, tmp_path / "second")
 
 
 CARD = """---
@@ -405,17 +412,9 @@ def test_the_worker_offers_the_results_to_the_participants_repo_as_a_pull_reques
             repo = hub.create("model", name, private=False)
             repo.commit("upload", {**repo.head.files, **files})
         hub.repos["model", "bob/closed-x2"].discussions = False
-        env = {**os.environ, **hub.env(), "RTSR_STORE": DATASET}
 
         def rtsr(*args: str, home: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "rtsr", *args],
-                cwd=ROOT,
-                env={**env, "HF_HOME": str(tmp_path / home)},
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
+            return _rtsr(hub, tmp_path / home, *args)
 
         for name in ("bob/rtsrn-x2", "bob/closed-x2"):
             assert rtsr("submit", name, "--submitter", "bob", home="bob").returncode == 0
@@ -493,7 +492,7 @@ def test_the_hub_gone_mid_evaluation_leaves_nothing_half_written_and_the_request
     lease runs out, another worker finishes the request."""
     import signal
 
-    from tests.test_worker import BUNDLED, FAST, _wait_for
+    from tests.test_worker import BUNDLED, _wait_for
 
     with HubStandIn() as hub:
         hub.use_in_this_process(tmp_path / "hf", monkeypatch)
@@ -528,14 +527,4 @@ def test_the_hub_gone_mid_evaluation_leaves_nothing_half_written_and_the_request
         text = log.read_text()
         assert f"{request.id}: the lease could not be renewed: {DATASET}: could not reach the Hub" in text
         assert "Traceback" not in text
-        time.sleep(max(0.0, (store.get(request.id).lease_until or 0) - time.time()) + 0.5)
-        result = subprocess.run(
-            [sys.executable, "-m", "rtsr", "worker", "--once", *FAST],
-            cwd=ROOT,
-            env={**env, "HF_HOME": str(tmp_path / "second")},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert f"{request.id}: finished" in result.stdout, result.stderr
-        assert store.get(request.id).attempts == 2
+        _finished_after_its_lease(hub, store, request.id, tmp_path / "second")
