@@ -178,7 +178,7 @@ def test_a_token_that_cannot_write_and_a_hub_that_is_down_are_one_line(
         with pytest.raises(StoreError) as refused:
             submit(store, str(folder), 1, "alice")
         assert str(refused.value) == (
-            f"{DATASET}: the Hub refused to let this token write to the dataset (403): a token that can write to"
+            f"{DATASET}: the Hub refused to let this token write to the dataset (403): a token that can write"
             " lab/rtsr-store is needed (HF_TOKEN, or hf auth login)"
         )
         url = hub.url

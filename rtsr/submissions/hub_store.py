@@ -48,10 +48,10 @@ from rtsr.submissions.requests import (
     Status,
     Store,
     StoreError,
-    _check_documents,
-    _reason,
-    _safe,
-    _unique_entry,
+    check_documents,
+    safe_name,
+    stored_reason,
+    unique_entry_id,
 )
 
 logger = logging.getLogger(__name__)
@@ -159,9 +159,10 @@ class HubStore(Store):
             if status == 412:
                 raise _Stale() from None
             if status in (401, 403):
+                access = "write" if doing.startswith(("write", "create")) else "read"
                 raise StoreError(
-                    f"{self.spec}: the Hub refused to let this token {doing} ({status}): a token that can write"
-                    f" to {self.repo_id} is needed (HF_TOKEN, or hf auth login)"
+                    f"{self.spec}: the Hub refused to let this token {doing} ({status}): a token that can {access}"
+                    f" {self.repo_id} is needed (HF_TOKEN, or hf auth login)"
                 ) from None
             raise StoreError(f"{self.spec}: the Hub failed to {doing} ({first_line(e)})") from None
         except (OSError, ValueError) as e:  # connection refused, timeouts, a broken answer
@@ -342,7 +343,7 @@ class HubStore(Store):
             files = {}
             stored_spec = spec
             if local_folder is not None:
-                stored_spec = f"submissions/{request_id}/{_safe(local_name or local_folder.name)}"
+                stored_spec = f"submissions/{request_id}/{safe_name(local_name or local_folder.name)}"
                 files = {f"{stored_spec}/{path}": content for path, content in copied.items()}
             request = Request(request_id, stored_spec, repo, revision, track, submitter, "pending", "", now)
             return {**files, **_request_file(request)}, f"submit {request_id}: {stored_spec}", request
@@ -400,7 +401,7 @@ class HubStore(Store):
         self._change(decide)
 
     def fail(self, request_id: str, worker: str, reason: str) -> None:
-        text = _reason(reason)
+        text = stored_reason(reason)
 
         def decide(read: _Read) -> tuple[dict[str, bytes], str, None]:
             held = self._owned(read.requests, request_id, worker)
@@ -419,18 +420,18 @@ class HubStore(Store):
     ) -> Request:
         from rtsr.leaderboard.schema import write_evaluation
 
-        _check_documents(request_id, documents)
+        check_documents(request_id, documents)
 
         def decide(read: _Read) -> tuple[dict[str, bytes], str, Request]:
             held = self._owned(read.requests, request_id, worker)
             registry = Registry.read(read.folder / "registry.json")
-            entry_id = _unique_entry(registry, entry, request_id)
+            entry_id = unique_entry_id(registry, entry, request_id)
             files, paths = {}, []
             with tempfile.TemporaryDirectory(prefix="rtsr-finish-") as tmp:
                 for name, document in documents.items():
                     # the documents name the model as it is served
                     served = {**document, "model": {**document["model"], "id": entry_id}}
-                    path = f"results/{request_id}/{_safe(name)}.json"
+                    path = f"results/{request_id}/{safe_name(name)}.json"
                     write_evaluation(served, Path(tmp) / path)
                     files[path] = (Path(tmp) / path).read_bytes()
                     paths.append(path)

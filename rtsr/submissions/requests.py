@@ -300,12 +300,12 @@ class Store(abc.ABC):
         """
 
 
-def _reason(text: str) -> str:
+def stored_reason(text: str) -> str:
     """A failure's reason as stored: two printable lines at most."""
     return "\n".join(printable(line) for line in text.strip().splitlines()[:2])[:600]
 
 
-def _check_documents(request_id: str, documents: dict[str, dict[str, Any]]) -> None:
+def check_documents(request_id: str, documents: dict[str, dict[str, Any]]) -> None:
     """A document the leaderboard could not read is refused before anything is written."""
     from rtsr.leaderboard.schema import Evaluation
 
@@ -313,7 +313,7 @@ def _check_documents(request_id: str, documents: dict[str, dict[str, Any]]) -> N
         Evaluation.from_document(document, f"{request_id}/{name}")
 
 
-def _unique_entry(registry: Registry, entry: RegistryEntry, request_id: str) -> str:
+def unique_entry_id(registry: Registry, entry: RegistryEntry, request_id: str) -> str:
     """The id ``entry`` is served under: a retry of the very same submission (its earlier
     finish lost) replaces its entry; an id already taken, or a bundled model's, gets the
     request's id appended."""
@@ -480,7 +480,7 @@ class SqliteStore(Store):
             )
             request_id = f"req-{cursor.lastrowid:05d}"
             if local_folder is not None:
-                spec = f"submissions/{request_id}/{_safe(local_name or local_folder.name)}"
+                spec = f"submissions/{request_id}/{safe_name(local_name or local_folder.name)}"
                 target = self.folder / spec
                 shutil.rmtree(target.parent, ignore_errors=True)
                 try:
@@ -535,7 +535,7 @@ class SqliteStore(Store):
             db.execute("UPDATE requests SET lease_until = ? WHERE id = ?", (until, request_id))
 
     def fail(self, request_id: str, worker: str, reason: str) -> None:
-        reason = _reason(reason)
+        reason = stored_reason(reason)
         with self._transaction() as db:
             self._owned(db, request_id, worker)
             db.execute(
@@ -568,7 +568,7 @@ class SqliteStore(Store):
         """
         from rtsr.leaderboard.schema import write_evaluation
 
-        _check_documents(request_id, documents)
+        check_documents(request_id, documents)
         folder = self.results_dir / request_id
         stage = self.folder / "work" / "finishing" / request_id
         registry_before: bytes | None = None
@@ -580,14 +580,14 @@ class SqliteStore(Store):
                 # finish has changed since
                 registry_before = self.registry_path.read_bytes() if self.registry_path.exists() else None
                 registry = self.registry()
-                entry_id = _unique_entry(registry, entry, request_id)
+                entry_id = unique_entry_id(registry, entry, request_id)
                 shutil.rmtree(stage, ignore_errors=True)
                 paths = []
                 for name, document in documents.items():
                     # the documents name the model as it is served
                     served = {**document, "model": {**document["model"], "id": entry_id}}
-                    write_evaluation(served, stage / f"{_safe(name)}.json")
-                    paths.append(f"results/{request_id}/{_safe(name)}.json")
+                    write_evaluation(served, stage / f"{safe_name(name)}.json")
+                    paths.append(f"results/{request_id}/{safe_name(name)}.json")
                 registry.add(RegistryEntry(**{**asdict(entry), "id": entry_id}))
                 db.execute(
                     "UPDATE requests SET status = 'finished', finished = ?, lease_until = NULL, device = ?,"
@@ -660,7 +660,7 @@ class LeaseLost(SubmissionError):
     """A worker tried to change a request it no longer holds."""
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "set"
 
 
