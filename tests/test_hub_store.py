@@ -226,10 +226,13 @@ def test_the_cli_on_the_hub_store_and_a_fresh_disk_reads_the_same_state(tmp_path
         assert again.stderr.strip().endswith("is already submitted for Track 1: request req-00001 (pending)")
 
 
-def test_two_workers_with_their_own_caches_evaluate_a_request_once_and_a_fresh_disk_sees_it(tmp_path: Path) -> None:
-    """The issue's whole path with ``RTSR_STORE=hf://datasets/lab/rtsr-store``: submit, two
-    ``rtsr worker --once`` with separate ``$HF_HOME``s, and ``rtsr requests`` from a third."""
-    from tests.test_worker import BUNDLED, FAST
+def test_four_workers_with_their_own_caches_evaluate_each_request_once_and_a_fresh_disk_sees_them(
+    tmp_path: Path,
+) -> None:
+    """The issue's whole path with ``RTSR_STORE=hf://datasets/lab/rtsr-store``: two requests
+    submitted, four ``rtsr worker --once`` with separate ``$HF_HOME``s, and ``rtsr requests``
+    from a fifth disk."""
+    from tests.test_worker import BUNDLED, FAST, _copy
 
     with HubStandIn() as hub:
 
@@ -243,35 +246,46 @@ def test_two_workers_with_their_own_caches_evaluate_a_request_once_and_a_fresh_d
                 text=True,
             )
 
-        submitted = rtsr("submit", str(BUNDLED), "--submitter", "maintainer", home="submitter")
-        assert submitted.wait(timeout=120) == 0, submitted.communicate()
-        workers = [rtsr("-q", "worker", "--once", *FAST, home=f"worker{i}") for i in range(2)]
-        outputs = [w.communicate(timeout=600) for w in workers]
-        assert [w.returncode for w in workers] == [0, 0], outputs
-        finished = [out for out, _ in outputs if "req-00001: finished, served as rtsrn_x2" in out]
-        assert len(finished) == 1, outputs
+        for folder in (BUNDLED, _copy(tmp_path, "second_x2", note="2")):
+            submitted = rtsr("submit", str(folder), "--submitter", "maintainer", home="submitter")
+            assert submitted.wait(timeout=120) == 0, submitted.communicate()
+        workers = [rtsr("-q", "worker", "--once", *FAST, home=f"worker{i}") for i in range(4)]
+        outputs = [w.communicate(timeout=900) for w in workers]
+        assert [w.returncode for w in workers] == [0, 0, 0, 0], outputs
+        finished = [line for out, _ in outputs for line in out.splitlines() if ": finished, served as " in line]
+        assert sorted(finished) == [
+            "req-00001: finished, served as rtsrn_x2",
+            "req-00002: finished, served as second_x2",
+        ], outputs
         listed = rtsr("requests", "--json", home="reader")
         out, err = listed.communicate(timeout=120)
         assert listed.returncode == 0, err
-        (request,) = json.loads(out)
-        assert (request["status"], request["attempts"], request["results"]) == (
-            "finished",
-            1,
-            ["results/req-00001/Set5.json"],
-        )
-        # each state change is its own commit; the loser's look at the queue wrote nothing
+        requests = json.loads(out)
+        assert [(r["id"], r["status"], r["attempts"], r["results"]) for r in requests] == [
+            ("req-00001", "finished", 1, ["results/req-00001/Set5.json"]),
+            ("req-00002", "finished", 1, ["results/req-00002/Set5.json"]),
+        ]
+        # each state change is its own commit; the other workers' looks at the queue wrote nothing
         titles = [c.title for c in hub.repos[REPO].commits]
         assert titles[:3] == [
             "initial commit",
             "submit req-00001: submissions/req-00001/rtsrn_x2",
-            titles[2],
-        ] and titles[2].startswith("claim req-00001 for ")
-        assert titles[-1] == "finish req-00001: served as rtsrn_x2" and len(titles) == 4
+            "submit req-00002: submissions/req-00002/second_x2",
+        ]
+        assert sorted(t.split(" for ")[0] for t in titles[3:]) == [
+            "claim req-00001",
+            "claim req-00002",
+            "finish req-00001: served as rtsrn_x2",
+            "finish req-00002: served as second_x2",
+        ]
         files = hub.repos[REPO].head.files
         document = json.loads(files["results/req-00001/Set5.json"])
         assert document["model"]["id"] == "rtsrn_x2" and document["runtime"]["check"]["by"] == "worker"
-        (entry,) = json.loads(files["registry.json"])["entries"]
-        assert (entry["id"], entry["source"]) == ("rtsrn_x2", "submissions/req-00001/rtsrn_x2")
+        entries = json.loads(files["registry.json"])["entries"]
+        assert sorted((e["id"], e["source"]) for e in entries) == [
+            ("rtsrn_x2", "submissions/req-00001/rtsrn_x2"),
+            ("second_x2", "submissions/req-00002/second_x2"),
+        ]
 
 
 def _finished_on_the_hub() -> None:
