@@ -38,7 +38,6 @@ logger = logging.getLogger("rtsr.app")
 def launch(settings: Settings) -> None:
     """Build the app from ``settings`` and serve it until interrupted."""
     requests = open_store(settings.store)
-    logger.info("request store: %s", requests.describe())
     try:
         evaluated: Registry | None = requests.registry()
     except StoreError as e:
@@ -86,6 +85,7 @@ def _serve(settings: Settings, pool: ModelPool, requests: Store) -> None:
         pool.device_name,
     )
     logger.info("models run in the sandbox: %s", isolation_note() or "bubblewrap (no network, read-only files)")
+    logger.info("request store: %s", requests.describe())
     sources = [
         *default_sources(settings.leaderboard_dir),
         FollowedFolder(

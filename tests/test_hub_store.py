@@ -362,43 +362,6 @@ def test_while_the_hub_is_down_the_page_keeps_the_last_state_and_says_since_when
         assert store.results_dir.parent == store.folder  # the files as last read, no Hub needed
 
 
-def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another_through_the_hub(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGKILL mid-evaluation: the request stays running on the Hub until its lease runs out,
-    then a worker on another disk takes it and finishes it; the dead one's lease renewals
-    were commits of their own."""
-    import signal
-
-    from tests.test_worker import BUNDLED, _wait_for
-
-    with HubStandIn() as hub:
-        hub.use_in_this_process(tmp_path / "hf", monkeypatch)
-        store = HubStore(DATASET)
-        request = submit(store, str(BUNDLED), 1, "alice")
-        env = {**os.environ, **hub.env(), "RTSR_STORE": DATASET}
-        worker = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "rtsr", "-q", "worker", "--lease", "6", "--poll", "0.2"),
-                *("--crop-size", "258", "258", "--warmup", "1", "--repeat", "400"),
-            ],
-            cwd=ROOT,
-            env={**env, "HF_HOME": str(tmp_path / "killed")},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for(lambda: store.get(request.id).status == "running", 120, "the claim")
-            _wait_for(lambda: any(c.title.startswith("renew ") for c in hub.repos[REPO].commits), 60, "a lease renewal")
-        finally:
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-        held = store.get(request.id)
-        assert held.status == "running" and held.attempts == 1
-        assert store.claim("too-early") is None
-        _finished_after_its_lease(hub, store, request.id, tmp_path / "second")
-
-
 CARD = """---
 license: apache-2.0
 tags:
@@ -498,12 +461,13 @@ def test_a_job_evaluates_a_local_submission_from_its_copy_in_the_dataset(
         assert document["runtime"]["check"]["size_by"] == "exported graph"
 
 
-def test_the_hub_gone_mid_evaluation_leaves_nothing_half_written_and_the_request_is_finished_later(
+def test_a_worker_killed_or_cut_off_mid_evaluation_leaves_nothing_half_written_and_another_finishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The stand-in stops while a worker evaluates, and comes back: the worker says so in
-    lines, not tracebacks; the dataset holds the claim and nothing of a result; once the
-    lease runs out, another worker finishes the request."""
+    """A worker renews its lease with commits of their own; the Hub goes away while it
+    evaluates, and comes back: the worker says so in lines, not tracebacks, and the dataset
+    holds the claim and nothing of a result. The worker is then killed (SIGKILL): nobody takes
+    the request before its lease runs out, then a worker on another disk finishes it."""
     import signal
 
     from tests.test_worker import BUNDLED, _wait_for
@@ -512,7 +476,7 @@ def test_the_hub_gone_mid_evaluation_leaves_nothing_half_written_and_the_request
         hub.use_in_this_process(tmp_path / "hf", monkeypatch)
         store = HubStore(DATASET)
         request = submit(store, str(BUNDLED), 1, "alice")
-        env = {**os.environ, **hub.env(), "RTSR_STORE": DATASET}
+        env = {**os.environ, **hub.env(), "RTSR_STORE": DATASET, "HF_HOME": str(tmp_path / "first")}
         log = tmp_path / "worker.log"
         with log.open("w") as out:
             worker = subprocess.Popen(
@@ -521,12 +485,14 @@ def test_the_hub_gone_mid_evaluation_leaves_nothing_half_written_and_the_request
                     *("--crop-size", "258", "258", "--warmup", "1", "--repeat", "300"),
                 ],
                 cwd=ROOT,
-                env={**env, "HF_HOME": str(tmp_path / "first")},
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         try:
             _wait_for(lambda: store.get(request.id).status == "running", 120, "the claim")
+            renewed = lambda: any(c.title.startswith("renew ") for c in hub.repos[REPO].commits)  # noqa: E731
+            _wait_for(renewed, 60, "a lease renewal")
             hub.stop()
             time.sleep(8)  # past the lease: renewals fail meanwhile
             hub.restart()
@@ -541,4 +507,7 @@ def test_the_hub_gone_mid_evaluation_leaves_nothing_half_written_and_the_request
         text = log.read_text()
         assert f"{request.id}: the lease could not be renewed: {DATASET}: could not reach the Hub" in text
         assert "Traceback" not in text
+        held = store.get(request.id)
+        if held.lease_until is not None and held.lease_until > time.time() + 0.5:
+            assert store.claim("too-early") is None  # the lease still holds it
         _finished_after_its_lease(hub, store, request.id, tmp_path / "second")
