@@ -332,6 +332,22 @@ def test_a_model_that_exports_a_smaller_graph_than_it_runs_fails(tmp_path):
         models.close()
 
 
+def test_a_model_that_cannot_be_exported_fails_with_the_reason(tmp_path):
+    """Its size cannot be counted where its code does not run: the worker says why in one line."""
+    import torch
+
+    from tests.test_validation import BRANCHES
+
+    models = SandboxedModels(
+        {"b": open_submission(make_submission(tmp_path / "b", BRANCHES, checkpoint=False))}, torch.device("cpu")
+    )
+    try:
+        with pytest.raises(ModelError, match=r"^b: torch\.export could not export it: GuardOnDataDependentSymNode: "):
+            models.runtime("b", "fp32", (24, 30), warmup=1, repeat=3)
+    finally:
+        models.close()
+
+
 @pytest.mark.parametrize(
     ("attack", "refusal"),
     [

@@ -742,7 +742,10 @@ class _Protocol:
             if op == "export":
                 # a copy: tracing runs the model's forward on fake tensors, which it may keep
                 x = torch.zeros((1, 3, *run["size"]), device=self.device, dtype=run["dtype"])
-                export_graph(copy.deepcopy(run["module"]), x, Path(os.environ["HOME"]) / GRAPH_FOLDER)
+                try:
+                    export_graph(copy.deepcopy(run["module"]), x, Path(os.environ["HOME"]) / GRAPH_FOLDER)
+                except ModelError as e:  # it cannot be exported, so its size cannot be counted
+                    return {"ok": False, "kind": "model", "error": f"{model_id}: {first_line(e)}"}
                 return {"ok": True}
             seed = int(request["seed"])
             x = pass_input(seed, run["size"], self.device).float().div_(255.0).to(run["dtype"])
