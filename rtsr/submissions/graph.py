@@ -27,12 +27,15 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rtsr.devices import DTYPES, Precision
 from rtsr.errors import ModelError, first_line
+
+if TYPE_CHECKING:
+    from rtsr.submissions.sandbox import Limits
 
 #: The files the model process writes into its scratch folder's ``graph/``.
 PROGRAM_FILE = "program.json"
@@ -460,7 +463,7 @@ def count_in_sandbox(
     scale: int,
     run_seed: int,
     seeds: list[int],
-    limits: Any,
+    limits: Limits,
 ) -> GraphCount:
     """Count the graph in ``files`` (:data:`PROGRAM_FILE`, :data:`TENSORS_FILE`, as the model
     process wrote them) in a sandbox that imports no submission code, and run it on the
