@@ -426,8 +426,8 @@ def test_a_job_evaluates_a_local_submission_from_its_copy_in_the_dataset(
     """On Jobs, a maintainer's local submission travels through the store: the job fetches its
     copy from the dataset at the commit the worker read, with the read-only token it is given,
     checks it is the submission requested, and evaluates it."""
-    from rtsr.submissions.worker import EvaluationSettings, HfJobsBackend, TestSet, Worker
-    from tests.test_worker import BUNDLED, LocalJobs
+    from rtsr.submissions.worker import HfJobsBackend, Worker
+    from tests.test_worker import BUNDLED, FAST_SETTINGS, LocalJobs
 
     with HubStandIn() as hub:
         hub.use_in_this_process(tmp_path / "worker", monkeypatch)
@@ -435,15 +435,8 @@ def test_a_job_evaluates_a_local_submission_from_its_copy_in_the_dataset(
         request = submit(store, str(BUNDLED), 1, "maintainer")
         # the job: another machine (its own empty cache), with a read-only token for the store
         jobs = LocalJobs(tmp_path, {**os.environ, **hub.env(token=None), "HF_HOME": str(tmp_path / "job")})
-        settings = EvaluationSettings(
-            test_sets=(TestSet("Set5", str(ROOT / "testsets" / "Set5")),),
-            device="cpu",
-            target_size=(66, 66),
-            warmup=1,
-            repeat=3,
-        )
         backend = HfJobsBackend(
-            jobs, image="hf.co/spaces/lab/rtsr", settings=settings, test_set_token=READ_TOKEN, poll_s=0.2
+            jobs, image="hf.co/spaces/lab/rtsr", settings=FAST_SETTINGS, test_set_token=READ_TOKEN, poll_s=0.2
         )
         (done,) = Worker(store, backend).run(once=True)
         assert (done.id, done.status, done.entry_id) == (request.id, "finished", "rtsrn_x2"), done.reason

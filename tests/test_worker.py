@@ -28,6 +28,8 @@ from tests.test_runtime import MACS_PER_PIXEL_X2
 BUNDLED = ROOT / "submissions" / "rtsrn_x2"
 #: The runtime protocol, shrunk to what a 2-core CI machine does in seconds.
 FAST = ("--crop-size", "66", "66", "--warmup", "1", "--repeat", "3")
+#: The same, as the settings a backend is given (the bundled Set5, the default test set).
+FAST_SETTINGS = EvaluationSettings(device="cpu", target_size=(66, 66), warmup=1, repeat=3)
 REVISION = "89abcdef0123456789abcdef0123456789abcdef"
 
 
@@ -254,18 +256,11 @@ def test_the_hf_jobs_backend_runs_each_request_as_a_job(
     hub = submit(store, "team/rtsrn", 1, "alice")
     local = submit(store, str(BUNDLED), 1, "alice")
     jobs = LocalJobs(tmp_path, hub_submission)
-    settings = EvaluationSettings(
-        test_sets=(TestSet("Set5", str(ROOT / "testsets" / "Set5")),),
-        device="cpu",
-        target_size=(66, 66),
-        warmup=1,
-        repeat=3,
-    )
     backend = HfJobsBackend(
         jobs,
         image="hf.co/spaces/rtsr/rtsr",
         flavor="l4x1",
-        settings=settings,
+        settings=FAST_SETTINGS,
         test_set_token="hf_read_only",
         poll_s=0.2,
     )
@@ -320,8 +315,7 @@ def test_a_submission_cannot_forge_its_jobs_result_or_read_its_secrets(
     store = SqliteStore(tmp_path / "store")
     submit(store, "team/hostile", 1, "mallory")
     jobs = LocalJobs(tmp_path, hub_submission)
-    settings = EvaluationSettings(device="cpu", target_size=(66, 66), warmup=1, repeat=3)
-    backend = HfJobsBackend(jobs, image="x", settings=settings, test_set_token="hf_read_only", poll_s=0.2)
+    backend = HfJobsBackend(jobs, image="x", settings=FAST_SETTINGS, test_set_token="hf_read_only", poll_s=0.2)
     (done,) = Worker(store, backend).run(once=True)
 
     log = jobs.jobs["job1"][1].read_text()

@@ -249,7 +249,9 @@ class Store(abc.ABC):
         local_name: str | None = None,
     ) -> Request:
         """Queue a request; return it, pending. ``local_folder`` (a local submission's files)
-        is copied into the store as ``submissions/<request>/<local_name>``.
+        is copied into the store as ``submissions/<request>/<local_name>``, so that the request
+        runs what was submitted even if the folder changes afterwards, under the name it was
+        submitted with.
 
         Raises:
             SubmissionError: the same submission at the same revision is already queued or
@@ -404,11 +406,6 @@ class SqliteStore(Store):
     # --- reading -------------------------------------------------------------------------
 
     def get(self, request_id: str) -> Request:
-        """One request.
-
-        Raises:
-            InputError: no request has that id.
-        """
         with self._connect() as db:
             row = db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
             if row is None:
@@ -440,17 +437,7 @@ class SqliteStore(Store):
         local_folder: Path | None = None,
         local_name: str | None = None,
     ) -> Request:
-        """Queue a request; return it, pending.
-
-        ``local_folder`` (a local submission's files) is copied into the store as
-        ``submissions/<request>/<local_name>``, so the request runs what was submitted even
-        if the folder changes afterwards, under the name it was submitted with.
-
-        Raises:
-            SubmissionError: the same submission at the same revision is already queued or
-                evaluated for this track (naming that request), or ``submitter`` made
-                ``daily_limit`` requests in the last 24 hours.
-        """
+        # the duplicate and the daily limit are read, and the row written, in one transaction
         now = time.time()
         with self._transaction() as db:
             same = db.execute(

@@ -546,7 +546,11 @@ class SandboxedModels:
         h, w = size
         self._call({"model": model_id, "op": "export"}, self.request_timeout_s, f"exporting its graph at {w}x{h}")
         with self._lock:
-            folder = self._running().sandbox.scratch / GRAPH_FOLDER
+            process = self._process
+            if process is None or not process.alive:
+                # a new process would not hold the graph: the one that wrote it is gone
+                raise ModelError(f"{model_id}: its process ended after exporting its graph")
+            folder = process.sandbox.scratch / GRAPH_FOLDER
             files = {}
             for name, limit in ((PROGRAM_FILE, MAX_PROGRAM_BYTES), (TENSORS_FILE, MAX_TENSORS_BYTES)):
                 content = sandbox.read_untrusted(folder / name, limit, whole=True)
