@@ -32,7 +32,13 @@ if TYPE_CHECKING:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, like every other rtsr error."""
+    """An ArgumentParser whose errors are one line, like every other rtsr error, and that takes
+    options only as written: argparse's default accepts any unambiguous prefix, so that
+    ``pack --out X.zip`` would silently mean ``--out-dir X.zip``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(**kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -719,9 +725,12 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> None:
-    from rtsr.submissions.submission import open_submission, pack
+    from rtsr.submissions.submission import missing_entry_point, open_submission, pack
 
     submission = open_submission(args.submission)
+    missing = missing_entry_point(submission)
+    if missing:
+        print(f"warning: {missing}", file=sys.stderr)
     target = pack(submission, Path(args.out_dir))
     print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB)")
 
@@ -861,7 +870,7 @@ def _cmd_worker(args: argparse.Namespace) -> None:
         outcome = f"finished, served as {r.entry_id}" if r.status == "finished" else f"{r.status}: {r.reason}"
         print(printable(f"{r.id}: {outcome}"))
     if args.once:
-        print(f"{len(done)} requests evaluated; {len(store.list('pending'))} pending")
+        print(f"{len(done)} request{'' if len(done) == 1 else 's'} evaluated; {len(store.list('pending'))} pending")
 
 
 COMMANDS = {

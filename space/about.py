@@ -34,9 +34,8 @@ _BANDS = ", ".join(f"{fps} FPS = {1000 / fps:.1f} ms" for fps in FPS_BANDS)
 
 INTRO = f"""\
 # {TITLE}
-Try the models of the **NTIRE 2023 Real-Time Super-Resolution** challenge: upscale an image,
-simulate the challenge's degradation (bicubic ↓ + JPEG q={JPEG_QUALITY}) and measure the result,
-or compare every entry's quality against its runtime on the leaderboard.
+Try the models of the **NTIRE 2023 Real-Time Super-Resolution** challenge on your image, measure
+them, and compare every entry on the leaderboard.
 """
 
 LEADERBOARD_NOTE = """\
@@ -70,7 +69,7 @@ def about_links(space_id: str | None) -> str:
 - **This Space's code**: {code}.
 - **The Hugging Face Hub**: [make a model repo](https://huggingface.co/new) and
   [an access token](https://huggingface.co/settings/tokens) to publish your submission.
-- **Getting on the leaderboard**: the five steps above, then the **Submit** tab.
+- **Getting on the leaderboard**: the six steps above, the last in the **Submit** tab.
 """
 
 
@@ -113,32 +112,41 @@ frame-rate bands: {_BANDS}.
 
 ## Submit a model
 Everything below runs with the `rtsr` command-line tool of this Space's repository
-(`pip install -r requirements.txt`, then `python -m rtsr --help`).
+(`pip install -r requirements.txt`), from the repository's folder, on a submission folder
+`my_team` in the challenge's layout: `arch.py` defining `srmodel()`, the weights
+(`.safetensors`, or a `.pth` loadable with `weights_only=True`) and `submission.json` (team,
+method, scale). `python -m rtsr --help` lists every command.
 
-1. **Pack** your model in the challenge's layout: a folder with `arch.py` defining
-   `srmodel()`, the weights (`.safetensors`, or a `.pth` loadable with `weights_only=True`)
-   and `submission.json` (team, method, scale):
+1. **Make a test set** with the challenge's degradation, from the bundled Set5:
+   ```
+   python -m rtsr prepare-data --image-dir testsets/Set5 --lr-out-dir set5/lr_x2 \\
+       --gt-out-dir set5/gt_x2 --downsample-factor 2
+   ```
+2. **Write `results/` and validate**: the checks run your code in a sandbox, without network
+   and with limits on time, memory and processes (imports, output size and range, FP16
+   fidelity, `torch.export`, and the reproduction of your `results/`):
+   ```
+   python -m rtsr sr --model my_team --lr-dir set5/lr_x2 --out-dir my_team/results
+   python -m rtsr validate my_team --lr-dir set5/lr_x2
+   ```
+3. **Evaluate** it: PSNR and SSIM against bicubic, and the runtime (`--repeat 10 --warmup 2`
+   shortens the timing for a first look; without them it is the challenge's
+   {WARMUP_PASSES} + {TIMED_PASSES} passes):
+   ```
+   python -m rtsr evaluate --model my_team --lr-dir set5/lr_x2 --gt-dir set5/gt_x2 \\
+       --dataset Set5 --out my_team_set5.json --repeat 10 --warmup 2
+   ```
+4. **Pack** it as the challenge's `submission_my_team.zip` (the **Submit** tab's *Check my
+   zip* runs the checklist on it here):
    ```
    python -m rtsr pack my_team
    ```
-2. **Validate** it: the checks run in a sandbox, without network and with limits on time,
-   memory and processes (imports, output size and range, FP16 fidelity on a GPU,
-   reproduction of your `results/`):
-   ```
-   python -m rtsr validate my_team --lr-dir set5/lr_x2
-   ```
-3. **Evaluate** it on a set made with the challenge's degradation:
-   ```
-   python -m rtsr prepare-data --image-dir Set5 --lr-out-dir set5/lr_x2 --gt-out-dir set5/gt_x2 --downsample-factor 2
-   python -m rtsr evaluate --model my_team --lr-dir set5/lr_x2 --gt-dir set5/gt_x2 \\
-       --dataset Set5 --out my_team_set5.json
-   ```
-4. **Publish** it to the Hugging Face Hub with its model card and results (add `--dry-run`
-   to see what would be uploaded):
+5. **Publish** it to the Hugging Face Hub with its model card and results (log in first with
+   `hf auth login`; add `--dry-run` to see what would be uploaded):
    ```
    python -m rtsr publish my_team --repo-id my-team/espcn-x2 --eval my_team_set5.json
    ```
-5. **Submit** the repo in the **Submit** tab (sign in with Hugging Face, enter `org/name`,
+6. **Submit** the repo in the **Submit** tab (sign in with Hugging Face, enter `org/name`,
    pick the track), or from the command line:
    ```
    python -m rtsr submit my-team/espcn-x2 --track 1

@@ -147,6 +147,9 @@ CSS = """
 }
 #leaderboard-table th, #leaderboard-table td {
   padding: 6px 10px;
+  /* whole-pixel rows: the pinned Method cells are drawn on a layer of their own, and at a
+     fractional row height their lines land a pixel away from the scrolled cells' */
+  line-height: 20px;
   border-bottom: 1px solid var(--border-color-primary);
   text-align: right;
   white-space: nowrap;
@@ -381,7 +384,13 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
             [(track_label(t), t) for t in tracks], value=tracks[0], label="Track", scale=2, elem_id="lb-track"
         )
         dataset = gr.Dropdown(
-            first_sets, value=first_sets[0] if first_sets else None, label="Test set", scale=1, elem_id="lb-dataset"
+            first_sets,
+            value=first_sets[0] if first_sets else None,
+            label="Test set",
+            scale=1,
+            # wide enough for "NTIRE 2023 test": on a phone it takes a line of its own
+            min_width=240,
+            elem_id="lb-dataset",
         )
         sources = gr.CheckboxGroup(
             first_sources,

@@ -10,6 +10,7 @@ work.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import re
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
 from rtsr.constants import TRACK_SCALES
 from rtsr.errors import RTSRError, first_line
@@ -27,15 +27,37 @@ from rtsr.submissions.requests import HUB_REPO, STATUSES, Request, Store, StoreE
 
 logger = logging.getLogger(__name__)
 
-#: The queues' columns: (header, how to read it from a request's dict).
+#: The queues' columns, in order. A queue shows only those with something in them.
 QUEUE_COLUMNS = ("Request", "Submission", "Track", "Submitter", "Submitted", "Finished", "Device", "Reason")
 
 
-#: The queues on a phone: the tables keep readable columns and scroll sideways, rather than
-#: breaking every header into one letter per line.
+#: The queues: tables on a wide screen; on a phone each request is a card of label/value
+#: lines, with its reason (what a submitter of a failed request came to read) under its id.
 CSS = """
-[id^="queue-"] table { min-width: 760px; }
-[id^="queue-"] th { word-break: normal; overflow-wrap: normal; }
+.queue-table { width: 100%; border-collapse: collapse; font-size: var(--text-sm); }
+.queue-table th, .queue-table td {
+  text-align: left; vertical-align: top; padding: 5px 8px; border-bottom: 1px solid var(--border-color-primary);
+}
+.queue-table th { white-space: nowrap; background: var(--background-fill-secondary); }
+.queue-table td { overflow-wrap: anywhere; }
+.queue-table td.nowrap { white-space: nowrap; }
+.queue-table td.reason { min-width: 18em; }
+.queue-empty { opacity: 0.75; margin: 4px 0; }
+@media (max-width: 640px) {
+  .queue-table thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }
+  .queue-table, .queue-table tbody { display: block; }
+  .queue-table tr {
+    display: flex; flex-direction: column; margin-bottom: 10px; padding: 4px 0;
+    border: 1px solid var(--border-color-primary); border-radius: 8px;
+  }
+  .queue-table td {
+    display: grid; grid-template-columns: 6.5em 1fr; gap: 8px; border: none; padding: 3px 10px; white-space: normal;
+  }
+  .queue-table td.nowrap { white-space: normal; }
+  .queue-table td::before { content: attr(data-label); font-weight: 600; }
+  .queue-table td.request { order: -2; }
+  .queue-table td.reason { order: -1; min-width: 0; }
+}
 """
 
 
@@ -74,38 +96,56 @@ def _when(text: str | None) -> str:
     return text.replace("T", " ").removesuffix("+00:00") + " UTC" if text else ""
 
 
-def queue_frame(requests: list[Request]) -> pd.DataFrame:
-    """The requests as the page shows them, newest first."""
-    rows = []
-    for r in reversed(requests):
-        d = r.as_dict()
-        what = f"[{r.repo}@{r.revision[:7]}]({r.url})" if r.repo else plain(r.spec.split("/")[-1])
-        if r.entry_id and r.entry_id != (r.repo or r.spec).split("/")[-1]:
-            what += f" (served as `{r.entry_id}`)"
-        rows.append(
-            [
-                r.id,
-                what,
-                f"{r.track} (x{TRACK_SCALES[r.track]})",
-                plain(r.submitter),
-                _when(d["submitted"]),
-                _when(d["finished"]),
-                plain(r.device or ""),
-                plain(r.reason),
-            ]
-        )
-    return pd.DataFrame(rows, columns=list(QUEUE_COLUMNS))
+def _queue_cells(r: Request) -> dict[str, str]:
+    """A request's cells, as HTML: every text escaped (a reason quotes the submission's own
+    error messages), the repo a link to the commit measured."""
+    d = r.as_dict()
+    if r.repo:
+        shown = html.escape(f"{r.repo}@{r.revision[:7]}")
+        what = f'<a href="{html.escape(r.url or "")}" target="_blank" rel="noopener">{shown}</a>'
+    else:
+        what = html.escape(r.spec.split("/")[-1])
+    if r.entry_id and r.entry_id != (r.repo or r.spec).split("/")[-1]:
+        what += f" (served as <code>{html.escape(r.entry_id)}</code>)"
+    texts = {
+        "Request": r.id,
+        "Track": f"{r.track} (x{TRACK_SCALES[r.track]})",
+        "Submitter": r.submitter,
+        "Submitted": _when(d["submitted"]),
+        "Finished": _when(d["finished"]),
+        "Device": r.device or "",
+        "Reason": r.reason,
+    }
+    return {"Submission": what} | {k: html.escape(v) for k, v in texts.items()}
 
 
-def queues(store: Store) -> dict[str, pd.DataFrame]:
-    """One frame per state, in :data:`STATUSES` order; empty ones where the store cannot be
+def queue_html(requests: list[Request]) -> str:
+    """One queue as the page shows it, newest first: a table of the columns that have
+    something in them (on a phone, one card per request: see :data:`CSS`)."""
+    if not requests:
+        return '<p class="queue-empty">None.</p>'
+    rows = [_queue_cells(r) for r in reversed(requests)]
+    columns = [c for c in QUEUE_COLUMNS if any(row[c] for row in rows)]
+    nowrap = {"Request", "Track", "Submitted", "Finished"}
+
+    def cell(column: str, value: str) -> str:
+        classes = " ".join(c for c in (column.lower(), "nowrap" if column in nowrap else "") if c)
+        return f'<td class="{classes}" data-label="{column}">{value}</td>'
+
+    head = "".join(f'<th scope="col">{c}</th>' for c in columns)
+    body = "".join("<tr>" + "".join(cell(c, row[c]) for c in columns) + "</tr>" for row in rows)
+    return f'<table class="queue-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def queues(store: Store) -> dict[str, list[Request]]:
+    """The requests in each state, in :data:`STATUSES` order; none where the store cannot be
     read (:func:`store_note` says so)."""
     try:
         # as last read: a store on the Hub is asked once per poll, for every page (Live)
         everything = store.list(fresh=False)
     except StoreError:
         everything = []
-    return {status: queue_frame([r for r in everything if r.status == status]) for status in STATUSES}
+    return {status: [r for r in everything if r.status == status] for status in STATUSES}
 
 
 def store_note(store: Store) -> str:
@@ -172,25 +212,28 @@ def check_zip_report(
         return "Upload a submission zip (`submission_<id>.zip`) first."
     name = Path(path).name
     if not name.lower().endswith(".zip"):
-        return f"{name} is not a .zip file."
+        return f"**{plain(name)}** is not a .zip file: pack your submission with `python -m rtsr pack`."
     with tempfile.TemporaryDirectory(prefix="rtsr-check-", dir=work_dir) as cache:
         try:
             submission = open_submission(Path(path), cache=Path(cache), max_unzipped=max_unzipped or MAX_UNZIPPED_BYTES)
             checks = run_checks(submission, None, limits or VALIDATION_LIMITS)
         except RTSRError as e:
             message = first_line(e, 300).replace(str(path), name).replace(cache, "")
-            return f"**{name}** cannot be checked: {message}"
+            # the report names the zip once, where the message may start with it too
+            message = message.removeprefix(f"{name}: ")
+            return f"**{plain(name)}** cannot be checked: {plain(message)}"
     lines = ["| | check | detail |", "|---|---|---|"]
     for c in checks:
         detail = submission.without_root(c.detail)
         lines.append(f"| **{c.status.upper()}** | {plain(c.name)} | {plain(detail)} |")
     failed = [c for c in checks if c.status == "fail"]
-    verdict = (
-        f"**{len(failed)} failed**: fix them and check again."
-        if failed
-        else "**All checks passed**: publish it to the Hub and submit the repo above."
-    )
-    return f"**{name}**: {verdict}\n\n" + "\n".join(lines)
+    if len(failed) == 1:
+        verdict = f"**the {plain(failed[0].name)} check failed**: fix it and check again."
+    elif failed:
+        verdict = f"**{len(failed)} checks failed**: fix them and check again."
+    else:
+        verdict = "**all checks passed**: publish it to the Hub and submit the repo above."
+    return f"**{plain(name)}**: {verdict}\n\n" + "\n".join(lines)
 
 
 def build_submit_tab(
@@ -231,20 +274,18 @@ def build_submit_tab(
     gr.Markdown("### Requests")
     gr.Markdown(f"Requests, results and the evaluated models are kept {store.where_kept()}.", elem_id="store-where")
     note = gr.Markdown(store_note(store), elem_id="store-note")
-    frames = queues(store)
+    listed = queues(store)
     accordions, tables = [], []
     for status in STATUSES:
-        with gr.Accordion(f"{status.capitalize()} ({len(frames[status])})", open=True) as acc:
-            table = gr.Dataframe(
-                frames[status], datatype="markdown", interactive=False, wrap=True, elem_id=f"queue-{status}"
-            )
+        with gr.Accordion(f"{status.capitalize()} ({len(listed[status])})", open=True) as acc:
+            table = gr.HTML(queue_html(listed[status]), elem_id=f"queue-{status}", padding=False)
         accordions.append(acc)
         tables.append(table)
 
     def refresh() -> list[Any]:
-        frames = queues(store)
-        labels = [gr.Accordion(label=f"{s.capitalize()} ({len(frames[s])})") for s in STATUSES]
-        return [store_note(store), *labels, *(frames[s] for s in STATUSES)]
+        listed = queues(store)
+        labels = [gr.Accordion(label=f"{s.capitalize()} ({len(listed[s])})") for s in STATUSES]
+        return [store_note(store), *labels, *(queue_html(listed[s]) for s in STATUSES)]
 
     def on_submit(spec: str, track_id: int, profile: gr.OAuthProfile | None) -> list[Any]:
         username = profile.username if profile is not None else None
@@ -259,4 +300,6 @@ def build_submit_tab(
         return check_zip_report(path, None, work_dir, max_unzipped)
 
     check.click(check_zip, [upload], [report], api_visibility="private", concurrency_limit=1)
+    # a new file, or none: the report of the last one goes
+    upload.change(lambda _: "", [upload], [report], api_visibility="private", show_progress="hidden")
     return {"refresh": refresh, "outputs": [note, *accordions, *tables]}

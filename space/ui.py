@@ -27,6 +27,7 @@ from rtsr.constants import JPEG_QUALITY, TRACK_SCALES
 from rtsr.engines import fidelity_text, substitution_reason
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.images import image_size
+from rtsr.leaderboard.sources import REFERENCE_IDS
 from rtsr.serving import (
     STAGES,
     Mode,
@@ -69,8 +70,16 @@ _STAGE_LABELS = {
     "metrics": "measuring",
 }
 
-#: The Upscale tab's styles: the slider's caption centred under it, the one-image score small.
+#: The Upscale tab's styles: the slider's caption centred under it, the one-image score small;
+#: on a phone, a smaller title and upload box, so that the image, its examples and the button
+#: fill the first screen.
 UPSCALE_CSS = """
+@media (max-width: 640px) {
+  .prose h1 { font-size: 1.45rem; margin-bottom: 0.3rem; }
+  #upload { height: 230px !important; }
+  #examples .gallery { flex-wrap: nowrap; gap: 6px; }
+  #examples .gallery-item .container.gallery { width: 72px; height: 72px; }
+}
 #slider-caption { text-align: center; }
 #metrics small, #upload-note small { opacity: 0.85; }
 #metrics table { font-size: var(--text-sm); }
@@ -123,6 +132,27 @@ const attach = () => {
 };
 attach();
 new MutationObserver(attach).observe(document.body, {childList: true, subtree: true});
+"""
+
+#: After a click on the model input: the 1:1 detail, drawn above it in the page, brought into
+#: view where it is not (on a phone it lands a screen above the finger that asked for it).
+#: Gradio applies the outputs after the event ends; the script waits for the detail to show.
+_DETAIL_INTO_VIEW_JS = """
+() => {
+  const started = performance.now();
+  const look = () => {
+    const note = document.querySelector('#detail-note');
+    const detail = document.querySelector('#detail');
+    const shown = detail && detail.offsetParent !== null && detail.querySelector('img');
+    if (!shown) {
+      if (performance.now() - started < 5000) setTimeout(look, 50);
+      return;
+    }
+    const box = detail.getBoundingClientRect();
+    if (box.top < 0 || box.top > window.innerHeight - 120) (note || detail).scrollIntoView({block: 'start'});
+  };
+  look();
+}
 """
 
 #: The page's styles, each part from the module that builds what it styles (``launch(css=...)``).
@@ -333,7 +363,41 @@ def model_choices(pool: ModelPool) -> list[tuple[str, str]]:
     return [(f"Track {t} (x{s}) · {d.name}", d.id) for t, s in TRACK_SCALES.items() for d in pool.descriptors(s)]
 
 
-def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inline_dir: Path) -> gr.Dropdown | None:
+#: Model B's choice for none.
+NO_MODEL_B = ("None: compare with bicubic or the input", "")
+
+
+def model_b_choices(pool: ModelPool, model_id: str) -> list[tuple[str, str]]:
+    """Model B's choices: none, or another model of model A's scale. Not the bicubic
+    reference: the metrics table has its row already, and the slider its image."""
+    scale = pool.descriptor(model_id).scale
+    same = [(d.name, d.id) for d in pool.descriptors(scale) if d.id != model_id and d.id not in REFERENCE_IDS]
+    return [NO_MODEL_B, *same]
+
+
+def model_b_state(pool: ModelPool, model_id: str, chosen: str) -> dict[str, Any]:
+    """Model B's dropdown for model A ``model_id`` (its choices, value, whether it opens and
+    its note), keeping ``chosen`` where it is still a choice. Where there is no other model
+    of the track (the bundled models alone), it says so and cannot be opened, rather than
+    offering a comparison that adds nothing."""
+    choices = model_b_choices(pool, model_id)
+    if len(choices) == 1:
+        track = next(t for t, s in TRACK_SCALES.items() if s == pool.descriptor(model_id).scale)
+        info = f"No other Track {track} model yet: the models the queue evaluates will appear here."
+        return {"choices": choices, "value": "", "interactive": False, "info": info}
+    return {
+        "choices": choices,
+        "value": chosen if chosen in {c[1] for c in choices} else "",
+        "interactive": True,
+        "info": "Another model of the same track on the same input: the slider and the table show both.",
+    }
+
+
+def _build_upscale_tab(
+    pool: ModelPool, settings: Settings, workdir: Path, inline_dir: Path
+) -> tuple[gr.Dropdown, gr.Dropdown] | None:
+    """The Upscale tab; returns what the page refreshes as models come and go (the Model
+    dropdown and model B's), or None where no model could be loaded."""
     max_pixels = settings.max_input_pixels or default_max_input_pixels(pool.device)
     serve_on_gpu = on_gpu(serve)
     tracks = [t for t, s in TRACK_SCALES.items() if pool.descriptors(s)]
@@ -342,20 +406,14 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
     default = next((d.id for t in tracks for d in pool.descriptors(TRACK_SCALES[t]) if d.params > 0), None)
     # what the upload is in each mode: its label, and what the slider's "before" side shows
     upload_labels = {
-        "simulate": "Ground truth (simulate mode): the high-resolution image the model's input is made from",
-        "upscale": "Input image (upscale mode): the model's input, upscaled as it is",
+        "simulate": "Ground truth (simulate mode)",
+        "upscale": "Input image (upscale mode)",
     }
     before_names = {"bicubic": "Bicubic", "lr": "LR input (nearest)"}
 
-    def others(model_id: str) -> list[tuple[str, str]]:
-        """Model B's choices: none, or another model of model A's scale."""
-        scale = pool.descriptor(model_id).scale
-        same = [(d.name, d.id) for d in pool.descriptors(scale) if d.id != model_id]
-        return [("None: compare with bicubic or the input", ""), *same]
-
-    gr.Markdown(host_note(pool, max_pixels), elem_id="host-note")
     if pool.failures:
-        failed = "\n".join(f"- `{k}`: {v}" for k, v in pool.failures.items())
+        # the reasons quote the models' own errors: shown as text, never as markup
+        failed = "\n".join(f"- {plain(k)}: {plain(v)}" for k, v in pool.failures.items())
         gr.Markdown(f"⚠️ Registered models that failed to load and are not served:\n{failed}", elem_id="load-failures")
     if not tracks:
         gr.Markdown("**No registered model could be loaded**, so there is nothing to run.")
@@ -370,31 +428,6 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                 label="Model",
                 info=" · ".join(track_label(t) for t in tracks),
                 elem_id="model",
-            )
-            model_b = gr.Dropdown(
-                others(first),
-                value="",
-                label="Compare with (model B, optional)",
-                info="Another model of the same track on the same input: the slider and the table show both.",
-                elem_id="model-b",
-            )
-            mode = gr.Radio(
-                MODE_CHOICES,
-                value="simulate",
-                label="Mode",
-                info=(
-                    "Simulate: your image is the ground truth; the app makes the low-resolution (LR) input from it"
-                    " as the challenge did and measures the result. Upscale: your image is the LR input."
-                ),
-                elem_id="mode",
-            )
-            quality = gr.Slider(
-                1,
-                100,
-                value=JPEG_QUALITY,
-                step=1,
-                label="JPEG quality of the simulated input",
-                info=f"The challenge compressed its LR inputs at {JPEG_QUALITY}.",
             )
             upload_limits = (inline_dir, settings.max_file_bytes, settings.temp_file_age)
             image = image_upload(
@@ -413,12 +446,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                 info="Resize the image (Lanczos) to the largest size this host accepts before upscaling.",
                 elem_id="fit",
             )
-            with gr.Accordion("Ground truth (optional, upscale mode)", open=False, visible=False) as gt_box:
-                gt = image_upload(*upload_limits, sources=["upload"], label="Ground truth, x scale of the input")
             run = gr.Button("Upscale", variant="primary", elem_id="run")
-            # the /upscale endpoint of API clients (never shown): the page's button answers a
-            # missing image with a warning, where a client needs an error
-            api_run = gr.Button("Upscale (API)", visible=False)
             examples = sorted(EXAMPLES_DIR.glob("*.png"))
             if examples:
                 gr.Examples(
@@ -456,8 +484,39 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
                     elem_id="example-names",
                     js_on_load=names_js.replace("NAMES", json.dumps(names)),
                 )
+            # the options, below the image and its button, which come first on a phone's screen
+            model_b = gr.Dropdown(
+                **model_b_state(pool, first, ""), label="Compare with (model B, optional)", elem_id="model-b"
+            )
+            mode = gr.Radio(
+                MODE_CHOICES,
+                value="simulate",
+                label="Mode",
+                info=(
+                    "Simulate: your image is the ground truth; the app makes the low-resolution (LR) input from it"
+                    " as the challenge did and measures the result. Upscale: your image is the LR input."
+                ),
+                elem_id="mode",
+            )
+            quality = gr.Slider(
+                1,
+                100,
+                value=JPEG_QUALITY,
+                step=1,
+                label="JPEG quality of the simulated input",
+                info=f"The challenge compressed its LR inputs at {JPEG_QUALITY}.",
+            )
+            with gr.Accordion("Ground truth (optional, upscale mode)", open=False, visible=False) as gt_box:
+                gt = image_upload(*upload_limits, sources=["upload"], label="Ground truth, x scale of the input")
+            # the /upscale endpoint of API clients (never shown): the page's button answers a
+            # missing image with a warning, where a client needs an error
+            api_run = gr.Button("Upscale (API)", visible=False)
             # several uploads through the model, mode and quality chosen above
             build_batch_section(pool, model, mode, quality, max_pixels, workdir, on_gpu(serve_batch), _user_error)
+            # the host's details matter to few, and not before the image: a closed panel, last
+            where = pool.device_name if pool.device.type == "cuda" else "CPU, no GPU"
+            with gr.Accordion(f"About this machine ({where})", open=False, elem_id="host"):
+                gr.Markdown(host_note(pool, max_pixels), elem_id="host-note")
         with gr.Column(scale=3, min_width=300):
             slider = gr.ImageSlider(
                 type="filepath",
@@ -491,7 +550,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
             metrics = gr.Markdown(elem_id="metrics")
             timing = gr.Markdown(elem_id="timing")
             lr_preview = gr.Image(
-                label="Model input (in simulate mode, the degraded upload): click it for a detail at 1:1",
+                label="Model input: click or tap it for a detail at 1:1",
                 interactive=False,
                 elem_id="lr-preview",
                 alt_text="The low-resolution image the model received",
@@ -720,7 +779,7 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
         x, y = (int(v) * scale + scale // 2 for v in index)  # the input pixel's centre, in output pixels
         crops, (top, left, side) = previews.detail(x, y)
         captions = {
-            "input": f"Input (LR): each pixel repeated {scale}x{scale}, nearest",
+            "input": "Input (LR), nearest",
             "bicubic": "Bicubic",
             "model": name,
             "model_b": f"{b_name} (model B)",
@@ -737,16 +796,15 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
             note = (
                 f"**Detail at 1:1**: output pixels x {left}–{left + side - 1}, y {top}–{top + side - 1}"
                 f" ({side}x{side} each, enlarged to fit with square pixels; the input's {side // scale}x{side // scale}"
-                " pixels at the output's size). Crops of the on-screen previews (JPEG, quality 92, full chroma); the"
-                " PNG above is exact."
+                f" pixels at the output's size, each repeated {scale}x{scale}, nearest). Crops of the on-screen"
+                " previews (JPEG, quality 92, full chroma); the PNG above is exact."
             )
             yield gr.Gallery(value=items, visible=True), gr.Markdown(note, visible=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
     def on_model(model_id: str, b: str) -> Any:
-        choices = others(model_id)
-        return gr.Dropdown(choices=choices, value=b if b in {c[1] for c in choices} else "")
+        return gr.Dropdown(**model_b_state(pool, model_id, b))
 
     def on_model_b(b: str) -> Any:
         return gr.Radio(visible=not b)
@@ -767,10 +825,12 @@ def _build_upscale_tab(pool: ModelPool, settings: Settings, workdir: Path, inlin
         )
     inputs = [model, mode, quality, image, gt, compare, fit, model_b]
     run.click(on_page_run, inputs, [*results, *shown_with], api_visibility="private", concurrency_id="upscale")
-    lr_preview.select(on_input_click, last, [detail, detail_note], api_visibility="private")
+    lr_preview.select(on_input_click, last, [detail, detail_note], api_visibility="private").then(
+        None, js=_DETAIL_INTO_VIEW_JS, api_visibility="private"
+    )
     api_run.click(on_run, inputs[:6], results, api_name="upscale", concurrency_id="upscale")
     compare.change(on_compare, [last, compare], [slider, caption], api_visibility="private")
-    return model
+    return model, model_b
 
 
 def build_demo(
@@ -794,7 +854,7 @@ def build_demo(
         submit_tab: dict[str, Any] | None = None
         with gr.Tabs():
             with gr.Tab("Upscale", id="upscale"):
-                model = _build_upscale_tab(pool, settings, workdir, inline_dir)
+                models = _build_upscale_tab(pool, settings, workdir, inline_dir)
             with gr.Tab("Leaderboard", id="leaderboard"):
                 leaderboard = build_leaderboard_tab(board, workdir)
             if store is not None:
@@ -805,7 +865,7 @@ def build_demo(
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
         if store is not None and submit_tab is not None:
-            _wire_refresh(Live(pool, board, store, settings.refresh), model, leaderboard, submit_tab)
+            _wire_refresh(demo, Live(pool, board, store, settings.refresh), models, leaderboard, submit_tab)
     return demo
 
 
@@ -823,12 +883,14 @@ class Live:
         self._version, self._loaded_at = queue_version(store), time.monotonic()
         self._looked_at = self._loaded_at
 
-    def current(self) -> str:
+    def current(self, now_or_never: bool = False) -> str:
         """The state the page should show: reloads first if the store changed or the period
-        passed; returns a token that changes whenever what is shown may have."""
+        passed; returns a token that changes whenever what is shown may have. The store is
+        looked at once per :data:`POLL_S`, or at once with ``now_or_never`` (a page that has
+        just loaded shows the store as it is, not as it was a poll ago)."""
         with self._lock:
             now = time.monotonic()
-            if now - self._looked_at >= POLL_S:
+            if now_or_never or now - self._looked_at >= POLL_S:
                 self._looked_at = now
                 version = queue_version(self.store)
                 if version != self._version or now - self._loaded_at >= self.period:
@@ -849,32 +911,49 @@ POLL_S = 5.0
 
 
 def _wire_refresh(
-    live: Live, model: gr.Dropdown | None, leaderboard: LeaderboardView, submit_tab: dict[str, Any]
+    demo: gr.Blocks,
+    live: Live,
+    models: tuple[gr.Dropdown, gr.Dropdown] | None,
+    leaderboard: LeaderboardView,
+    submit_tab: dict[str, Any],
 ) -> None:
-    seen = gr.State("")
+    """Every page shows the store's state as it loads (the page's first values are the
+    state when the app started), then polls it once per :data:`POLL_S`."""
+    # the state the page's first values show: a page loaded before anything changed is current
+    seen = gr.State(live.current())
     timer = gr.Timer(POLL_S)
-    model_out = [model] if model is not None else []
-    outputs = [seen, *model_out, *leaderboard.controls, *leaderboard.outputs, *submit_tab["outputs"]]
+    # the models' dropdowns, and what model A and B are now (model B's choices follow A's)
+    model_io = list(models or ())
+    outputs = [seen, *model_io, *leaderboard.controls, *leaderboard.outputs, *submit_tab["outputs"]]
+    inputs = [seen, *model_io, *leaderboard.refresh_inputs]
 
-    def on_tick(last: str, *controls: Any) -> Iterator[list[Any]]:
-        token = live.current()
+    def updates(token: str, last: str, values: tuple[Any, ...]) -> list[Any]:
         if token == last:
-            yield [gr.skip()] * len(outputs)
-            return
-        updates: list[Any] = [token]
-        if model is not None:
-            updates.append(gr.Dropdown(choices=model_choices(live.pool)))
-        updates += leaderboard.refresh(*controls)
-        updates += submit_tab["refresh"]()
-        yield updates
+            return [gr.skip()] * len(outputs)
+        changed: list[Any] = [token]
+        if models is not None:
+            model_a, model_b, *values = values  # type: ignore[assignment]
+            a = model_a if model_a in live.pool.models else next(iter(live.pool.models))
+            b_state = model_b_state(live.pool, a, model_b)
+            changed += [gr.Dropdown(choices=model_choices(live.pool)), gr.Dropdown(**b_state)]
+        changed += leaderboard.refresh(*values)
+        changed += submit_tab["refresh"]()
+        return changed
+
+    def on_tick(last: str, *values: Any) -> Iterator[list[Any]]:
+        yield updates(live.current(), last, values)
+
+    def on_load(last: str, *values: Any) -> Iterator[list[Any]]:
+        yield updates(live.current(now_or_never=True), last, values)
 
     # every open page ticks: unlimited concurrency, so that ticks never wait behind an upscale
     # (or fill the queue that upscales wait in); most return at once with nothing to change
-    timer.tick(
-        on_tick,
-        [seen, *leaderboard.refresh_inputs],
-        outputs,
-        api_visibility="private",
-        show_progress="hidden",
-        concurrency_limit=None,
-    )
+    for event, fn in ((timer.tick, on_tick), (demo.load, on_load)):
+        event(
+            fn,
+            inputs,
+            outputs,
+            api_visibility="private",
+            show_progress="hidden",
+            concurrency_limit=None,
+        )

@@ -12,7 +12,7 @@ import pytest
 
 from rtsr.serving import ModelPool, serve
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
-from tests.conftest import ARTIFACTS, ROOT, TIMEOUT_MS
+from tests.conftest import ARTIFACTS, ROOT, TIMEOUT_MS, VIEWPORTS
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -72,8 +72,27 @@ def toast(page):
     return page.get_by_test_id("toast-body")
 
 
+def test_the_first_screen_starts_with_the_image(page, viewport):
+    """The upload, its examples and the Upscale button are on the first screen, a phone's
+    too; the host's details wait in a closed panel at the column's end."""
+    expect = playwright.expect
+    height = VIEWPORTS[viewport]["height"]
+    for selector in ("#model", "#upload", "#run", "#examples"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height, (selector, box, height)
+    host = page.locator("#host")
+    expect(page.locator("#host-note")).to_be_hidden()
+    below = host.bounding_box()
+    assert below is not None and below["y"] > height, below  # after the first screen
+    expect(host).to_contain_text("About this machine (CPU, no GPU)")
+    screenshot(page, f"upscale_first_screen_{viewport}", full_page=False)
+    host.get_by_text("About this machine").click()
+    expect(page.locator("#host-note")).to_contain_text("This host has no GPU")
+
+
 def test_upscale_tab_runs_a_model_and_shows_its_metrics(page, viewport):
     expect = playwright.expect
+    page.get_by_text("About this machine").click()  # the host's details, in a closed panel
     expect(page.locator("#host-note")).to_contain_text("This host has no GPU")
     expect(page.locator("#host-note")).to_contain_text("Models run in a sandbox: no network, read-only files")
     expect(page.locator("#host-note")).to_contain_text("a submitted model sees every image sent to it")
@@ -143,6 +162,12 @@ def test_a_click_on_the_model_input_shows_a_detail_at_1_to_1(page, viewport):
     lr.click(position={"x": box["width"] * 0.75, "y": box["height"] * 0.25})
     note = page.locator("#detail-note")
     expect(note).to_contain_text("Detail at 1:1: output pixels x ")
+    # the detail, drawn above the model input, comes into view by itself (a phone's screen
+    # holds one or the other)
+    page.wait_for_function(
+        "() => { const d = document.querySelector('#detail'); const b = d && d.getBoundingClientRect();"
+        " return b && b.height > 0 && b.top >= 0 && b.top < window.innerHeight - 100; }"
+    )
     left, right, top, bottom = (int(v) for v in re.findall(r"x (\d+)–(\d+), y (\d+)–(\d+)", note.inner_text())[0])
     # 128x128 output pixels around the spot clicked: 3/4 across and 1/4 down the 512x512 output
     assert right - left + 1 == bottom - top + 1 == 128
@@ -150,14 +175,19 @@ def test_a_click_on_the_model_input_shows_a_detail_at_1_to_1(page, viewport):
     images = page.locator("#detail img")
     expect(images).to_have_count(4)
     alts = [images.nth(i).get_attribute("alt") for i in range(4)]
-    assert alts == ["Input (LR): each pixel repeated 2x2, nearest", "Bicubic", "RTSRN x2", "Ground truth"]
+    assert alts == ["Input (LR), nearest", "Bicubic", "RTSRN x2", "Ground truth"]
+    expect(note).to_contain_text("each repeated 2x2, nearest")
     # Gradio's gallery loads its images lazily: in view, and only once fetched, do they have a size
-    page.locator("#detail").scroll_into_view_if_needed()
     page.wait_for_function(
         "() => [...document.querySelectorAll('#detail img')].every(e => e.complete && e.naturalWidth)"
     )
     for i in range(4):
         assert images.nth(i).evaluate("e => [e.naturalWidth, e.naturalHeight]") == [128, 128]
+    # each caption is whole, a phone's two columns included
+    captions = page.locator("#detail .caption-label")
+    expect(captions).to_have_count(4)
+    for caption in captions.all():
+        assert caption.evaluate("e => e.scrollWidth <= e.clientWidth"), caption.inner_text()
     # the ground truth's crop is that square of the file uploaded (through the JPEG preview)
     gt = np.asarray(Image.open(EXAMPLES / "astronaut.png").convert("RGB"))[top : bottom + 1, left : right + 1]
     shown = np.asarray(Image.open(io.BytesIO(page.request.get(images.nth(3).get_attribute("src")).body())))
@@ -278,53 +308,22 @@ def test_labels_follow_the_mode_and_simulate_says_when_it_crops(page, viewport):
     screenshot(page, f"upscale_x3_example_{viewport}")
 
 
-def test_two_models_compare_on_one_input_in_the_slider_and_the_table(page, viewport):
+def test_model_b_says_there_is_no_other_model_of_the_track_yet(page, viewport):
+    """The bundled models alone: one learned model and bicubic per track. Model B offers no
+    bicubic (the table has its row already), so it offers nothing, and says so."""
     expect = playwright.expect
-    # model B: the other models of model A's track (x2), none of Track 2's
-    page.locator("#model-b input").click()
-    expect(page.get_by_role("option", name="RTSRN x3")).to_have_count(0)
-    expect(page.get_by_role("option", name="RTSRN x2", exact=True)).to_have_count(0)  # model A itself
-    page.get_by_role("option", name="Bicubic x2", exact=True).click()
-    expect(page.locator("#compare")).to_be_hidden()  # the slider's left side is model B's
-    upload(page, EXAMPLES / "astronaut.png")
-    run(page)
-    caption = page.locator("#slider-caption")
-    expect(caption).to_contain_text("◀ left: Bicubic x2 (model B) · right: RTSRN x2 ▶")
-    expect(page.locator("#slider img").first).to_have_attribute("src", re.compile(r"before_model_b\.jpg$"))
-    metrics = page.locator("#metrics")
-    expect(metrics).to_contain_text("Bicubic x2 (model B)")
-    rows = {}
-    for line in metrics.inner_text().splitlines():
-        cells = [c.strip() for c in line.split("\t") if c.strip()]
-        if len(cells) == 5 and re.fullmatch(r"\d+\.\d+", cells[1]):
-            rows[cells[0]] = [float(c) for c in cells[1:]]
-    assert list(rows) == ["RTSRN x2", "Bicubic x2 (model B)", "Bicubic"]
-    # the Bicubic x2 model is the bicubic reference (its gain is 0 in test_app): the same numbers
-    assert rows["Bicubic x2 (model B)"] == rows["Bicubic"]
-    ahead = rows["RTSRN x2"][0] - rows["Bicubic x2 (model B)"][0]
-    assert ahead > 1
-    shown = re.search(r"RTSRN x2 − Bicubic x2: ([+-]\d+\.\d+) dB", metrics.inner_text())
-    assert shown and float(shown.group(1)) == pytest.approx(ahead, abs=0.0015)
-    expect(page.locator("#timing")).to_contain_text("Model B, Bicubic x2: forward")
-    # the detail shows both models
-    lr = page.locator("#lr-preview img").first
-    lr.scroll_into_view_if_needed()
-    lr.click()
-    images = page.locator("#detail img")
-    expect(images).to_have_count(5)
-    alts = [images.nth(i).get_attribute("alt") for i in range(5)]
-    assert alts[1:] == ["Bicubic", "RTSRN x2", "Bicubic x2 (model B)", "Ground truth"]
-    page.locator("#slider").scroll_into_view_if_needed()
-    screenshot(page, f"upscale_two_models_{viewport}")
-    # no model B: the old result goes, and the slider's "before" choice is back
-    page.locator("#model-b input").click()
-    page.get_by_role("option", name="None: compare with bicubic or the input").click()
-    expect(page.locator("#compare")).to_be_visible()
-    expect_cleared(page)
+    model_b = page.locator("#model-b")
+    expect(model_b).to_contain_text("No other Track 1 model yet: the models the queue evaluates will appear here.")
+    expect(model_b.locator("input")).to_be_disabled()
+    expect(model_b.locator("input")).to_have_value("None: compare with bicubic or the input")
+    pick_model(page, "Track 2 (x3) · RTSRN x3")
+    expect(model_b).to_contain_text("No other Track 2 model yet")
+    expect(page.locator("#compare")).to_be_visible()  # the slider compares with bicubic or the input
 
 
 def test_examples_and_images_have_names_and_the_jargon_is_explained(page, viewport):
     expect = playwright.expect
+    page.get_by_text("About this machine").click()  # the host's details, in a closed panel
     # each example button says which photo it loads (sizes as the files hold them)
     for name, size in [("astronaut", "512x512"), ("chelsea", "451x300"), ("coffee", "600x400"), ("rocket", "640x427")]:
         button = page.get_by_role("button", name=f"Example: {name}.png ({size})", exact=True)

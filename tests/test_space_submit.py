@@ -10,7 +10,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from rtsr.submissions.requests import SqliteStore
-from space.submit import check_zip_report, plain, queue_frame, queues
+from space.submit import check_zip_report, plain, queue_html, queues
 
 HOSTILE = (
     "srmodel() failed: [click here](https://evil.example) ![x](https://evil.example/p.png) <b>bold</b> **loud** | cell"
@@ -35,13 +35,17 @@ def test_a_failed_request_s_reason_is_shown_as_text(tmp_path: Path) -> None:
             " VALUES ('req-00001', 'team/x@abc', 'team/x', 'abc', 1, 'alice', 'failed', ?, ?)",
             (HOSTILE, time.time()),
         )
-    frame = queues(store)["failed"]
-    assert list(frame["Request"]) == ["req-00001"]
-    cell = frame["Reason"][0]
-    html = MarkdownIt("commonmark").render(cell)
-    assert "<a " not in html and "<img" not in html
-    # the repo itself is a link, to the commit measured
-    assert queue_frame(store.list())["Submission"][0] == "[team/x@abc](https://huggingface.co/team/x/tree/abc)"
+    failed = queues(store)["failed"]
+    assert [r.id for r in failed] == ["req-00001"]
+    table = queue_html(failed)
+    # the reason is text: no link, image or tag of its own, shown as written
+    assert table.count("<a ") == 1 and "<img" not in table and "<b>" not in table
+    assert "[click here](https://evil.example) ![x](https://evil.example/p.png) &lt;b&gt;bold&lt;/b&gt;" in table
+    # the one link is the repo's, to the commit measured
+    assert '<a href="https://huggingface.co/team/x/tree/abc" target="_blank" rel="noopener">team/x@abc</a>' in table
+    # every cell says what it is, for the phone's cards; columns with nothing in them are left out
+    assert 'data-label="Reason"' in table and 'data-label="Finished"' not in table
+    assert queue_html([]) == '<p class="queue-empty">None.</p>'
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> Path:
@@ -73,6 +77,8 @@ def test_check_my_zip_is_bounded_and_says_so_in_one_line(tmp_path: Path, members
     work.mkdir()
     upload = _zip(tmp_path / "submission_bomb.zip", members)
     report = check_zip_report(str(upload), None, work, 200 * 1024**2)
-    assert report.startswith("**submission_bomb.zip** cannot be checked: submission_bomb.zip: "), report
+    # the zip named once, as text
+    assert report.startswith("**submission\\_bomb.zip** cannot be checked: "), report
+    assert report.count("bomb.zip") == 1, report
     assert message in report and "\n" not in report and str(tmp_path) not in report, report
     assert list(work.iterdir()) == []  # the extraction's folder is gone, nothing half-written

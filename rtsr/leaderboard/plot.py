@@ -79,13 +79,17 @@ def _at(key: str) -> str:
     return f"%{{customdata[{HOVER_KEYS.index(key)}]}}"
 
 
-#: One line per metric, labelled as in the table.
-_HOVER: Final = (
-    f"<b>{_at('method')}</b>{_at('team')}<br>"
-    + "".join(f"{m.label}: {_at(m.key)}<br>" for m in METRICS)
-    + f"{_at('device')}, {_at('precision')} {_at('engine')}"
-    + f"<extra>{_at('source')}</extra>"
-)
+def _hover_template(rows: pd.DataFrame) -> str:
+    """The hover of a legend entry's points: one line per metric, labelled as in the table,
+    leaving out a metric none of ``rows`` has (the official table has no SSIM Y: its rows
+    would all say "—")."""
+    present = [m for m in METRICS if m.key in rows and rows[m.key].notna().any()]
+    return (
+        f"<b>{_at('method')}</b>{_at('team')}<br>"
+        + "".join(f"{m.label}: {_at(m.key)}<br>" for m in present)
+        + f"{_at('device')}, {_at('precision')} {_at('engine')}"
+        + f"<extra>{_at('source')}</extra>"
+    )
 
 
 _METRIC_KEYS: Final = frozenset(m.key for m in METRICS)
@@ -97,7 +101,9 @@ def _hover_text(row: pd.Series, key: str) -> str:
     # Names come from submissions: plotly reads tags in hover text, so they go in as text.
     text = html.escape(str(row[key]), quote=False)
     if key == "team":
-        return f" ({text})" if text else ""
+        # an evaluated submission's name says its team already (schema.Submission.label)
+        named = f" · {row['team']} ·" in f"{row['method']} ·"
+        return f" ({text})" if text and not named else ""
     return text
 
 
@@ -116,7 +122,7 @@ def _points(rows: pd.DataFrame, x: str, y: str, name: str, marker: dict[str, obj
         name=name,
         marker=marker,
         customdata=_customdata(rows),
-        hovertemplate=_HOVER,
+        hovertemplate=_hover_template(rows),
     )
 
 

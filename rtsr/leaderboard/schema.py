@@ -84,6 +84,19 @@ class Submission:
     license: str = ""
     #: ``https://huggingface.co/org/name/tree/<commit>``: the repo at the evaluated commit.
     url: str = ""
+    #: Who made the request (a Hub username, or who queued a local folder).
+    submitter: str = ""
+
+    def label(self, method: str) -> str:
+        """How an evaluated entry reads wherever its name appears (the model lists, the
+        slider, the metrics, the board, its legend and hover): ``method`` with the team (or
+        the submitter), then the repo at its short commit for a Hub entry, or the request
+        for a local one. Two entries of one method, say the bundled RTSRN queued twice, or
+        queued beside the bundled one, never read alike: ``RTSRN x2 · rtsr baselines ·
+        req-00001``."""
+        who = self.team or self.submitter
+        where = f"{self.repo}@{self.commit[:7]}" if self.repo else self.request
+        return " · ".join(part for part in (method, who, where) if part)
 
     @property
     def link(self) -> str:
@@ -109,7 +122,7 @@ class Submission:
         if not isinstance(raw, dict):
             raise InputError(f"{where}: submission is not an object ({type(raw).__name__})")
         values: dict[str, str] = {}
-        for name in ("request", "repo", "commit", "team", "license", "url"):
+        for name in ("request", "repo", "commit", "team", "license", "url", "submitter"):
             value = raw.get(name)
             if value is not None and not isinstance(value, str):
                 raise InputError(f"{where}: submission.{name} is not text ({value!r})")

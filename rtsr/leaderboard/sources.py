@@ -278,7 +278,8 @@ def evaluation_row(evaluation: Evaluation, source: str, document: str = "") -> d
     return {
         "track": evaluation.track,
         "scale": evaluation.scale,
-        "method": evaluation.text("model.name"),
+        # an evaluated submission reads as which one it is, beside others of its method
+        "method": submission.label(evaluation.text("model.name")) if submission else evaluation.text("model.name"),
         "team": submission.team if submission else "",
         "source": source,
         "dataset": evaluation.dataset,

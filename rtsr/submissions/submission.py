@@ -328,8 +328,39 @@ def submission_files(submission: Submission) -> list[Path]:
     return sorted(files)
 
 
+def missing_entry_point(submission: Submission) -> str | None:
+    """Why ``arch.py`` cannot give the challenge its model, read without running it: it does
+    not parse, or defines no ``srmodel`` at its top level (a function, an import or an
+    assignment). None when it does."""
+    import ast
+
+    arch = submission.root / ARCH_FILE
+    try:
+        tree = ast.parse(arch.read_bytes(), filename=ARCH_FILE)
+    except (SyntaxError, ValueError) as e:
+        return f"{ARCH_FILE} does not parse ({first_line(e)}): the model cannot be built"
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    if "srmodel" in names:
+        return None
+    return f"{ARCH_FILE} defines no srmodel() at its top level: the challenge builds the model by calling it"
+
+
+#: The permissions of a written zip: readable by others (whoever it is sent to or served by),
+#: as files written by a program usually are; mkstemp's own are 0600.
+ZIP_MODE = 0o644
+
+
 def pack(submission: Submission, out_dir: Path) -> Path:
-    """Write ``submission_<id>.zip`` in the challenge's layout (files at the zip's top level).
+    """Write ``submission_<id>.zip`` in the challenge's layout (files at the zip's top level),
+    with :data:`ZIP_MODE`.
 
     The zip appears only when complete.
     """
@@ -341,6 +372,7 @@ def pack(submission: Submission, out_dir: Path) -> Path:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in submission_files(submission):
                 archive.write(path, path.relative_to(submission.root).as_posix())
+        os.chmod(tmp, ZIP_MODE)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

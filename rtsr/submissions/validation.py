@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rtsr.constants import SCALES
-from rtsr.errors import ModelError, RTSRError, SubmissionError, first_line, printable
+from rtsr.errors import InputError, ModelError, RTSRError, SubmissionError, first_line, printable
 from rtsr.images import list_images, read_rgb
 from rtsr.submissions import sandbox
 from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits
@@ -218,8 +218,12 @@ def run_validation(
     for the worker, whose runtime protocol exports and counts the model as it was timed.
 
     Raises:
+        InputError: ``lr_dir`` is not a folder.
         SubmissionError: ``$RTSR_SANDBOX`` demands bubblewrap where it does not work.
     """
+    if lr_dir is not None and not lr_dir.is_dir():
+        # a user's mistake, said before the sandbox is set up around a path that is not there
+        raise InputError(f"{lr_dir}: no such folder")
     isolation = _sandbox_check(limits)
     job = {
         "root": str(submission.root),

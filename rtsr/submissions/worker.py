@@ -39,6 +39,7 @@ from typing import Any, Final, Protocol
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
+from rtsr.leaderboard import schema
 from rtsr.submissions.registry import RegistryEntry, entry_for, reserved
 from rtsr.submissions.requests import LeaseLost, Request, Store, StoreError
 from rtsr.submissions.sandbox import Limits
@@ -382,6 +383,15 @@ class Backend(Protocol):
     ) -> Evaluation: ...
 
 
+def entry_name(request: Request, submission: Submission) -> str:
+    """The name a finished request is served and shown under: its method, told apart from
+    every other entry as the board tells its row apart (:meth:`schema.Submission.label`)."""
+    labels = {k: v for k, v in _labels(request, submission, "").items() if k != "entry"}
+    measured = schema.Submission.from_document({"submission": labels}, request.id)
+    assert measured is not None  # labels are always given here
+    return measured.label(submission.meta.method or submission.name)
+
+
 def _labels(request: Request, submission: Submission, entry_id: str) -> dict[str, Any]:
     return {
         "entry": entry_id,
@@ -391,6 +401,7 @@ def _labels(request: Request, submission: Submission, entry_id: str) -> dict[str
         "team": submission.meta.team,
         "license": submission.meta.license,
         "url": request.url,
+        "submitter": request.submitter,
     }
 
 
@@ -675,7 +686,8 @@ class Worker:
                 f"its submission.json names the team {submission.meta.team.strip()!r}, which is the bundled"
                 " models': name your own team"
             )
-        return entry_for(submission, folder, _entry_id(request, submission))
+        entry = entry_for(submission, folder, _entry_id(request, submission))
+        return replace(entry, name=entry_name(request, submission))
 
     def run(self, once: bool = False, poll_s: float = 5.0, stop: threading.Event | None = None) -> list[Request]:
         """Claim and process requests until ``stop`` is set; with ``once``, until none is
