@@ -378,3 +378,41 @@ def test_about_tab_gives_the_formula_and_the_commands(page, viewport):
     ):
         expect(page.get_by_text(command).first).to_be_visible()
     screenshot(page, f"about_{viewport}")
+
+
+def test_check_my_zip_speaks_plainly_and_forgets_an_old_file(page, viewport, tmp_path):
+    """Check my zip: a file that is no zip, said once by name; a zip with one failing check,
+    said as a person would; clearing the file (the way to give another) takes its report."""
+    import zipfile
+
+    expect = playwright.expect
+    open_tab(page, "Submit")
+    page.get_by_text("Check my zip").click()
+    files, report = page.locator("#check-zip input[type=file]"), page.locator("#check-report")
+    random = tmp_path / "random.zip"
+    random.write_bytes(b"these bytes are no zip\n" * 10)
+    files.set_input_files(str(random))
+    page.locator("#check-button").click()
+    expect(report).to_have_text("random.zip cannot be checked: not a valid zip file", timeout=TIMEOUT_MS)
+
+    # the bundled RTSRN with its srmodel() renamed: one check fails
+    renamed = tmp_path / "submission_renamed.zip"
+    with zipfile.ZipFile(renamed, "w") as z:
+        for path in (ROOT / "submissions" / "rtsrn_x2").iterdir():
+            data = path.read_bytes()
+            if path.name == "arch.py":
+                data = data.replace(b"def srmodel(", b"def build_model(")
+            z.writestr(path.name, data)
+    # replacing the file: clear it (the report of the old one goes with it), upload the new one
+    page.locator("#check-zip button[aria-label='Clear']").click()
+    expect(report).to_have_text("")
+    files.set_input_files(str(renamed))
+    page.locator("#check-button").click()
+    expect(report).to_contain_text(
+        "submission_renamed.zip: the srmodel() check failed: fix it and check again.", timeout=TIMEOUT_MS
+    )
+    expect(report.locator("tr", has_text="FAIL")).to_have_count(1)
+    report.scroll_into_view_if_needed()
+    screenshot(page, f"submit_check_zip_{viewport}", full_page=False)
+    page.locator("#check-zip button[aria-label='Clear']").click()
+    expect(report).to_have_text("")
