@@ -34,7 +34,7 @@ QUEUE_COLUMNS = ("Request", "Submission", "Track", "Submitter", "Submitted", "Fi
 #: The queues: tables on a wide screen; on a phone each request is a card of label/value
 #: lines, with its reason (what a submitter of a failed request came to read) under its id.
 CSS = """
-.queue-table { width: 100%; border-collapse: collapse; font-size: var(--text-sm); }
+.queue-table { width: 100%; border: none; border-collapse: collapse; font-size: var(--text-sm); }
 .queue-table th, .queue-table td {
   text-align: left; vertical-align: top; padding: 5px 8px; border-bottom: 1px solid var(--border-color-primary);
 }

@@ -84,7 +84,12 @@ UPSCALE_CSS = """
 #metrics small, #upload-note small { opacity: 0.85; }
 #metrics table { font-size: var(--text-sm); }
 #metrics td { white-space: nowrap; padding: 4px 6px; }
-#metrics th { padding: 4px 6px; }
+#metrics th { padding: 4px 6px; word-break: normal; overflow-wrap: normal; }
+/* a model's name may be long (a queued entry names its team and request): it wraps, the
+   numbers do not, and a table still too wide scrolls within the page rather than off it */
+#metrics td:first-child { white-space: normal; min-width: 7em; }
+#metrics table { display: block; overflow-x: auto; }
+#detail .caption-label { white-space: normal; overflow-wrap: anywhere; max-width: calc(100% - 8px); }
 #detail img { image-rendering: pixelated; }
 #slider [data-testid="slider"]:focus-visible { outline: 3px solid var(--color-accent); outline-offset: 2px; }
 #detail .grid-wrap { height: auto !important; min-height: 0 !important; max-height: none !important; }

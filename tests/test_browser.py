@@ -36,7 +36,7 @@ def upload(page, path: Path) -> None:
 
 def pick_model(page, name: str) -> None:
     page.locator("#model input").click()
-    page.get_by_role("option", name=name).click()
+    page.get_by_role("option", name=name, exact=True).click()
     playwright.expect(page.locator("#model input")).to_have_value(name)
 
 
