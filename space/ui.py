@@ -86,9 +86,12 @@ UPSCALE_CSS = """
 #metrics td { white-space: nowrap; padding: 4px 6px; }
 #metrics th { padding: 4px 6px; word-break: normal; overflow-wrap: normal; }
 /* a model's name may be long (a queued entry names its team and request): it wraps, the
-   numbers do not, and a table still too wide scrolls within the page rather than off it */
+   numbers do not, and the table keeps to a phone's width */
 #metrics td:first-child { white-space: normal; min-width: 7em; }
-#metrics table { display: block; overflow-x: auto; }
+/* a label naming two models wraps clear of the image's buttons (top right) */
+#slider [data-testid="block-label"], #lr-preview [data-testid="block-label"] {
+  max-width: calc(100% - 90px); white-space: normal; height: auto;
+}
 #detail .caption-label { white-space: normal; overflow-wrap: anywhere; max-width: calc(100% - 8px); }
 #detail img { image-rendering: pixelated; }
 #slider [data-testid="slider"]:focus-visible { outline: 3px solid var(--color-accent); outline-offset: 2px; }

@@ -51,6 +51,47 @@ def test_pack_then_validate_the_zip(tmp_path):
     assert len([p for p in (tmp_path / "cache" / "zips").iterdir() if not p.name.startswith(".")]) == 1
 
 
+def test_pack_takes_its_options_as_written_warns_without_srmodel_and_writes_a_readable_zip(tmp_path):
+    import stat
+
+    root = make_submission(tmp_path / "myteam")
+    # an abbreviation of --out-dir is not --out-dir: refused, and nothing is written
+    wrong = run_cli("pack", root, "--out", tmp_path / "X.zip")
+    assert wrong.returncode == 2
+    assert_one_line_error(wrong, "unrecognized arguments: --out")
+    assert not (tmp_path / "X.zip").exists()
+    out = run_cli("pack", root, "--out-dir", tmp_path / "zips", check=True)
+    assert out.stderr == ""  # srmodel() is there: no warning
+    assert stat.S_IMODE((tmp_path / "zips" / "submission_myteam.zip").stat().st_mode) == 0o644
+    # an arch.py with no srmodel(): packed, with a warning that names what is missing
+    arch = root / "arch.py"
+    arch.write_text(arch.read_text().replace("def srmodel(", "def build_model("))
+    warned = run_cli("pack", root, "--out-dir", tmp_path / "zips", check=True)
+    assert warned.stderr == (
+        "warning: arch.py defines no srmodel() at its top level: the challenge builds the model by calling it\n"
+    )
+    assert "wrote " in warned.stdout
+    # an import of it counts, as the challenge's loader only calls it
+    arch.write_text("from utils.model import srmodel\n")
+    assert run_cli("pack", root, "--out-dir", tmp_path / "zips", check=True).stderr == ""
+
+
+def test_a_folder_that_is_not_there_is_named_in_one_line(tmp_path):
+    root = make_submission(tmp_path / "myteam")
+    missing = tmp_path / "set5" / "lr_x2"
+    assert_one_line_error(run_cli("validate", root, "--lr-dir", missing), f"{missing}: no such folder")
+    assert_one_line_error(
+        run_cli("prepare-data", "--image-dir", tmp_path / "Set5", "--lr-out-dir", tmp_path / "lr",
+                "--gt-out-dir", tmp_path / "gt", "--downsample-factor", "2"),
+        f"{tmp_path / 'Set5'}: no such folder",
+    )  # fmt: skip
+    assert_one_line_error(
+        run_cli("sr", "--model", "bicubic", "--scale", "2", "--lr-dir", missing, "--out-dir", tmp_path / "o"),
+        f"{missing}: no such folder",
+    )
+    assert not (tmp_path / "lr").exists() and not (tmp_path / "o").exists()
+
+
 def test_publish_dry_run(tmp_path):
     root = make_submission(tmp_path / "myteam")
     out = run_cli("publish", root, "--repo-id", "me/myteam", "--dry-run", "--out", tmp_path / "stage", check=True)

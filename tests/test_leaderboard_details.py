@@ -59,7 +59,7 @@ def test_the_official_table_has_no_per_image_results():
 def test_a_submission_names_its_repo_and_commit(tmp_path):
     store = EvaluationFolder("Submissions", _store_results(tmp_path), recursive=True)
     frame, _ = load_leaderboard([store])
-    row = _row(frame, method="RTSRN x2")
+    row = _row(frame, model_id="rtsrn-x2")
     assert row["document"] == "r-0001/Set5.json"
     details = row_details(row, [store])
     assert (details.repo, details.commit, details.link) == (SUBMISSION["repo"], SUBMISSION["commit"], SUBMISSION["url"])

@@ -99,9 +99,11 @@ def test_hover_says_what_each_point_is(official):
     assert (noah["score"], noah["psnr_rgb"], noah["runtime_ms"]) == ("24.13", "35.0200", "3.19")
     assert noah["device"] == "NVIDIA RTX 3090 (reported)" and noah["precision"] == "fp16"
     assert noah["ssim_y"] == "—"  # SSIM Y is not reported
-    # every metric of the specification, labelled, each field looked up by its name
+    # every metric of the specification the official table reports, labelled, each field looked
+    # up by its name; SSIM Y, which it does not report, has no line of "—" in its hover
     for m in METRICS:
-        assert f"{m.label}: %{{customdata[{HOVER_KEYS.index(m.key)}]}}" in entries.hovertemplate
+        line = f"{m.label}: %{{customdata[{HOVER_KEYS.index(m.key)}]}}"
+        assert (line in entries.hovertemplate) == (m.key != "ssim_y"), m.key
         assert noah[m.key] == m.text(official.loc[official["method"] == "Noah TerminalVision", m.key].iloc[0])
     assert f"%{{customdata[{HOVER_KEYS.index('device')}]}}" in entries.hovertemplate
     reference = next(t for t in figure.data if t.name == REFERENCE_NAME)
@@ -114,6 +116,18 @@ def test_hover_names_the_team_of_a_submission(leaderboard):
     entries = next(t for t in figure.data if t.name == SOURCE_EVALUATED)
     assert _hover(entries, "RTSRN x2")["team"] == " (Team Fast)"
     assert _hover(next(t for t in figure.data if t.name == REFERENCE_NAME), "Bicubic x2")["team"] == ""
+    # our own evaluations report SSIM Y: their hover has its line
+    assert f"SSIM Y: %{{customdata[{HOVER_KEYS.index('ssim_y')}]}}" in entries.hovertemplate
+
+
+def test_a_queued_entry_is_named_once_with_its_team(leaderboard):
+    """A queued submission's method names its team already (schema.Submission.label): the
+    hover does not say it twice."""
+    rows = filter_leaderboard(leaderboard, track=1, dataset="Set5")
+    named = "RTSRN x2 · Team Fast · req-00007"
+    rows = rows.assign(method=[rows["method"].iloc[0], named], team=["", "Team Fast"])
+    entries = next(t for t in leaderboard_figure(rows).data if t.name == SOURCE_EVALUATED)
+    assert _hover(entries, named)["team"] == ""
 
 
 def test_a_source_keeps_its_colour_whichever_are_shown(leaderboard):

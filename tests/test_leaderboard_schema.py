@@ -190,6 +190,24 @@ def test_submission_fields_and_link():
     assert no_url.link == "https://huggingface.co/team/fastnet/tree/abc"
 
 
+def test_an_evaluated_submission_reads_as_which_one_it_is():
+    """The name of a queued entry, wherever it is shown: the method, the team (else the
+    submitter), the repo at its short commit (else the request)."""
+    hub = Submission(request="req-00004", repo="team/fastnet", commit="0123456789abcdef", team="Team Fast")
+    assert hub.label("FastNet x2") == "FastNet x2 · Team Fast · team/fastnet@0123456"
+    local = Submission(request="req-00001", commit="sha256:0123", team="rtsr baselines", submitter="maintainer")
+    assert local.label("RTSRN x2") == "RTSRN x2 · rtsr baselines · req-00001"
+    # no team (a challenge zip without submission.json): who submitted it
+    anonymous = Submission(request="req-00003", commit="sha256:4567", submitter="maintainer")
+    assert anonymous.label("challenge_team") == "challenge_team · maintainer · req-00003"
+    # the same method queued twice never reads alike
+    assert local.label("RTSRN x2") != Submission(request="req-00002", team="rtsr baselines").label("RTSRN x2")
+    # the submitter is part of the document's submission, read back as written
+    doc = {**_document(), "submission": {**SUBMISSION, "submitter": "alice"}}
+    measured = Evaluation.from_document(doc, "doc").submission
+    assert measured is not None and measured.submitter == "alice"
+
+
 def test_write_checks_then_writes_what_reads_back(tmp_path):
     doc = {**_document(), "submission": SUBMISSION}
     doc["metrics"]["images"][0]["psnr_rgb"] = math.inf  # one image equal to its ground truth

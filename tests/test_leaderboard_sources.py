@@ -276,7 +276,8 @@ def test_a_store_folder_is_read_with_its_sub_folders(tmp_path):
     assert len(_evaluations(results)) == 0  # only the top level
     frame, problems = EvaluationFolder("Submissions", results, recursive=True).load()
     assert problems == []
-    assert frame["method"].tolist() == ["RTSRN x2", "RTSRN x3"]  # sorted by path: r-0001 first
+    # sorted by path: r-0001 first; each named as the submission it measures
+    assert frame["method"].tolist() == [f"RTSRN x{s} · Team Fast · team/fastnet@0123456" for s in (2, 3)]
     assert (frame["source"] == "Submissions").all()
     # a writer's temporary file (rtsr.outputs.write_json's .<name>.<random>) is not a document
     (results / "r-0001" / ".Set14.json.tmp.json").write_text("{")
@@ -287,8 +288,9 @@ def test_submission_fields_become_team_license_and_link(tmp_path):
     frame, _ = EvaluationFolder("Submissions", _store_results(tmp_path), recursive=True).load()
     row = frame.iloc[0]
     assert (row["team"], row["license"], row["link"]) == ("Team Fast", "apache-2.0", SUBMISSION["url"])
-    # the method is still the model's name, the device still the one that measured it
-    assert row["method"] == "RTSRN x2" and row["device"] == "AMD EPYC (2 threads)"
+    # the method is the model's name, told apart from others of that name by the team and the
+    # repo at its commit (schema.Submission.label); the device still the one that measured it
+    assert row["method"] == "RTSRN x2 · Team Fast · team/fastnet@0123456" and row["device"] == "AMD EPYC (2 threads)"
 
 
 def test_a_corrupt_and_a_half_written_document_are_named_and_the_rest_load(tmp_path):
@@ -300,7 +302,7 @@ def test_a_corrupt_and_a_half_written_document_are_named_and_the_rest_load(tmp_p
     half.parent.mkdir()
     half.write_text((EVALUATIONS_DIR / "rtsrn-x2_Set5.json").read_text()[:1000])
     frame, problems = EvaluationFolder("Submissions", results, recursive=True).load()
-    assert len(frame) == 2 and frame["method"].tolist() == ["RTSRN x2", "RTSRN x3"]
+    assert len(frame) == 2 and frame["model_id"].tolist() == ["rtsrn-x2", "rtsrn-x3"]
     assert problems == [
         f"{corrupt}: not a valid rtsr.evaluate v1 document (no created)",
         problems[1],

@@ -63,6 +63,7 @@ def test_the_cli_path_from_submit_to_results_and_registry(tmp_path: Path) -> Non
 
     worker = run_cli("worker", "--once", "--store", store, *FAST, check=True)
     assert "req-00001: finished, served as rtsrn_x2" in worker.stdout
+    assert worker.stdout.splitlines()[-1] == "2 requests evaluated; 0 pending", worker.stdout
     assert (
         "req-00002: failed: srmodel() failed at arch.py, line 11: NameError: name 'device' is not defined"
         in worker.stdout
@@ -107,6 +108,9 @@ def test_the_cli_path_from_submit_to_results_and_registry(tmp_path: Path) -> Non
     registry = json.loads((store / "registry.json").read_text())
     (entry,) = registry["entries"]
     assert (entry["id"], entry["source"], entry["scale"]) == ("rtsrn_x2", "submissions/req-00001/rtsrn_x2", 2)
+    # served and shown under a name that tells it from the bundled RTSRN x2 it is a copy of
+    assert entry["name"] == "RTSRN x2 · rtsr baselines · req-00001"
+    assert document["submission"]["submitter"] == "maintainer"
     assert set(entry["sha256"]) == {"arch.py", "model.safetensors"}
     # the served entry runs from the CLI by its id, hashes checked
     lr = tmp_path / "lr"
@@ -182,6 +186,7 @@ def test_a_worker_killed_mid_evaluation_leaves_its_request_to_another(tmp_path: 
     time.sleep(max(0.0, (held.lease_until or 0) - time.time()) + 0.5)
     result = run_cli("worker", "--once", "--store", store_dir, *FAST, check=True)
     assert f"{request.id}: finished" in result.stdout
+    assert result.stdout.splitlines()[-1] == "1 request evaluated; 0 pending", result.stdout
     done = store.get(request.id)
     assert (done.status, done.attempts) == ("finished", 2)
     # the killed worker's sandboxed processes died with it (bubblewrap's --die-with-parent);
