@@ -891,14 +891,15 @@ class Live:
         self._version, self._loaded_at = queue_version(store), time.monotonic()
         self._looked_at = self._loaded_at
 
-    def current(self, now_or_never: bool = False) -> str:
+    def current(self, loading: bool = False) -> str:
         """The state the page should show: reloads first if the store changed or the period
         passed; returns a token that changes whenever what is shown may have. The store is
-        looked at once per :data:`POLL_S`, or at once with ``now_or_never`` (a page that has
-        just loaded shows the store as it is, not as it was a poll ago)."""
+        looked at once per :data:`POLL_S`; for a page ``loading``, once per :data:`LOAD_S`
+        (it shows the store as it is, not as it was a poll ago, and a burst of visitors
+        still costs the Hub one request a second at most)."""
         with self._lock:
             now = time.monotonic()
-            if now_or_never or now - self._looked_at >= POLL_S:
+            if now - self._looked_at >= (LOAD_S if loading else POLL_S):
                 self._looked_at = now
                 version = queue_version(self.store)
                 if version != self._version or now - self._loaded_at >= self.period:
@@ -914,8 +915,11 @@ class Live:
             return f"{self._version}@{self._loaded_at}"
 
 
-#: Seconds between the page's looks at the store (each one SQLite query).
+#: Seconds between the page's looks at the store (each one SQLite query, or one request for
+#: the head of a dataset on the Hub).
 POLL_S = 5.0
+#: The oldest look at the store a page that has just loaded may be shown, in seconds.
+LOAD_S = 1.0
 
 
 def _wire_refresh(
@@ -952,7 +956,7 @@ def _wire_refresh(
         yield updates(live.current(), last, values)
 
     def on_load(last: str, *values: Any) -> Iterator[list[Any]]:
-        yield updates(live.current(now_or_never=True), last, values)
+        yield updates(live.current(loading=True), last, values)
 
     # every open page ticks: unlimited concurrency, so that ticks never wait behind an upscale
     # (or fill the queue that upscales wait in); most return at once with nothing to change

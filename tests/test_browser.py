@@ -59,6 +59,16 @@ def expect_cleared(page) -> None:
     expect(page.get_by_text("Error", exact=True)).to_have_count(0)
 
 
+def model_input(page):
+    """The model input's image, scrolled into view and loaded: Gradio's images load lazily,
+    and one not loaded yet is 0x0 (a click on it lands nowhere)."""
+    image = page.locator("#lr-preview img").first
+    image.scroll_into_view_if_needed()
+    page.wait_for_function("() => { const e = document.querySelector('#lr-preview img'); return e && e.complete"
+                           " && e.naturalWidth > 0 && e.getBoundingClientRect().width > 0; }")  # fmt: skip
+    return image
+
+
 def open_tab(page, name: str) -> None:
     """Click a tab, from the "More tabs" menu where a narrow screen has put it."""
     tab = page.get_by_role("tab", name=name)
@@ -156,8 +166,7 @@ def test_a_click_on_the_model_input_shows_a_detail_at_1_to_1(page, viewport):
     expect = playwright.expect
     upload(page, EXAMPLES / "astronaut.png")  # 512x512: the model input is 256x256, the output 512x512
     run(page)
-    lr = page.locator("#lr-preview img").first
-    lr.scroll_into_view_if_needed()
+    lr = model_input(page)
     box = lr.bounding_box()
     lr.click(position={"x": box["width"] * 0.75, "y": box["height"] * 0.25})
     note = page.locator("#detail-note")

@@ -301,7 +301,11 @@ def test_a_row_not_timed_at_4k_is_shown_only_when_asked_and_marked(browser, tmp_
         page.get_by_label("PSNR RGB (dB)").check()
         playwright.expect(page.locator("#leaderboard-plot")).to_contain_text("Not timed at 4K (not ranked)")
         unranked = [t for t in traces(page) if t["name"] == "Not timed at 4K (not ranked)"]
-        assert unranked and unranked[0]["method"] == ["Shortcut"] and unranked[0]["symbol"] == ["circle-open"]
+        assert (
+            unranked
+            and unranked[0]["method"] == ["Shortcut · Team Short · req-00001"]
+            and unranked[0]["symbol"] == ["circle-open"]
+        )
         assert "Shortcut" not in stars(page)
         screenshot(page, "leaderboard_unranked_desktop")
         context.close()

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, VIEWPORTS, RunningApp, run_cli
 from tests.hub_standin import USER, HubStandIn
-from tests.test_browser import TIMEOUT_MS, open_tab, pick_model, run, screenshot, upload
+from tests.test_browser import TIMEOUT_MS, model_input, open_tab, pick_model, run, screenshot, upload
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -76,9 +76,7 @@ def _compare_two_models(page, viewport: str) -> None:
     assert shown and float(shown.group(1)) == pytest.approx(ahead, abs=0.0015)
     expect(page.locator("#timing")).to_contain_text(f"Model B, {QUEUED}: forward")
     # the detail shows both models, each by its name
-    lr = page.locator("#lr-preview img").first
-    lr.scroll_into_view_if_needed()
-    lr.click()
+    model_input(page).click()
     images = page.locator("#detail img")
     expect(images).to_have_count(5)
     alts = [images.nth(i).get_attribute("alt") for i in range(5)]
