@@ -43,6 +43,10 @@ CSS = """
 .queue-table td.nowrap { white-space: nowrap; }
 .queue-table td.reason { min-width: 18em; }
 .queue-empty { opacity: 0.75; margin: 4px 0; }
+/* Check my zip's report: the status and the check's name whole, the detail wrapping */
+#check-report th, #check-report td { word-break: normal; overflow-wrap: normal; }
+#check-report td:nth-child(-n+2) { white-space: nowrap; }
+#check-report td:last-child { overflow-wrap: anywhere; }
 @media (max-width: 640px) {
   .queue-table thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }
   .queue-table, .queue-table tbody { display: block; }

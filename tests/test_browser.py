@@ -421,6 +421,13 @@ def test_check_my_zip_speaks_plainly_and_forgets_an_old_file(page, viewport, tmp
         "submission_renamed.zip: the srmodel() check failed: fix it and check again.", timeout=TIMEOUT_MS
     )
     expect(report.locator("tr", has_text="FAIL")).to_have_count(1)
+    # the status and the check's name stay whole words, a phone's width too
+    one_line = (
+        "e => { const r = document.createRange(); r.selectNodeContents(e);"
+        " return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size === 1; }"
+    )
+    for cell in report.locator("td:nth-child(-n+2)").all():
+        assert cell.evaluate(one_line), cell.inner_text()
     report.scroll_into_view_if_needed()
     screenshot(page, f"submit_check_zip_{viewport}", full_page=False)
     page.locator("#check-zip button[aria-label='Clear']").click()
