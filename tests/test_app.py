@@ -33,7 +33,9 @@ from rtsr.models import Bicubic
 from rtsr.scoring import score
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry, entry_for
 from rtsr.submissions.submission import open_submission
-from tests.conftest import APP_SETTINGS, ROOT, RunningApp, make_submission, photo
+from tests.support.app import APP_SETTINGS, RunningApp
+from tests.support.data import ROOT, photo
+from tests.support.submissions import make_submission
 
 EXAMPLES = ROOT / "examples"
 SET5_BIRD = ROOT / "testsets" / "Set5" / "bird.png"

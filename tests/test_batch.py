@@ -14,7 +14,7 @@ from rtsr.batch import CSV_COLUMNS, MAX_BATCH_IMAGES, png_name, serve_batch
 from rtsr.errors import InputError
 from rtsr.serving import ModelPool
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
-from tests.conftest import ROOT
+from tests.support.data import ROOT
 
 EXAMPLES = ROOT / "examples"
 

@@ -1,7 +1,7 @@
 """The app in a real browser: Playwright driving Debian's Chromium against ``python app.py``.
 
 Each test saves a screenshot of its tab under ``artifacts/screenshots/`` (``$RTSR_ARTIFACTS``)
-for a person to look at. The browser is conftest's: without Chromium the tests skip, except
+for a person to look at. The browser is tests.support.browser's: without Chromium the tests skip, except
 under CI.
 """
 
@@ -12,7 +12,9 @@ import pytest
 
 from rtsr.serving import ModelPool, serve
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
-from tests.conftest import ARTIFACTS, ROOT, TIMEOUT_MS, VIEWPORTS
+from tests.support.app import ARTIFACTS
+from tests.support.browser import TIMEOUT_MS, VIEWPORTS
+from tests.support.data import ROOT
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -252,7 +254,7 @@ def test_a_new_input_clears_the_old_result_and_no_image_is_a_hint(page, viewport
 def test_an_oversized_upload_is_flagged_on_upload_and_can_be_downscaled_to_fit(page, viewport, tmp_path):
     from PIL import Image
 
-    from tests.conftest import photo
+    from tests.support.data import photo
 
     expect = playwright.expect
     big = Image.fromarray(photo("astronaut")).resize((2000, 1100), Image.Resampling.LANCZOS)

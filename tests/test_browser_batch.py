@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, TIMEOUT_MS
+from tests.support.browser import TIMEOUT_MS
+from tests.support.data import ROOT
 from tests.test_browser import screenshot
 
 playwright = pytest.importorskip("playwright.sync_api")

@@ -1,6 +1,6 @@
 """The Leaderboard tab in a real browser, on a desktop (1440x900) and a phone (390x844).
 
-Playwright drives Debian's Chromium against ``python app.py`` (conftest's ``app`` and
+Playwright drives Debian's Chromium against ``python app.py`` (tests.support's ``app`` and
 ``browser``). The figure plotly drew is read from the page itself (``gd.data``), the table
 from its cells. Screenshots go to ``artifacts/screenshots/`` for a person to look at.
 """
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rtsr.leaderboard import OFFICIAL_CSV
-from tests.conftest import VIEWPORTS, open_page
+from tests.support.browser import VIEWPORTS, open_page
 from tests.test_browser import screenshot
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -267,7 +267,7 @@ def test_a_row_not_timed_at_4k_is_shown_only_when_asked_and_marked(browser, tmp_
 
     from rtsr.leaderboard.sources import EVALUATIONS_DIR
     from rtsr.scoring import score
-    from tests.conftest import RunningApp
+    from tests.support.app import RunningApp
 
     doc = json.loads((EVALUATIONS_DIR / "rtsrn-x2_Set5.json").read_text())
     doc["model"]["name"] = "Shortcut"

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, VIEWPORTS, RunningApp, run_cli
 from tests.hub_standin import USER, HubStandIn
+from tests.support.app import RunningApp
+from tests.support.browser import VIEWPORTS
+from tests.support.cli import run_cli
+from tests.support.data import ROOT
 from tests.test_browser import TIMEOUT_MS, model_input, open_tab, pick_model, run, screenshot, upload
 
 playwright = pytest.importorskip("playwright.sync_api")

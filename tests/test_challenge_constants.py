@@ -27,7 +27,8 @@ from PIL import Image
 
 from rtsr.degradation import degrade
 from rtsr.leaderboard import EVALUATIONS_DIR
-from tests.conftest import BUNDLED_SET5, ROOT, run_cli
+from tests.support.cli import run_cli
+from tests.support.data import BUNDLED_SET5, ROOT
 
 #: prepare_data.py's --jpeg-level default.
 CHALLENGE_JPEG_QUALITY = 90

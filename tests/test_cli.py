@@ -14,7 +14,8 @@ from PIL import Image
 from bench.bench_metrics import skimage_metrics
 from rtsr.cli import COMMANDS, build_parser
 from rtsr.images import read_rgb
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.data import ROOT
 
 
 @pytest.mark.parametrize("scale", [2, 3])

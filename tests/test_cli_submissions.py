@@ -8,7 +8,9 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-from tests.conftest import assert_one_line_error, make_submission, photo, populate_hub_cache, run_cli
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.data import photo
+from tests.support.submissions import make_submission, populate_hub_cache
 
 REVISION = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 

@@ -7,7 +7,7 @@ from rtsr.degradation import crop_for_scale, degrade, downsample, jpeg_roundtrip
 from rtsr.errors import InputError
 from rtsr.images import read_rgb
 from rtsr.metrics import psnr
-from tests.conftest import photo
+from tests.support.data import photo
 
 
 def test_crop_drops_the_remainder_rows_and_columns():

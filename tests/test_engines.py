@@ -37,7 +37,7 @@ from rtsr.engines import (
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale
 from rtsr.models import PaddedModel, load_model, srmodel
-from tests.conftest import AVX2_ENV, ROOT, photo, without_openvino_bf16
+from tests.support.data import AVX2_ENV, ROOT, photo, without_openvino_bf16
 
 CPU = torch.device("cpu")
 RTSRN_X2 = ROOT / "submissions" / "rtsrn_x2" / "model.safetensors"
@@ -316,7 +316,7 @@ print(json.dumps({
 
 @needs_openvino
 def test_on_a_cpu_without_bf16_openvino_bf16_is_named_f32_and_never_served_as_bf16():
-    # an AVX2-only CPU: this host if it is one, else qemu's Haswell (tests/conftest.py)
+    # an AVX2-only CPU: this host if it is one, else qemu's Haswell (tests/support/data.py)
     argv = without_openvino_bf16([sys.executable, "-c", _WITHOUT_BF16_PROBE])
     result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

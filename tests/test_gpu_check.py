@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.gpu_check import SECTIONS
-from tests.conftest import ROOT
+from tests.support.data import ROOT
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, bench/gpu_check.sh runs every section")

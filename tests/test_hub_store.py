@@ -17,8 +17,9 @@ import pytest
 from rtsr.submissions.hub_store import HubStore
 from rtsr.submissions.registry import RegistryEntry
 from rtsr.submissions.requests import LeaseLost, StoreError, submit
-from tests.conftest import ROOT, make_submission
 from tests.hub_standin import READ_TOKEN, HubStandIn
+from tests.support.data import ROOT
+from tests.support.submissions import make_submission
 
 DATASET = "hf://datasets/lab/rtsr-store"
 REPO = ("dataset", "lab/rtsr-store")
@@ -307,7 +308,7 @@ def _finished_on_the_hub() -> None:
 def test_the_app_on_an_empty_disk_serves_the_board_and_models_of_the_dataset_and_outlives_the_hub(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.conftest import RunningApp
+    from tests.support.app import RunningApp
     from tests.test_app import EXAMPLES, call_upscale, request, uploaded_file
 
     with HubStandIn() as hub:

@@ -7,7 +7,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from rtsr.errors import InputError
 from rtsr.images import image_size, list_images, read_rgb, write_image
-from tests.conftest import photo
+from tests.support.data import photo
 
 
 def test_list_images_sorted_and_filtered(tmp_path):

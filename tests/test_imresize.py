@@ -4,7 +4,7 @@ import torch
 from resize_right import interp_methods, resize
 
 from rtsr.imresize import imresize
-from tests.conftest import photo
+from tests.support.data import photo
 
 
 @pytest.mark.parametrize("scale", [1 / 2, 1 / 3, 2.0, 3.0])

@@ -6,7 +6,7 @@ from rtsr.devices import resolve_device, resolve_precision
 from rtsr.errors import DeviceError, InputError, ModelError
 from rtsr.inference import prepare, to_image, to_tensor, upscale, upscale_folder
 from rtsr.models import load_model, srmodel
-from tests.conftest import ROOT, photo
+from tests.support.data import ROOT, photo
 
 
 def test_tensor_round_trip_is_exact():

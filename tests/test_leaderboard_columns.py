@@ -14,7 +14,7 @@ from rtsr.leaderboard.columns import (
 )
 from rtsr.leaderboard.schema import FIELDS
 from rtsr.metrics import ImageMetrics
-from tests.conftest import ROOT
+from tests.support.data import ROOT
 
 EXPECTED_KEYS = [
     "track",

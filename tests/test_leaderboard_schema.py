@@ -16,7 +16,7 @@ from rtsr.leaderboard.schema import (
     write_evaluation,
 )
 from rtsr.leaderboard.sources import EVALUATIONS_DIR
-from tests.conftest import ROOT
+from tests.support.data import ROOT
 
 SUBMISSION = {
     "request": "r-0001",

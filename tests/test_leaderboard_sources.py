@@ -20,7 +20,7 @@ from rtsr.leaderboard.sources import (
     default_sources,
     load_leaderboard,
 )
-from tests.conftest import ROOT
+from tests.support.data import ROOT
 from tests.test_leaderboard_columns import assert_leaderboard_dtypes
 
 SUBMISSION = {

@@ -17,7 +17,8 @@ from rtsr.inference import upscale
 from rtsr.models import PaddedModel, count_params, load_model
 from rtsr.submissions.loader import call_srmodel, infer_scale, load_submission
 from rtsr.submissions.submission import open_submission
-from tests.conftest import ROOT, PickleExploit, make_submission, tiny_state_dict
+from tests.support.data import ROOT
+from tests.support.submissions import PickleExploit, make_submission, tiny_state_dict
 
 
 def test_relative_checkpoint_on_a_gpu_map_location_loads_on_cpu(tmp_path, monkeypatch):

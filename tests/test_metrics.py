@@ -11,7 +11,7 @@ from rtsr.degradation import crop_for_scale, jpeg_roundtrip
 from rtsr.errors import InputError
 from rtsr.images import read_rgb
 from rtsr.metrics import ImageMetrics, mean_metrics, measure, measure_against, measure_folders, psnr, rgb_to_y, ssim
-from tests.conftest import EVAL_DIR, PHOTOS, ROOT, needs_shared, photo
+from tests.support.data import EVAL_DIR, PHOTOS, ROOT, needs_shared, photo
 
 SET5 = ROOT / "testsets" / "Set5"
 

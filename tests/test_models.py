@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 from rtsr.errors import ModelError
 from rtsr.models import RTSRN, Bicubic, count_params, load_model, srmodel
-from tests.conftest import PickleExploit
+from tests.support.submissions import PickleExploit
 
 # Parameters of RTSRN(3, 64 feats, 5 blocks) counted by hand from its layers:
 # head 3*64*9 + 64; body 5 * (64*64*9 + 64); tail 64*(3*s*s)*9 + 3*s*s.

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from tests import hub_standin
-from tests.conftest import ROOT, populate_hub_cache
 from tests.hub_standin import HubStandIn
+from tests.support.data import ROOT
+from tests.support.submissions import populate_hub_cache
 from tests.test_quickstart import git_toplevel
 
 #: The page's section and the README's guide, by their headings.

@@ -10,7 +10,7 @@ from rtsr.leaderboard.sources import EVALUATIONS_DIR
 from rtsr.submissions.hub import CARD_TAGS, model_card, publish_folder
 from rtsr.submissions.publishing import publish
 from rtsr.submissions.submission import open_submission
-from tests.conftest import make_submission
+from tests.support.submissions import make_submission
 
 
 def _evaluation(name: str) -> dict:

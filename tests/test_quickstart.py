@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.data import ROOT
 
 #: What the Quick start's main job line starts with; the packages are installed already and
 #: the test has no network, so the test runs what follows it.

@@ -8,7 +8,7 @@ from rtsr.errors import SubmissionError
 from rtsr.sources import load
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry, RegistryEntry, entry_for
 from rtsr.submissions.submission import open_submission
-from tests.conftest import make_submission, populate_hub_cache
+from tests.support.submissions import make_submission, populate_hub_cache
 
 REVISION = "3f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39"
 

@@ -19,8 +19,9 @@ from rtsr.errors import InputError, SubmissionError
 from rtsr.submissions.hub_store import HubStore
 from rtsr.submissions.registry import RegistryEntry
 from rtsr.submissions.requests import MAX_ATTEMPTS, LeaseLost, SqliteStore, Store, StoreError, submit
-from tests.conftest import ROOT, make_submission, populate_hub_cache
 from tests.hub_standin import HubStandIn
+from tests.support.data import ROOT
+from tests.support.submissions import make_submission, populate_hub_cache
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 

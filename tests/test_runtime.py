@@ -15,7 +15,7 @@ from rtsr.runtime import (
     probe_weights,
     time_forward,
 )
-from tests.conftest import photo
+from tests.support.data import photo
 
 # Multiply-adds per LR pixel of RTSRN x2, by hand: 3x3 convs 3->64, 5 x 64->64, 64->12.
 MACS_PER_PIXEL_X2 = 9 * (3 * 64 + 5 * 64 * 64 + 64 * 12)

@@ -18,7 +18,8 @@ from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import open_submission
 from rtsr.submissions.validation import run_checks
-from tests.conftest import make_submission, populate_hub_cache, run_cli
+from tests.support.cli import run_cli
+from tests.support.submissions import make_submission, populate_hub_cache
 
 HOSTILE = Path(__file__).parent / "hostile"
 SECRET = "hf_fake_secret_123"

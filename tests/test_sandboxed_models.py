@@ -18,7 +18,8 @@ from rtsr.submissions.registry import Registry, entry_for
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.sandboxed_models import SERVING_LIMITS, SandboxedModels
 from rtsr.submissions.submission import open_submission
-from tests.conftest import ROOT, make_submission, photo
+from tests.support.data import ROOT, photo
+from tests.support.submissions import make_submission
 from tests.test_app import descendants
 from tests.test_runtime import MACS_PER_PIXEL_X2
 from tests.test_sandbox import SECRET, hostile, marker, running_with

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from rtsr.scoring import psnr_for_score, score
-from tests.conftest import ROOT, SHARED, needs_shared
+from tests.support.data import ROOT, SHARED, needs_shared
 
 TABLE = ROOT / "leaderboard" / "ntire23_track1_final.csv"
 

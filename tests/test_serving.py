@@ -35,7 +35,8 @@ from rtsr.serving import (
 )
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry, entry_for
 from rtsr.submissions.submission import open_submission
-from tests.conftest import make_submission, photo
+from tests.support.data import photo
+from tests.support.submissions import make_submission
 
 
 @pytest.fixture(scope="module")

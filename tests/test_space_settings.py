@@ -6,7 +6,8 @@ import pytest
 
 from rtsr.submissions.registry import BUNDLED_REGISTRY
 from space.settings import DEFAULT_LEADERBOARD_DIR, Settings, parse_settings
-from tests.conftest import APP_SETTINGS, ROOT
+from tests.support.app import APP_SETTINGS
+from tests.support.data import ROOT
 
 
 def test_defaults_are_the_bundled_registry_and_leaderboard_on_localhost():

@@ -124,7 +124,7 @@ def test_model_names_are_shown_as_text_in_the_upscale_results():
     from rtsr.serving import ModelPool, serve
     from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
     from space.ui import metrics_markdown, timing_markdown
-    from tests.conftest import ROOT
+    from tests.support.data import ROOT
 
     pool = ModelPool(Registry.read(BUNDLED_REGISTRY), "cpu")
     try:

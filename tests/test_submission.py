@@ -5,7 +5,7 @@ import pytest
 
 from rtsr.errors import SubmissionError
 from rtsr.submissions.submission import SubmissionMeta, open_submission, pack
-from tests.conftest import make_submission
+from tests.support.submissions import make_submission
 
 
 def test_folder(tmp_path):

@@ -25,7 +25,7 @@ from rtsr.serving import ModelPool, serve
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from rtsr.submissions.sandboxed_models import SERVING_LIMITS
 from rtsr.tiling import ReceptiveField, plan_tiles, receptive_radius
-from tests.conftest import ROOT, photo
+from tests.support.data import ROOT, photo
 
 CPU = torch.device("cpu")
 RTSRN_X2 = ROOT / "submissions" / "rtsrn_x2" / "model.safetensors"

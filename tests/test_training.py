@@ -10,7 +10,7 @@ from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import open_submission
 from rtsr.submissions.validation import run_checks
 from rtsr.training import STATE_FILE, PatchSampler, TrainConfig, split, train
-from tests.conftest import PHOTOS, photo
+from tests.support.data import PHOTOS, photo
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from rtsr.submissions.loader import load_submission
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import open_submission
 from rtsr.submissions.validation import run_checks, run_validation
-from tests.conftest import make_submission, photo, populate_hub_cache, run_cli
+from tests.support.cli import run_cli
+from tests.support.data import photo
+from tests.support.submissions import make_submission, populate_hub_cache
 from tests.test_loader import challenge_submission, pickle_calling, write_checkpoint, zip_folder
 
 

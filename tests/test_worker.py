@@ -22,7 +22,9 @@ from huggingface_hub import JobInfo
 
 from rtsr.submissions.requests import SqliteStore, submit
 from rtsr.submissions.worker import EvaluationSettings, HfJobsBackend, TestSet, Worker
-from tests.conftest import ROOT, populate_hub_cache, run_cli
+from tests.support.cli import run_cli
+from tests.support.data import ROOT
+from tests.support.submissions import populate_hub_cache
 from tests.test_runtime import MACS_PER_PIXEL_X2
 
 BUNDLED = ROOT / "submissions" / "rtsrn_x2"
@@ -390,7 +392,7 @@ def srmodel():
 
 
 def test_a_reason_cannot_redraw_the_terminal(tmp_path: Path) -> None:
-    from tests.conftest import make_submission
+    from tests.support.submissions import make_submission
 
     store = tmp_path / "store"
     folder = make_submission(tmp_path / "escaping", ESCAPING_ARCH, checkpoint=False)
