@@ -505,11 +505,15 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
         [dataset, sources, note, details, shown_sources],
         api_visibility="private",
     )
-    changed.then(on_view, inputs, outputs, api_visibility="private")
+    # One queue for every redraw, one at a time: each listener has a queue of its own, so two
+    # quick changes (a source unticked, then the track) could otherwise be drawn in the wrong
+    # order, the older view last. A redraw takes a few hundred ms.
+    one_queue: dict[str, Any] = {"concurrency_id": "leaderboard-view", "concurrency_limit": 1}
+    changed.then(on_view, inputs, outputs, api_visibility="private", **one_queue)
     for control in (dataset, sources, y_axis, x_axis, unranked_box):
-        control.input(on_view, inputs, outputs, api_visibility="private")
+        control.input(on_view, inputs, outputs, api_visibility="private", **one_queue)
     # .change, not .input: a box emptied by Backspace or select-all + Delete must show every row again
-    query.change(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last")
+    query.change(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last", **one_queue)
     table.select(on_select, [track, dataset], details, api_visibility="private")
     controls = [errors, dataset, sources, note, shown_sources]
     return LeaderboardView(board, inputs, outputs, [*inputs, shown_sources], controls, on_view)

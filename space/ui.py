@@ -9,6 +9,7 @@ as a one-line internal error, and the server stays up.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -890,10 +891,27 @@ class Live:
         self._lock = threading.Lock()
         self._version, self._loaded_at = queue_version(store), time.monotonic()
         self._looked_at = self._loaded_at
+        self._shown = self._digest()
+
+    def _digest(self) -> str:
+        """What the pages show, in one short string: the store's version (the queues), the
+        models served, the leaderboard's rows and the errors said above it, and whether the Hub
+        answers. A reload that changed none of them changes nothing on any page: an open page
+        is not redrawn, and the choices its reader is making are not overwritten."""
+        digest = hashlib.sha256()
+        for part in (
+            self._version,
+            repr(sorted((k, d.name) for k, d in self.pool.models.items())),
+            self.board.frame.to_csv(),
+            repr(self.board.errors),
+            repr(self.store.unreachable),
+        ):
+            digest.update(part.encode() + b"\0")
+        return digest.hexdigest()[:16]
 
     def current(self, loading: bool = False) -> str:
         """The state the page should show: reloads first if the store changed or the period
-        passed; returns a token that changes whenever what is shown may have. The store is
+        passed; returns a token (:meth:`_digest`) that changes when what is shown did. The store is
         looked at once per :data:`POLL_S`; for a page ``loading``, once per :data:`LOAD_S`
         (it shows the store as it is, not as it was a poll ago, and a burst of visitors
         still costs the Hub one request a second at most)."""
@@ -912,7 +930,8 @@ class Live:
                     if added:
                         logger.info("now serving %s", ", ".join(added))
                     self._version, self._loaded_at = version, now
-            return f"{self._version}@{self._loaded_at}"
+                self._shown = self._digest()
+            return self._shown
 
 
 #: Seconds between the page's looks at the store (each one SQLite query, or one request for
