@@ -15,7 +15,7 @@ import pytest
 
 from tests.hub_standin import USER, HubStandIn
 from tests.support.app import RunningApp
-from tests.support.browser import VIEWPORTS
+from tests.support.browser import VIEWPORTS, open_page
 from tests.support.cli import run_cli
 from tests.support.data import ROOT
 from tests.test_browser import TIMEOUT_MS, model_input, open_tab, pick_model, run, screenshot, upload
@@ -33,14 +33,8 @@ def _changed(folder: Path) -> Path:
     return folder
 
 
-def _new_page(browser, app: RunningApp, viewport: str = "tall"):
-    size = {"width": 1440, "height": 1100} if viewport == "tall" else VIEWPORTS[viewport]
-    context = browser.new_context(viewport=size)
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app.url)
-    page.wait_for_selector("#upload")
-    return context, page
+#: A laptop's width, tall enough for the Submit tab's queues without scrolling.
+TALL = {"width": 1440, "height": 1100}
 
 
 #: The bundled RTSRN x2 queued from a folder, as the worker names it (schema.Submission.label).
@@ -116,7 +110,7 @@ def test_evaluated_requests_reach_the_queues_the_leaderboard_and_the_demo(browse
     app = RunningApp(log=tmp_path / "app.log", env={"RTSR_STORE": str(store)}).wait_ready()
     contexts = []
     try:
-        context, page = _new_page(browser, app)
+        context, page = open_page(browser, app, TALL)
         contexts.append(context)
         page.get_by_role("tab", name="Submit").click()
         expect(page.locator("#submit-login-note")).to_contain_text("python -m rtsr submit")
@@ -131,7 +125,7 @@ def test_evaluated_requests_reach_the_queues_the_leaderboard_and_the_demo(browse
         assert "3 requests evaluated; 0 pending" in worker.stdout, worker.stdout
 
         # A page loaded now shows the store as it is, at once: well within one poll (5 s).
-        context, page = _new_page(browser, app, "phone")
+        context, page = open_page(browser, app, VIEWPORTS["phone"])
         contexts.append(context)
         open_tab(page, "Submit")
         expect(page.get_by_text("Finished (2)")).to_be_visible(timeout=3_000)
@@ -154,7 +148,7 @@ def test_evaluated_requests_reach_the_queues_the_leaderboard_and_the_demo(browse
         _compare_two_models(page, "phone")
         context.close()
 
-        context, page = _new_page(browser, app)
+        context, page = open_page(browser, app, TALL)
         contexts.append(context)
         page.get_by_role("tab", name="Submit").click()
         expect(page.locator("#queue-finished")).to_contain_text("team_rtsrn")
@@ -218,7 +212,7 @@ def test_the_submit_tab_signed_in_queues_a_repo_and_refuses_what_it_must(browser
         app = RunningApp(log=tmp_path / "app.log", env=env).wait_ready()
         context = None
         try:
-            context, page = _new_page(browser, app)
+            context, page = open_page(browser, app, TALL)
             page.get_by_role("tab", name="Submit").click()
             message = page.locator("#submit-message")
 

@@ -26,7 +26,7 @@ from tests import hub_standin
 from tests.hub_standin import HubStandIn
 from tests.support.data import ROOT
 from tests.support.submissions import populate_hub_cache
-from tests.test_quickstart import git_toplevel
+from tests.test_quickstart import fenced_blocks, git_toplevel, section
 
 #: The page's section and the README's guide, by their headings.
 PAGE_SECTION = "## Submit a model"
@@ -45,30 +45,6 @@ TIMEOUT_S = 300
 
 
 # --- the documents' texts -----------------------------------------------------------------
-
-
-def section(text: str, heading: str) -> str:
-    """``text`` from the line ``heading`` up to the next level-2 heading."""
-    assert f"\n{heading}\n" in f"\n{text}", f"no {heading!r} in the document"
-    return f"\n{text}".split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
-
-
-def fenced_blocks(text: str) -> list[tuple[str, str]]:
-    """The fenced blocks of ``text``, in order: (info string, content). A fence may be
-    indented (inside a list item); its content loses that indentation, and only that."""
-    blocks: list[tuple[str, str]] = []
-    fence: tuple[str, str, list[str]] | None = None  # indentation, info, lines
-    for line in text.splitlines():
-        stripped = line.lstrip(" ")
-        if fence is None and stripped.startswith("```"):
-            fence = (line[: len(line) - len(stripped)], stripped.removeprefix("```").strip(), [])
-        elif fence is not None and line.strip() == "```":
-            blocks.append((fence[1], "\n".join(fence[2])))
-            fence = None
-        elif fence is not None:
-            fence[2].append(line.removeprefix(fence[0]))
-    assert fence is None, "an unclosed fence"
-    return blocks
 
 
 def joined_lines(block: str) -> list[str]:

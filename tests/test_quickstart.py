@@ -21,21 +21,33 @@ from tests.support.data import ROOT
 INSTALL = "pip install -r requirements.txt && "
 
 
-def quick_start_blocks(readme: str) -> list[tuple[str, str]]:
-    """The fenced blocks of the README's "## Quick start" section, in order: (info, text)."""
-    section = readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+def section(text: str, heading: str) -> str:
+    """``text`` from the line ``heading`` up to the next level-2 heading."""
+    assert f"\n{heading}\n" in f"\n{text}", f"no {heading!r} in the document"
+    return f"\n{text}".split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced blocks of ``text``, in order: (info string, content). A fence may be
+    indented (inside a list item); its content loses that indentation, and only that."""
     blocks: list[tuple[str, str]] = []
-    fence: tuple[str, list[str]] | None = None
-    for line in section.splitlines():
-        if fence is None and line.startswith("```"):
-            fence = (line.removeprefix("```").strip(), [])
-        elif fence is not None and line == "```":
-            blocks.append((fence[0], "\n".join(fence[1])))
+    fence: tuple[str, str, list[str]] | None = None  # indentation, info, lines
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        if fence is None and stripped.startswith("```"):
+            fence = (line[: len(line) - len(stripped)], stripped.removeprefix("```").strip(), [])
+        elif fence is not None and line.strip() == "```":
+            blocks.append((fence[1], "\n".join(fence[2])))
             fence = None
         elif fence is not None:
-            fence[1].append(line)
-    assert fence is None, "an unclosed fence in the README's Quick start"
+            fence[2].append(line.removeprefix(fence[0]))
+    assert fence is None, "an unclosed fence"
     return blocks
+
+
+def quick_start_blocks(readme: str) -> list[tuple[str, str]]:
+    """The fenced blocks of the README's "## Quick start" section, in order: (info, text)."""
+    return fenced_blocks(section(readme, "## Quick start"))
 
 
 def main_job(readme: str) -> str:
