@@ -304,6 +304,8 @@ def build_submit_tab(
         return check_zip_report(path, None, work_dir, max_unzipped)
 
     check.click(check_zip, [upload], [report], api_visibility="private", concurrency_limit=1)
-    # a new file, or none: the report of the last one goes
-    upload.change(lambda _: "", [upload], [report], api_visibility="private", show_progress="hidden")
+    # the file cleared (a single-file gr.File takes a new file only once the old one is
+    # cleared): the report of the old one goes. Not on .change, which also fires when an
+    # upload lands: a second event on the report racing the check the same click sent
+    upload.clear(lambda: "", None, [report], api_visibility="private", show_progress="hidden")
     return {"refresh": refresh, "outputs": [note, *accordions, *tables]}

@@ -13,7 +13,7 @@ import pytest
 from rtsr.serving import ModelPool, serve
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from tests.support.app import ARTIFACTS
-from tests.support.browser import TIMEOUT_MS, VIEWPORTS
+from tests.support.browser import TIMEOUT_MS, VIEWPORTS, attach
 from tests.support.data import ROOT
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -399,10 +399,10 @@ def test_check_my_zip_speaks_plainly_and_forgets_an_old_file(page, viewport, tmp
     expect = playwright.expect
     open_tab(page, "Submit")
     page.get_by_text("Check my zip").click()
-    files, report = page.locator("#check-zip input[type=file]"), page.locator("#check-report")
+    report = page.locator("#check-report")
     random = tmp_path / "random.zip"
     random.write_bytes(b"these bytes are no zip\n" * 10)
-    files.set_input_files(str(random))
+    attach(page, "check-zip", random)
     page.locator("#check-button").click()
     expect(report).to_have_text("random.zip cannot be checked: not a valid zip file", timeout=TIMEOUT_MS)
 
@@ -417,7 +417,7 @@ def test_check_my_zip_speaks_plainly_and_forgets_an_old_file(page, viewport, tmp
     # replacing the file: clear it (the report of the old one goes with it), upload the new one
     page.locator("#check-zip button[aria-label='Clear']").click()
     expect(report).to_have_text("")
-    files.set_input_files(str(renamed))
+    attach(page, "check-zip", renamed)
     page.locator("#check-button").click()
     expect(report).to_contain_text(
         "submission_renamed.zip: the srmodel() check failed: fix it and check again.", timeout=TIMEOUT_MS

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.support.browser import TIMEOUT_MS
+from tests.support.browser import TIMEOUT_MS, attach
 from tests.support.data import ROOT
 from tests.test_browser import screenshot
 
@@ -21,7 +21,7 @@ def test_several_images_give_a_zip_and_a_csv(page, viewport, tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     page.locator("#batch").get_by_text("Several images at once").click()
     files = [ROOT / "examples" / "coffee.png", tmp_path / "notes.png", ROOT / "examples" / "rocket.png"]
-    page.locator("#batch-files input[type=file]").set_input_files([str(f) for f in files])
+    attach(page, "batch-files", *files)
     page.locator("#batch-run").click()
     summary = page.locator("#batch-summary")
     expect(summary).to_contain_text("2 of 3 images upscaled", timeout=TIMEOUT_MS)
@@ -43,5 +43,5 @@ def test_several_images_give_a_zip_and_a_csv(page, viewport, tmp_path):
     summary.scroll_into_view_if_needed()
     screenshot(page, f"upscale_batch_{viewport}")
     # new files: the last batch's results go
-    page.locator("#batch-files input[type=file]").set_input_files([str(files[0])])
+    attach(page, "batch-files", files[0])
     expect(summary).to_have_text("")

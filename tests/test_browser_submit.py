@@ -15,7 +15,7 @@ import pytest
 
 from tests.hub_standin import USER, HubStandIn
 from tests.support.app import RunningApp
-from tests.support.browser import VIEWPORTS, open_page
+from tests.support.browser import VIEWPORTS, attach, open_page
 from tests.support.cli import run_cli
 from tests.support.data import ROOT
 from tests.test_browser import TIMEOUT_MS, model_input, open_tab, pick_model, run, screenshot, upload
@@ -261,7 +261,7 @@ def test_the_submit_tab_signed_in_queues_a_repo_and_refuses_what_it_must(browser
                 for path in BUNDLED.iterdir():
                     z.write(path, path.name)
             page.get_by_text("Check my zip").click()
-            page.locator("#check-zip input[type=file]").set_input_files(str(zipped))
+            attach(page, "check-zip", zipped)
             page.locator("#check-button").click()
             report = page.locator("#check-report")
             expect(report).to_contain_text("all checks passed", timeout=TIMEOUT_MS)

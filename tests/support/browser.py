@@ -62,6 +62,17 @@ def open_page(browser, app: RunningApp, viewport: dict[str, int]):  # type: igno
     return context, page
 
 
+def attach(page, elem_id: str, *paths: Path) -> None:  # type: ignore[no-untyped-def]
+    """Give ``paths`` to the file input of the component ``elem_id`` and wait until each has
+    landed on the server (its download link is shown), as a person waits before clicking on."""
+    from playwright.sync_api import expect
+
+    links = page.locator(f"#{elem_id} a[href*='/file=']")
+    before = links.count()  # a component of several files adds to the ones it holds
+    page.locator(f"#{elem_id} input[type=file]").set_input_files([str(p) for p in paths])
+    expect(links).to_have_count(before + len(paths))
+
+
 @pytest.fixture(params=list(VIEWPORTS))
 def viewport(request: pytest.FixtureRequest) -> str:
     """The name of the width a browser test runs at ("desktop" or "phone")."""
