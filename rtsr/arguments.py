@@ -6,6 +6,22 @@ from __future__ import annotations
 import argparse
 import re
 
+from rtsr.bundled import BUNDLED_PREFIX
+from rtsr.bundled import folder as resolve_folder
+from rtsr.errors import InputError
+
+#: What a help text says of a folder of HR images that may be a bundled test set.
+HR_FOLDER_HELP = f"a folder of HR images, or {BUNDLED_PREFIX}Set5 for the one bundled with rtsr"
+
+
+def hr_folder(text: str) -> str:
+    """A folder of HR images: a path as given, or ``bundled:<name>`` for a test set bundled
+    with rtsr (found wherever rtsr is installed)."""
+    try:
+        return str(resolve_folder(text))
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 def non_negative_int(text: str) -> int:
     """``text`` as a whole number >= 0."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rtsr import __version__
-from rtsr.arguments import byte_size, non_negative_int, positive_int
+from rtsr.arguments import HR_FOLDER_HELP, byte_size, hr_folder, non_negative_int, positive_int
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
 from rtsr.engines import ENGINE_CHOICES
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Crop each image so its sides divide by the scale, downsample it with bicubic,"
         " save the LR as JPEG and the GT as PNG.",
     )
-    p.add_argument("--image-dir", required=True, help="folder of HR images")
+    p.add_argument("--image-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
     p.add_argument("--lr-out-dir", required=True, help="where LR images go (stem.jpg, or stem.png at --jpeg-level 0)")
     p.add_argument("--gt-out-dir", required=True, help="where the cropped GT images go (stem.png)")
     p.add_argument(
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pair images by file stem and print PSNR and SSIM on RGB and on BT.601 Y, per image and averaged.",
     )
     p.add_argument("--sr-dir", required=True)
-    p.add_argument("--gt-dir", required=True)
+    p.add_argument("--gt-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
     p.add_argument(
         "--crop-border",
         type=non_negative_int,
@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     p.add_argument("--lr-dir", required=True)
-    p.add_argument("--gt-dir", required=True)
+    p.add_argument("--gt-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
     p.add_argument("--out", required=True, metavar="FILE.json")
     p.add_argument("--dataset", metavar="NAME", help="name of the set in the results (default: the GT folder's name)")
     p.add_argument(
@@ -644,7 +644,7 @@ def _cmd_sr(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from rtsr.evaluate import evaluate
+    from rtsr.evaluation import evaluate
     from rtsr.leaderboard import METRICS, read_evaluation, write_evaluation
 
     loaded, device, precision = _load(args)

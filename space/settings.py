@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtsr.arguments import byte_size, parse_size, positive_int
+from rtsr.leaderboard.sources import LEADERBOARD_DIR
 from rtsr.submissions.registry import BUNDLED_REGISTRY
 from rtsr.submissions.requests import DAILY_LIMIT, DEFAULT_STORE
 
 #: The shipped leaderboard: the official table and ``evaluations/``.
-DEFAULT_LEADERBOARD_DIR = Path(__file__).resolve().parents[1] / "leaderboard"
+DEFAULT_LEADERBOARD_DIR = LEADERBOARD_DIR
 
 
 @dataclass(frozen=True)

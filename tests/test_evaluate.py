@@ -5,7 +5,7 @@ import torch
 
 from rtsr.degradation import prepare_data
 from rtsr.errors import InputError
-from rtsr.evaluate import SCHEMA, SCHEMA_VERSION, evaluate
+from rtsr.evaluation import SCHEMA, SCHEMA_VERSION, evaluate
 from rtsr.inference import upscale_folder
 from rtsr.metrics import measure_folders
 from rtsr.models import load_model, srmodel

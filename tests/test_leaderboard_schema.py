@@ -33,10 +33,10 @@ def _document(name="rtsrn-x2_Set5.json"):
 
 
 def test_the_schema_is_named_once_and_evaluate_writes_it():
-    import rtsr.evaluate
+    import rtsr.evaluation
 
     assert (SCHEMA, SCHEMA_VERSION) == ("rtsr.evaluate", 1)
-    assert (rtsr.evaluate.SCHEMA, rtsr.evaluate.SCHEMA_VERSION) == (SCHEMA, SCHEMA_VERSION)
+    assert (rtsr.evaluation.SCHEMA, rtsr.evaluation.SCHEMA_VERSION) == (SCHEMA, SCHEMA_VERSION)
 
 
 @pytest.mark.parametrize("module", ["rtsr.leaderboard", "rtsr.leaderboard.schema"])

@@ -24,9 +24,9 @@ import pytest
 
 from tests import hub_standin
 from tests.hub_standin import HubStandIn
-from tests.support.data import ROOT
+from tests.support.data import fresh_clone
 from tests.support.submissions import populate_hub_cache
-from tests.test_quickstart import fenced_blocks, git_toplevel, section
+from tests.test_quickstart import fenced_blocks, section
 
 #: The page's section and the README's guide, by their headings.
 PAGE_SECTION = "## Submit a model"
@@ -127,15 +127,7 @@ def checks(lines: list[str]) -> list[tuple[str, str]]:
 def clone(tmp_path: Path) -> Path:
     """A fresh clone of the repository's HEAD, alone in a folder of its own (one per test: the
     two tests write the same files)."""
-    if git_toplevel(ROOT) != ROOT:
-        reason = f"{ROOT} is not the root of a git repository (or git is missing): nothing to clone"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    parent = tmp_path / "fresh"
-    parent.mkdir()
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(parent / "rtsr")], check=True, timeout=120)
-    return parent / "rtsr"
+    return fresh_clone(tmp_path / "fresh")
 
 
 #: What a participant's environment would not have: this machine's shared data, its Hub

@@ -7,14 +7,13 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.data import ROOT
+from tests.support.data import ROOT, fresh_clone
 
 #: What the Quick start's main job line starts with; the packages are installed already and
 #: the test has no network, so the test runs what follows it.
@@ -76,26 +75,10 @@ def table_row(text: str, name: str) -> list[float]:
     return [float(cell) for cell in rows[0][1:]]
 
 
-def git_toplevel(folder: Path) -> Path | None:
-    """The root of the git work tree ``folder`` is in; None outside one, or without git."""
-    if shutil.which("git") is None:
-        return None
-    top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    return Path(top.stdout.strip()).resolve() if top.returncode == 0 else None
-
-
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh clone of the repository's HEAD, alone in a temporary folder."""
-    if git_toplevel(ROOT) != ROOT:
-        reason = f"{ROOT} is not the root of a git repository (or git is missing): nothing to clone"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    parent = tmp_path_factory.mktemp("fresh")
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(parent / "rtsr")], check=True, timeout=120)
-    return parent / "rtsr"
+    return fresh_clone(tmp_path_factory.mktemp("fresh"))
 
 
 def test_the_quick_start_main_job_runs_in_a_fresh_clone(clone):

@@ -38,12 +38,13 @@ from typing import Any, Final, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 
+from rtsr.bundled import bundled
 from rtsr.constants import TRACK_SCALES
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.leaderboard.columns import METRICS, empty_leaderboard, frame_of, retyped
 from rtsr.leaderboard.schema import Evaluation, read_evaluation
 
-LEADERBOARD_DIR: Final = Path(__file__).resolve().parents[2] / "leaderboard"
+LEADERBOARD_DIR: Final = bundled("leaderboard")
 OFFICIAL_CSV: Final = LEADERBOARD_DIR / "ntire23_track1_final.csv"
 EVALUATIONS_DIR: Final = LEADERBOARD_DIR / "evaluations"
 

@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from rtsr.bundled import bundled
 from rtsr.errors import SubmissionError
 from rtsr.models import LoadedModel
 from rtsr.outputs import write_json
@@ -23,7 +24,7 @@ from rtsr.submissions.submission import HUB_SPEC, Submission, open_submission
 
 REGISTRY_SCHEMA_VERSION = 1
 #: The registry the app serves, next to the bundled submissions.
-BUNDLED_REGISTRY = Path(__file__).resolve().parents[2] / "submissions" / "registry.json"
+BUNDLED_REGISTRY = bundled("submissions") / "registry.json"
 
 
 def default_registry_path() -> Path:

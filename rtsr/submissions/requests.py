@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
+from rtsr.bundled import default_store_folder
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
 from rtsr.submissions.registry import Registry, RegistryEntry, reserved
 
@@ -51,9 +52,9 @@ STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 STORE_ENV: Final = "RTSR_STORE"
 #: A store in a Hub dataset is named ``hf://datasets/ORG/NAME``.
 HUB_SCHEME: Final = "hf://"
-#: The default store, under the repository and ignored by git; on a Space, point
-#: ``$RTSR_STORE`` at the persistent ``/data``.
-DEFAULT_STORE: Final = Path(__file__).resolve().parents[2] / "store"
+#: The default store: ``store/`` in a clone (ignored by git), a user folder when installed
+#: (:func:`rtsr.bundled.default_store_folder`); on a Space, point ``$RTSR_STORE`` at the persistent ``/data``.
+DEFAULT_STORE: Final = default_store_folder()
 #: A running request whose worker has not renewed its lease for this long goes back to
 #: pending: the worker is presumed dead. Workers renew every LEASE_S / 3.
 LEASE_S: Final = 120.0
@@ -155,7 +156,7 @@ class StoreError(RTSRError):
 
 
 def default_store() -> Path:
-    """``$RTSR_STORE`` if set, else ``store/`` under the repository."""
+    """``$RTSR_STORE`` if set, else :data:`DEFAULT_STORE`."""
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
 
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from rtsr.bundled import BUNDLED_PREFIX, bundled
+from rtsr.bundled import folder as bundled_folder
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
@@ -48,10 +50,9 @@ from rtsr.submissions.validation import VALIDATION_LIMITS
 
 logger = logging.getLogger(__name__)
 
-#: The test sets bundled in the repository; ``bundled:<name>`` names one wherever rtsr is
-#: installed (the worker's machine, or a Job's container, where the path differs).
-BUNDLED_TEST_SETS: Final = Path(__file__).resolve().parents[2] / "testsets"
-BUNDLED_PREFIX: Final = "bundled:"
+#: The test sets bundled with rtsr; ``bundled:<name>`` names one wherever rtsr is installed
+#: (the worker's machine, or a Job's container, where the path differs).
+BUNDLED_TEST_SETS: Final = bundled("testsets")
 #: The test set a fresh clone evaluates on: Set5, bundled in the repository.
 BUNDLED_TEST_SET: Final = BUNDLED_TEST_SETS / "Set5"
 #: What a job prints before its results (then the job's secret tag and one JSON line).
@@ -93,9 +94,7 @@ class TestSet:
             InputError: the folder does not exist, or the dataset cannot be had.
         """
         if not self.is_hub:
-            path = Path(self.location)
-            if self.location.startswith(BUNDLED_PREFIX):
-                path = BUNDLED_TEST_SETS / self.location.removeprefix(BUNDLED_PREFIX)
+            path = bundled_folder(self.location)
             if not path.is_dir():
                 raise InputError(f"test set {self.name}: {path} is not a folder")
             return path
@@ -292,7 +291,7 @@ def _evaluate(
     from tqdm import tqdm
 
     from rtsr.devices import device_name, resolve_device, resolve_precision
-    from rtsr.evaluate import evaluate_with
+    from rtsr.evaluation import evaluate_with
     from rtsr.runtime import RuntimeReport, lr_size, protocol_input, report_beside_bicubic
     from rtsr.submissions.sandboxed_models import SandboxedModels
 

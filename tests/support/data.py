@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,29 @@ from skimage import data
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("RTSR_SHARED", ROOT.parent / "shared"))
 EVAL_DIR = SHARED / "data" / "eval"
+
+
+def git_toplevel(folder: Path) -> Path | None:
+    """The root of the git work tree ``folder`` is in; None outside one, or without git."""
+    if shutil.which("git") is None:
+        return None
+    top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    return Path(top.stdout.strip()).resolve() if top.returncode == 0 else None
+
+
+def fresh_clone(parent: Path) -> Path:
+    """A fresh clone of the repository's HEAD, as ``parent/rtsr``: what a newcomer gets.
+    Outside a git work tree the test skips, except under CI, where it fails."""
+    if git_toplevel(ROOT) != ROOT:
+        reason = f"{ROOT} is not the root of a git repository (or git is missing): nothing to clone"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(parent / "rtsr")], check=True, timeout=120)
+    return parent / "rtsr"
+
 
 #: scikit-image's bundled RGB photographs, by name.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")

@@ -1,0 +1,128 @@
+"""rtsr installed as a user installs it: ``pip install .`` from a fresh clone into a new
+virtual environment, then the ``rtsr`` command and the library from a folder far from any
+clone, on the data rtsr carries (the bundled models, Set5 and leaderboard tables).
+
+Nothing is downloaded: the new environment sees this one's packages through a ``.pth`` file
+(after its own), so pip resolves rtsr's declared dependencies against the pinned versions
+and builds with this environment's setuptools (``--no-build-isolation``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.support.data import fresh_clone
+
+
+def _run(argv: list[str | Path], cwd: Path, env: dict[str, str], timeout: int = 300) -> str:
+    result = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], Path]:
+    """(the new environment's bin folder, an environment for its commands, an empty folder to
+    run them in) after ``pip install .`` of a fresh clone."""
+    root = tmp_path_factory.mktemp("install")
+    clone = fresh_clone(root / "fresh")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    bin_dir = venv / "bin"
+    purelib = subprocess.run(
+        [bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    # this environment's packages, after the new one's own: rtsr itself must come from the wheel
+    Path(purelib, "this-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    home = root / "home"
+    home.mkdir()
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "PIP_NO_INDEX": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    _run([bin_dir / "pip", "install", "--no-build-isolation", "."], cwd=clone, env=env, timeout=600)
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    return bin_dir, env, elsewhere
+
+
+def test_pip_install_gives_the_library_and_its_data_from_any_folder(installed):
+    bin_dir, env, elsewhere = installed
+    shown = json.loads(
+        _run(
+            [bin_dir / "python", "-c",
+             "import importlib.metadata as m, json, rtsr, rtsr.bundled as b, rtsr.submissions.requests as r;"
+             "print(json.dumps([m.version('rtsr'), rtsr.__version__, rtsr.__file__, b.in_clone(),"
+             " str(b.test_set('Set5')), str(r.DEFAULT_STORE)]))"],
+            cwd=elsewhere, env=env,
+        )
+    )  # fmt: skip
+    version, package_version, package_file, in_clone, set5, store = shown
+    assert version == package_version  # one version, read by the build from the package
+    assert "site-packages" in package_file and not in_clone
+    assert sorted(p.name for p in Path(set5).iterdir()) == [
+        "baby.png", "bird.png", "butterfly.png", "head.png", "woman.png",
+    ]  # fmt: skip
+    assert store == f"{env['HOME']}/.local/share/rtsr/store"  # a user folder, not a clone's store/
+
+    help_text = _run(["rtsr", "--help"], cwd=elsewhere, env=env)
+    for command in ("prepare-data", "evaluate", "validate", "submit", "worker"):
+        assert command in help_text
+    assert _run(["rtsr", "--version"], cwd=elsewhere, env=env).strip() == f"rtsr {version}"
+
+
+def test_the_installed_command_evaluates_the_bundled_model_on_the_bundled_set5(installed):
+    _, env, elsewhere = installed
+    _run(["rtsr", "prepare-data", "--image-dir", "bundled:Set5", "--lr-out-dir", "set5/lr_x2",
+          "--gt-out-dir", "set5/gt_x2", "--downsample-factor", "2", "--quiet"], cwd=elsewhere, env=env)  # fmt: skip
+    printed = _run(["rtsr", "evaluate", "--model", "rtsrn-x2", "--lr-dir", "set5/lr_x2", "--gt-dir", "set5/gt_x2",
+                    "--dataset", "Set5", "--out", "rtsrn.json", "--repeat", "2", "--warmup", "1", "--quiet"],
+                   cwd=elsewhere, env=env)  # fmt: skip
+    assert "wrote rtsrn.json" in printed
+    doc = json.loads((elsewhere / "rtsrn.json").read_text())
+    assert doc["model"]["id"] == "rtsrn-x2" and doc["dataset"] == {**doc["dataset"], "name": "Set5", "images": 5}
+    # RTSRN x2 on Set5 (JPEG q90 LR) is about 31.4 dB RGB; bicubic below it
+    assert 30.5 < doc["metrics"]["mean"]["psnr_rgb"] < 32.5
+    assert doc["psnr_gain"] > 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["rtsrn.json", "set5"]  # nothing else written here
+
+    # a bundled test set that is not there is one line
+    wrong = subprocess.run(["rtsr", "prepare-data", "--image-dir", "bundled:Set6", "--lr-out-dir", "a",
+                            "--gt-out-dir", "b", "--downsample-factor", "2"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert wrong.returncode == 2
+    assert (
+        wrong.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "rtsr prepare-data: error: argument --image-dir: bundled:Set6: no such bundled test set (bundled: Set5)"
+        )
+    )
+
+
+def test_the_public_api_from_an_installed_rtsr(installed):
+    """The names ``rtsr/__init__.py`` offers a notebook: the docstring's example, as written."""
+    bin_dir, env, elsewhere = installed
+    code = (
+        "import sys, rtsr\n"
+        "assert 'torch' not in sys.modules  # import rtsr stays cheap\n"
+        "gt = rtsr.read_rgb(rtsr.bundled.test_set('Set5') / 'baby.png')\n"
+        "lr = rtsr.degrade(gt, 2)\n"
+        "loaded = rtsr.load('rtsrn-x2')\n"
+        "device = rtsr.resolve_device(None)\n"
+        "precision = rtsr.resolve_precision(device, None)\n"
+        "sr = rtsr.upscale(rtsr.prepare(loaded.module, device, precision), lr, 2, device, precision)\n"
+        "print(rtsr.measure(sr, gt).psnr_rgb, rtsr.psnr, rtsr.ssim, rtsr.score, rtsr.measure_runtime, rtsr.evaluate)\n"
+    )
+    printed = _run([bin_dir / "python", "-c", "import rtsr.bundled\n" + code], cwd=elsewhere, env=env)
+    assert 33.0 < float(printed.split()[0]) < 35.0  # RTSRN x2 on baby, JPEG q90 LR
