@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.data import fresh_clone
+from tests.support.data import ROOT, fresh_clone
+from tests.test_quickstart import fenced_blocks, section
 
 
 def _run(argv: list[str | Path], cwd: Path, env: dict[str, str], timeout: int = 300) -> str:
@@ -33,7 +36,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     root = tmp_path_factory.mktemp("install")
     clone = fresh_clone(root / "fresh")
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    # no pip or setuptools of its own (ensurepip's would be older): this environment's are used
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     bin_dir = venv / "bin"
     purelib = subprocess.run(
         [bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -50,7 +54,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         "PIP_NO_INDEX": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
-    _run([bin_dir / "pip", "install", "--no-build-isolation", "."], cwd=clone, env=env, timeout=600)
+    _run([bin_dir / "python", "-m", "pip", "install", "--no-build-isolation", "."], cwd=clone, env=env, timeout=600)
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
     return bin_dir, env, elsewhere
@@ -81,20 +85,23 @@ def test_pip_install_gives_the_library_and_its_data_from_any_folder(installed):
     assert _run(["rtsr", "--version"], cwd=elsewhere, env=env).strip() == f"rtsr {version}"
 
 
-def test_the_installed_command_evaluates_the_bundled_model_on_the_bundled_set5(installed):
+def test_the_readmes_installed_line_evaluates_the_bundled_model_on_the_bundled_set5(installed):
     _, env, elsewhere = installed
-    _run(["rtsr", "prepare-data", "--image-dir", "bundled:Set5", "--lr-out-dir", "set5/lr_x2",
-          "--gt-out-dir", "set5/gt_x2", "--downsample-factor", "2", "--quiet"], cwd=elsewhere, env=env)  # fmt: skip
-    printed = _run(["rtsr", "evaluate", "--model", "rtsrn-x2", "--lr-dir", "set5/lr_x2", "--gt-dir", "set5/gt_x2",
-                    "--dataset", "Set5", "--out", "rtsrn.json", "--repeat", "2", "--warmup", "1", "--quiet"],
-                   cwd=elsewhere, env=env)  # fmt: skip
-    assert "wrote rtsrn.json" in printed
-    doc = json.loads((elsewhere / "rtsrn.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [text for info, text in fenced_blocks(section(readme, "### Installed, from any folder")) if info == "bash"]
+    assert line.startswith("cd /tmp && ")
+    for command in line.removeprefix("cd /tmp && ").split(" && "):
+        argv = shlex.split(command)
+        assert argv[0] == "rtsr", command
+        printed = _run([*argv, "--quiet"], cwd=elsewhere, env=env)  # in a folder of its own, not /tmp
+    out = argv[argv.index("--out") + 1]
+    assert f"wrote {out}" in printed
+    doc = json.loads((elsewhere / out).read_text())
     assert doc["model"]["id"] == "rtsrn-x2" and doc["dataset"] == {**doc["dataset"], "name": "Set5", "images": 5}
     # RTSRN x2 on Set5 (JPEG q90 LR) is about 31.4 dB RGB; bicubic below it
     assert 30.5 < doc["metrics"]["mean"]["psnr_rgb"] < 32.5
     assert doc["psnr_gain"] > 0
-    assert sorted(p.name for p in elsewhere.iterdir()) == ["rtsrn.json", "set5"]  # nothing else written here
+    assert sorted(p.name for p in elsewhere.iterdir()) == sorted([out, "set5"])  # nothing else written here
 
     # a bundled test set that is not there is one line
     wrong = subprocess.run(["rtsr", "prepare-data", "--image-dir", "bundled:Set6", "--lr-out-dir", "a",
@@ -110,19 +117,15 @@ def test_the_installed_command_evaluates_the_bundled_model_on_the_bundled_set5(i
     )
 
 
-def test_the_public_api_from_an_installed_rtsr(installed):
-    """The names ``rtsr/__init__.py`` offers a notebook: the docstring's example, as written."""
-    bin_dir, env, elsewhere = installed
-    code = (
-        "import sys, rtsr\n"
-        "assert 'torch' not in sys.modules  # import rtsr stays cheap\n"
-        "gt = rtsr.read_rgb(rtsr.bundled.test_set('Set5') / 'baby.png')\n"
-        "lr = rtsr.degrade(gt, 2)\n"
-        "loaded = rtsr.load('rtsrn-x2')\n"
-        "device = rtsr.resolve_device(None)\n"
-        "precision = rtsr.resolve_precision(device, None)\n"
-        "sr = rtsr.upscale(rtsr.prepare(loaded.module, device, precision), lr, 2, device, precision)\n"
-        "print(rtsr.measure(sr, gt).psnr_rgb, rtsr.psnr, rtsr.ssim, rtsr.score, rtsr.measure_runtime, rtsr.evaluate)\n"
-    )
-    printed = _run([bin_dir / "python", "-c", "import rtsr.bundled\n" + code], cwd=elsewhere, env=env)
-    assert 33.0 < float(printed.split()[0]) < 35.0  # RTSRN x2 on baby, JPEG q90 LR
+def test_the_readmes_library_example_runs_on_an_installed_rtsr(installed, tmp_path):
+    """The names ``rtsr/__init__.py`` offers a notebook: the README's example, as written, on
+    the bundled baby.png."""
+    bin_dir, env, _ = installed
+    readme = (ROOT / "README.md").read_text()
+    code = next(text for info, text in fenced_blocks(section(readme, "## Library")) if info == "python")
+    shutil.copy(ROOT / "testsets" / "Set5" / "baby.png", tmp_path / "baby.png")
+    checks = "\nassert 'torch' not in sys.modules  # import rtsr stays cheap\n"
+    code = code.replace("import rtsr\n", "import sys\nimport rtsr" + checks, 1)
+    assert checks in code
+    printed = _run([bin_dir / "python", "-c", code], cwd=tmp_path, env=env)
+    assert 33.0 < float(printed) < 35.0  # RTSRN x2 on baby, JPEG q90 LR
