@@ -88,7 +88,8 @@ def test_pip_install_gives_the_library_and_its_data_from_any_folder(installed):
 def test_the_readmes_installed_line_evaluates_the_bundled_model_on_the_bundled_set5(installed):
     _, env, elsewhere = installed
     readme = (ROOT / "README.md").read_text()
-    (line,) = [text for info, text in fenced_blocks(section(readme, "### Installed, from any folder")) if info == "bash"]
+    blocks = fenced_blocks(section(readme, "### Installed, from any folder"))
+    (line,) = [text for info, text in blocks if info == "bash"]
     assert line.startswith("cd /tmp && ")
     for command in line.removeprefix("cd /tmp && ").split(" && "):
         argv = shlex.split(command)
