@@ -27,8 +27,9 @@ from rtsr.errors import RTSRError, first_line
 from rtsr.leaderboard import FollowedFolder, default_sources, load_leaderboard
 from rtsr.serving import ModelPool
 from rtsr.submissions.registry import Registry
-from rtsr.submissions.requests import Store, StoreError, open_store
+from rtsr.submissions.requests import Store, StoreError
 from rtsr.submissions.sandbox import isolation_note
+from rtsr.submissions.stores import open_store
 from space.doors import Doors, TempStore
 from space.settings import Settings, parse_settings
 

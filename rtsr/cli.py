@@ -792,7 +792,8 @@ def _cmd_registry(args: argparse.Namespace) -> None:
 def _cmd_submit(args: argparse.Namespace) -> None:
     import getpass
 
-    from rtsr.submissions.requests import open_store, submit
+    from rtsr.submissions.requests import submit
+    from rtsr.submissions.stores import open_store
 
     store = open_store(args.store)
     request = submit(store, args.spec, args.track, args.submitter or getpass.getuser())
@@ -801,7 +802,7 @@ def _cmd_submit(args: argparse.Namespace) -> None:
 
 
 def _cmd_requests(args: argparse.Namespace) -> None:
-    from rtsr.submissions.requests import open_store
+    from rtsr.submissions.stores import open_store
 
     store = open_store(args.store)
     requests = store.list(args.status)
@@ -825,7 +826,7 @@ def _cmd_requests(args: argparse.Namespace) -> None:
 def _cmd_worker(args: argparse.Namespace) -> None:
     import os
 
-    from rtsr.submissions.requests import open_store
+    from rtsr.submissions.stores import open_store
     from rtsr.submissions.worker import (
         Backend,
         EvaluationSettings,

@@ -435,7 +435,7 @@ def fidelity(engine: nn.Module, reference: Callable[[torch.Tensor], torch.Tensor
     Raises:
         Exception: whatever the engine raises on the check images.
     """
-    from rtsr.inference import to_tensor  # rtsr.inference builds on this module
+    from rtsr.tensors import to_tensor
 
     worst = math.inf
     with torch.inference_mode():

@@ -1,10 +1,9 @@
-"""Running a model on images: tensor conversion, one image, a folder."""
+"""Running a model on images: one image, a tiled image, a folder."""
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from rtsr.engines import EngineChoice, resolve_engine
 from rtsr.errors import ModelError
 from rtsr.images import list_images, read_rgb, write_image
 from rtsr.outputs import staged_output_dir
+from rtsr.tensors import to_image, to_tensor
 from rtsr.tiling import ReceptiveField, plan_tiles, receptive_radius, tiled_forward
 
 logger = logging.getLogger(__name__)
@@ -26,24 +26,6 @@ logger = logging.getLogger(__name__)
 def prepare(module: nn.Module, device: torch.device, precision: Precision) -> nn.Module:
     """Move a model to ``device`` and cast its weights to ``precision``, in eval mode."""
     return module.to(device=device, dtype=DTYPES[precision]).eval()
-
-
-def to_tensor(image: np.ndarray, device: torch.device, precision: Precision) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` on [0, 1] in the given precision."""
-    with warnings.catch_warnings():
-        # a read-only array (np.asarray of a PIL image) is never written through the tensor:
-        # .float() below copies it before anything is changed
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]
-    return x.float().div_(255.0).to(DTYPES[precision])
-
-
-def to_image(tensor: torch.Tensor) -> np.ndarray:
-    """``(1, 3, H, W)`` on [0, 1] -> ``(H, W, 3)`` uint8, clamped and rounded."""
-    # clamp out of place: .float() of an FP32 tensor is the tensor itself, which stays untouched
-    out = tensor[0].float().clamp(0.0, 1.0).mul_(255.0).round_().byte()
-    # HWC on the device, where the reordering is nearly free, so the array arrives contiguous
-    return out.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def timed_forward(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -235,7 +235,7 @@ def _phase(seed: int) -> tuple[int, int]:
 
 def output_probe(output: torch.Tensor, weights: torch.Tensor, seed: int) -> tuple[list[float], int]:
     """The probe of one pass's ``(1, 3, H, W)`` output on [0, 1]: its 8-bit levels (clamped
-    and rounded as :func:`rtsr.inference.to_image` does, non-finite values as 0) at the pass's
+    and rounded as :func:`rtsr.tensors.to_image` does, non-finite values as 0) at the pass's
     phase, weighed by ``weights`` (:func:`probe_weights`) and summed in
     :data:`PROBE_BLOCKS` blocks; with the number of levels sampled. The sums are whole
     numbers below 2^24, exact in FP32."""

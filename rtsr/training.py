@@ -136,7 +136,7 @@ def _val_pairs(paths: list[Path], config: TrainConfig) -> list[tuple[np.ndarray,
 
 def _val_psnr(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> float:
     """Mean PSNR (RGB) of the model on the validation pairs, in FP32."""
-    from rtsr.inference import to_image, to_tensor
+    from rtsr.tensors import to_image, to_tensor
 
     model.eval()
     scores = []

@@ -161,9 +161,9 @@ def _set5_means(
     """Set5's mean metrics through the shipped RTSRN, with one thing done otherwise: the
     weights stored in another dtype, another JPEG quality, a border cropped, the output
     truncated, Y taken from BGR (the challenge's script), or PSNR of the mean MSE."""
-    from rtsr.inference import to_tensor
     from rtsr.metrics import mean_metrics, measure
     from rtsr.models import load_model
+    from rtsr.tensors import to_tensor
 
     module = load_model(ROOT / "submissions" / f"rtsrn_x{scale}" / "model.safetensors").module.eval()
     with torch.no_grad():

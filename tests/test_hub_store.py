@@ -124,7 +124,7 @@ def test_a_writer_whose_head_went_stale_reads_again_and_decides_again(
 
 CLAIMER = """
 import json, sys
-from rtsr.submissions.requests import open_store
+from rtsr.submissions.stores import open_store
 store, claimed = open_store(sys.argv[1]), []
 while (request := store.claim(sys.argv[2])) is not None:
     claimed.append(request.id)

@@ -4,8 +4,9 @@ import torch
 
 from rtsr.devices import resolve_device, resolve_precision
 from rtsr.errors import DeviceError, InputError, ModelError
-from rtsr.inference import prepare, to_image, to_tensor, upscale, upscale_folder
+from rtsr.inference import prepare, upscale, upscale_folder
 from rtsr.models import load_model, srmodel
+from rtsr.tensors import to_image, to_tensor
 from tests.support.data import ROOT, photo
 
 

@@ -115,7 +115,7 @@ def test_the_probe_estimates_the_psnr_between_two_outputs(change):
 def test_the_probe_reads_a_float_output_as_the_image_it_becomes():
     """A model's float output and the uint8 image it is written as (clamped, rounded) give one
     probe: the timed pass sends the former, the worker reads back the latter."""
-    from rtsr.inference import to_image
+    from rtsr.tensors import to_image
 
     raw = torch.randn(1, 3, 64, 96) * 0.6 + 0.5  # values beyond [0, 1] too
     raw[0, 0, 0, 0] = float("nan")

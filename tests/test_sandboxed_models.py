@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from rtsr.errors import ModelError
-from rtsr.inference import to_image
 from rtsr.serving import ModelPool, serve
 from rtsr.submissions.registry import Registry, entry_for
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.sandboxed_models import SERVING_LIMITS, SandboxedModels
 from rtsr.submissions.submission import open_submission
+from rtsr.tensors import to_image
 from tests.support.data import ROOT, photo
 from tests.support.submissions import make_submission
 from tests.test_app import descendants

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rtsr.errors import SubmissionError, first_line
+from rtsr.submissions.layout import ARCH_FILE
 
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult
@@ -240,8 +241,6 @@ def resolve(repo_id: str, revision: str | None = None) -> str:
     import huggingface_hub.constants as constants
     from huggingface_hub import HfApi, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    from rtsr.submissions.submission import ARCH_FILE
 
     where = f"{repo_id}@{revision}" if revision else repo_id
     _check_repo_id(repo_id)

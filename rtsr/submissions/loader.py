@@ -45,7 +45,8 @@ from torch import nn
 from rtsr.constants import SCALES
 from rtsr.errors import SubmissionError, first_line
 from rtsr.models import LoadedModel, ModelDescriptor, PaddedModel, count_params
-from rtsr.submissions.submission import ARCH_FILE, Submission
+from rtsr.submissions.layout import ARCH_FILE
+from rtsr.submissions.submission import Submission
 
 #: Pad multiples tried, in order, when a submission does not declare one.
 PAD_CANDIDATES = (1, 2, 4, 8, 16, 32, 64)

@@ -628,22 +628,6 @@ def local_revision(submission: Submission) -> str:
     return f"sha256:{digest[:16]}"
 
 
-def open_store(spec: str | Path | None = None) -> Store:
-    """The store ``spec`` names (``$RTSR_STORE``, else ``store/`` under the repository, when
-    None): ``hf://datasets/ORG/NAME`` is a Hub dataset, anything else a local folder.
-
-    Raises:
-        InputError: a folder that cannot be created, or an ``hf://`` address that is not a
-            dataset's.
-    """
-    text = str(spec) if spec is not None else os.environ.get(STORE_ENV) or str(DEFAULT_STORE)
-    if text.startswith("hf:"):  # hf:/datasets/... too (a path's spelling of it): never a folder
-        from rtsr.submissions.hub_store import HubStore
-
-        return HubStore(text)
-    return SqliteStore(text)
-
-
 class LeaseLost(SubmissionError):
     """A worker tried to change a request it no longer holds."""
 

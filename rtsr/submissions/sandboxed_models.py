@@ -40,7 +40,7 @@ from rtsr.constants import SCALES
 from rtsr.devices import Precision
 from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, ModelError, RTSRError, SubmissionError, first_line
-from rtsr.inference import timed_forward, to_tensor
+from rtsr.inference import timed_forward
 from rtsr.models import ModelDescriptor
 from rtsr.runtime import (
     PROBE_BLOCKS,
@@ -62,6 +62,7 @@ from rtsr.submissions.graph import (
 )
 from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits, SandboxedProcess, format_bytes
 from rtsr.submissions.submission import Submission
+from rtsr.tensors import to_tensor
 
 logger = logging.getLogger(__name__)
 

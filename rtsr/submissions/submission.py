@@ -29,11 +29,9 @@ from typing import Any
 from rtsr.constants import SCALES, TRACK_SCALES
 from rtsr.errors import SubmissionError, first_line, printable
 from rtsr.models import CHECKPOINT_SUFFIXES
+from rtsr.submissions.layout import ARCH_FILE, METADATA_FILE, RESULTS_DIR
 from rtsr.submissions.sandbox import format_bytes
 
-ARCH_FILE = "arch.py"
-METADATA_FILE = "submission.json"
-RESULTS_DIR = "results"
 #: Files and folders a zip may carry that are not part of the submission.
 _JUNK = {"__MACOSX", ".DS_Store", "__pycache__", ".git"}
 #: A zip that expands beyond this is refused (a zip bomb, or not a real-time model).

@@ -30,8 +30,9 @@ from rtsr.constants import SCALES
 from rtsr.errors import InputError, ModelError, RTSRError, SubmissionError, first_line, printable
 from rtsr.images import list_images, read_rgb
 from rtsr.submissions import sandbox
+from rtsr.submissions.layout import ARCH_FILE, METADATA_FILE
 from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits
-from rtsr.submissions.submission import ARCH_FILE, METADATA_FILE, Submission, open_submission
+from rtsr.submissions.submission import Submission, open_submission
 
 Status = Literal["pass", "fail", "warn", "skip"]
 STATUSES: tuple[str, ...] = get_args(Status)
@@ -366,7 +367,7 @@ def _range_check(report: _Report, model: torch.nn.Module, image: np.ndarray, dev
     """On a natural image (noise makes any trained network overshoot), outputs must be on
     about [0, 1]: the usual mistake is a model that returns [0, 255]. Returns the FP32 output
     as an image, the reference for the FP16 check, or None when the range is wrong."""
-    from rtsr.inference import to_image, to_tensor
+    from rtsr.tensors import to_image, to_tensor
 
     with torch.inference_mode():
         out = model(to_tensor(image, device, "fp32")).float()
