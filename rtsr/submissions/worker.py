@@ -58,8 +58,6 @@ BUNDLED_TEST_SET: Final = BUNDLED_TEST_SETS / "Set5"
 #: What a job prints before its results (then the job's secret tag and one JSON line).
 RESULT_TAG: Final = "RTSR-RESULT"
 FAILED_TAG: Final = "RTSR-FAILED"
-#: The id the submission has inside its model process.
-_CANDIDATE: Final = "candidate"
 
 
 @dataclass(frozen=True)
@@ -288,54 +286,33 @@ def _evaluate(
     labels: dict[str, Any] | None,
 ) -> Evaluation:
     import torch
-    from tqdm import tqdm
 
-    from rtsr.devices import device_name, resolve_device, resolve_precision
+    from rtsr.devices import device_name, resolve_device
     from rtsr.evaluation import evaluate_with
-    from rtsr.runtime import RuntimeReport, lr_size, protocol_input, report_beside_bicubic
-    from rtsr.submissions.sandboxed_models import SandboxedModels
+    from rtsr.runtime import RuntimeReport, lr_size
+    from rtsr.submissions.confined import ConfinedModel
 
     submission = check_submission(submission, track, settings.limits)
     scale = TRACK_SCALES[track]
     device = resolve_device(settings.device)
     limits = replace(settings.limits, wall_seconds=None, cpu_seconds=None)
-    models = SandboxedModels({_CANDIDATE: submission}, device, limits)
-    try:
-        if _CANDIDATE in models.failures:
-            raise SubmissionError(submission.without_root(models.failures[_CANDIDATE]))
-        if models.descriptors[_CANDIDATE].scale != scale:
-            raise SubmissionError(f"a x{models.descriptors[_CANDIDATE].scale} model, but Track {track} is x{scale}")
-        descriptor = replace(
-            models.descriptors[_CANDIDATE],
+    with ConfinedModel(submission, device, None, limits) as model:
+        if model.descriptor.scale != scale:
+            raise SubmissionError(f"a x{model.descriptor.scale} model, but Track {track} is x{scale}")
+        model.descriptor = replace(
+            model.descriptor,
             id=str((labels or {}).get("entry") or submission.name),
             name=submission.meta.method or submission.name,
             source=submission.source if submission.revision else submission.name,
         )
-        precision = resolve_precision(device, None)
-        if precision == "fp16" and not descriptor.supports_half:
-            precision = "fp32"
+        precision = model.precision
         reports: list[RuntimeReport] = []
 
         def runtime() -> RuntimeReport:
             # the protocol does not depend on the set: measure once, on the first set
             if not reports:
                 size = lr_size(scale, settings.target_size)
-                with tqdm(total=settings.repeat, desc="timed passes", leave=False, disable=not progress) as bar:
-                    stats, size_count, check = models.runtime(
-                        _CANDIDATE,
-                        precision,
-                        size,
-                        settings.warmup,
-                        settings.repeat,
-                        on_pass=lambda done, _: bar.update(done - bar.n),
-                    )
-                x = protocol_input(size, device, precision)
-                # parameters and FLOPs as counted from its graph, not as its process described it
-                counted = replace(descriptor, params=size_count.params)
-                report = report_beside_bicubic(
-                    counted, stats, size_count.flops, x, precision, settings.warmup, settings.repeat, False
-                )
-                reports.append(replace(report, check=check))
+                reports.append(model.runtime_report(size, settings.warmup, settings.repeat, progress))
             return reports[0]
 
         engines: list[EngineChoice] = []
@@ -345,7 +322,7 @@ def _evaluate(
             # CPU equals FP32 eager to 1e-6): bf16, which the app serves, moved RTSRN's Set5
             # PSNR by 0.016 dB, which ranks submissions. The runtime above stays eager, the
             # challenge's rule.
-            done = models.upscale(_CANDIDATE, lr, precision, f"auto-{precision}")
+            done = model.upscale(lr)
             engines[:] = [done.engine]
             return done.sr
 
@@ -355,7 +332,7 @@ def _evaluate(
             logger.info("evaluating %s on %s", submission.source, test_set.name)
             try:
                 document = evaluate_with(
-                    descriptor, upscaler, runtime, lr_dir, gt_dir, device, precision, 0, test_set.name, progress
+                    model.descriptor, upscaler, runtime, lr_dir, gt_dir, device, precision, 0, test_set.name, progress
                 )
             except (RTSRError, torch.OutOfMemoryError) as e:
                 raise SubmissionError(submission.without_root(f"on {test_set.name}: {first_line(e)}")) from None
@@ -367,8 +344,6 @@ def _evaluate(
                 document["submission"] = {k: v for k, v in labels.items() if k != "entry"}
             documents[test_set.name] = document
         return Evaluation(documents, device_name(device))
-    finally:
-        models.close()
 
 
 # --- backends -------------------------------------------------------------------------------
