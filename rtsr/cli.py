@@ -20,7 +20,7 @@ from rtsr.arguments import HR_FOLDER_HELP, byte_size, hr_folder, non_negative_in
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
 from rtsr.engines import ENGINE_CHOICES
-from rtsr.errors import RTSRError, printable
+from rtsr.errors import InputError, RTSRError, printable
 from rtsr.submissions.requests import HUB_LEASE_S, LEASE_S
 
 if TYPE_CHECKING:
@@ -131,6 +131,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const="fp16",
         help="same as --precision fp16 (weights and input in half)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run a submission's code (a folder, zip, Hub repo or evaluated entry) in this process, not in the"
+        " sandbox the worker uses: it then has your environment (tokens included), your files and the network;"
+        " for code you wrote yourself. Built-in and bundled models always run here",
     )
 
 
@@ -601,19 +608,60 @@ def _print_runtime(report: Any) -> None:
         print(f"{name:<9} mean {s.mean_ms:.3f} ms  median {s.median_ms:.3f}  p95 {s.p95_ms:.3f}  std {s.std_ms:.3f}")
     print(f"relative  {report.relative_to_bicubic:.2f}x bicubic on the same device")
     _print_engines(report.as_dict()["engines"], report.precision)
+    if report.check is not None:
+        c = report.check
+        graph = "identical" if c["graph_agreement_db"] is None else f"{c['graph_agreement_db']:.1f} dB"
+        print(
+            f"sandboxed each of {c['passes_checked']} passes timed from outside the sandbox; size counted from"
+            f" its exported graph ({graph} from {c['graph_passes_compared']} timed passes)"
+        )
     if report.device_type == "cpu":
         print("note      CPU wall-clock times; the challenge's figures are FP16 on an RTX 3090 with CUDA events")
 
 
+def _confined(args: argparse.Namespace) -> Any:
+    """A :class:`rtsr.submissions.confined.ConfinedModel` for ``--model`` when it is someone
+    else's code (a submission folder, zip, Hub repo or evaluated entry), as the worker runs it;
+    None for a model to load here (built-in, a checkpoint, a bundled entry, or
+    ``--in-process``)."""
+    if args.in_process:
+        return None
+    from rtsr.devices import resolve_device
+    from rtsr.submissions.confined import ConfinedModel, strangers_submission
+
+    submission = strangers_submission(args.model)
+    if submission is None:
+        return None
+    if getattr(args, "engines", None):
+        raise InputError(
+            "--engine times engines beside eager with the model in this process: a submission's code runs in"
+            " the sandbox, where the protocol times eager alone (--in-process runs your own code here)"
+        )
+    if not args.quiet:  # said first, as the model may fail for what the sandbox withholds
+        print(
+            f"rtsr {args.command}: {submission.name} runs in the sandbox, as the worker runs it"
+            " (no network, no token, read-only files; --in-process runs your own code here)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return ConfinedModel(submission, resolve_device(args.device), args.precision, scale=args.scale)
+
+
 def _cmd_runtime(args: argparse.Namespace) -> None:
     from rtsr.outputs import write_json
-    from rtsr.runtime import measure_runtime
+    from rtsr.runtime import lr_size, measure_runtime
 
-    loaded, device, precision = _load(args)
-    specs = [_spec_in(e, precision) for e in args.engines]
-    report = measure_runtime(
-        loaded, device, precision, tuple(args.crop_size), args.warmup, args.repeat, not args.quiet, specs
-    )
+    confined = _confined(args)
+    if confined is not None:
+        with confined:
+            size = lr_size(confined.descriptor.scale, tuple(args.crop_size))
+            report = confined.runtime_report(size, args.warmup, args.repeat, not args.quiet)
+    else:
+        loaded, device, precision = _load(args)
+        specs = [_spec_in(e, precision) for e in args.engines]
+        report = measure_runtime(
+            loaded, device, precision, tuple(args.crop_size), args.warmup, args.repeat, not args.quiet, specs
+        )
     _print_runtime(report)
     if args.json:
         write_json(report.as_dict(), args.json)
@@ -621,8 +669,26 @@ def _cmd_runtime(args: argparse.Namespace) -> None:
 
 
 def _cmd_sr(args: argparse.Namespace) -> None:
-    from rtsr.inference import upscale_folder
+    from rtsr.inference import upscale_folder, upscale_folder_with
 
+    confined = _confined(args)
+    if confined is not None:
+        with confined:
+            d, engines = confined.descriptor, list[Any]()
+
+            def upscale_one(image: Any, on_tile: Any) -> Any:
+                done = confined.upscale(image, args.engine, args.tile, on_tile)
+                engines[:] = [done.engine]
+                return done.sr
+
+            desc = f"sr x{d.scale} {args.engine}"
+            written = upscale_folder_with(upscale_one, args.lr_dir, args.out_dir, desc, not args.quiet, args.tile)
+        tiled = f", tiles of {args.tile} px" if args.tile else ""
+        print(f"upscaled {len(written)} images x{d.scale} with {d.id} on {confined.device.type}{tiled}, in the sandbox")
+        if engines:
+            print(f"engine {engines[0].describe()}")
+        print(f"wrote {args.out_dir}")
+        return
     loaded, device, _ = _load(args)
     d = loaded.descriptor
     written, choice = upscale_folder(
@@ -647,21 +713,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from rtsr.evaluation import evaluate
     from rtsr.leaderboard import METRICS, read_evaluation, write_evaluation
 
-    loaded, device, precision = _load(args)
-    doc = evaluate(
-        loaded,
-        args.lr_dir,
-        args.gt_dir,
-        device,
-        precision,
-        crop_border=args.crop_border,
-        dataset=args.dataset,
-        target_size=tuple(args.crop_size),
-        warmup=args.warmup,
-        repeat=args.repeat,
-        progress=not args.quiet,
-        engines=[_spec_in(e, precision) for e in args.engines],
-    )
+    confined = _confined(args)
+    if confined is not None:
+        with confined:
+            doc = _evaluate_confined(confined, args)
+        precision = confined.precision
+    else:
+        loaded, device, precision = _load(args)
+        doc = evaluate(
+            loaded,
+            args.lr_dir,
+            args.gt_dir,
+            device,
+            precision,
+            crop_border=args.crop_border,
+            dataset=args.dataset,
+            target_size=tuple(args.crop_size),
+            warmup=args.warmup,
+            repeat=args.repeat,
+            progress=not args.quiet,
+            engines=[_spec_in(e, precision) for e in args.engines],
+        )
     # checked against the schema before it is written, and printed as the leaderboard reads it
     evaluation = read_evaluation(write_evaluation(doc, args.out))
     print(
@@ -675,6 +747,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{m.label:<{width}}  {m.text(m.read(evaluation))}")
     _print_engines(doc["runtime"].get("engines", []), precision)
     print(f"wrote {args.out}")
+
+
+def _evaluate_confined(model: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``evaluate``'s document for a model in its sandboxed process, as the worker makes it:
+    its outputs in the fastest faithful engine of its precision, metrics here, the runtime
+    protocol vouched for on this side."""
+    from rtsr.evaluation import evaluate_with
+    from rtsr.runtime import lr_size
+
+    engines: list[Any] = []
+
+    def upscaler(lr: Any) -> Any:
+        done = model.upscale(lr)
+        engines[:] = [done.engine]
+        return done.sr
+
+    def runtime() -> Any:
+        size = lr_size(model.descriptor.scale, tuple(args.crop_size))
+        return model.runtime_report(size, args.warmup, args.repeat, not args.quiet)
+
+    doc = evaluate_with(
+        model.descriptor, upscaler, runtime, args.lr_dir, args.gt_dir, model.device, model.precision,
+        args.crop_border, args.dataset, not args.quiet,
+    )  # fmt: skip
+    if engines:
+        doc["engine"] = engines[0].as_dict()
+    return doc
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

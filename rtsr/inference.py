@@ -146,10 +146,32 @@ def upscale_folder(
     dev = resolve_device(device)
     runner, choice = resolve_engine(module, dev, engine, precision)
     field = receptive_radius(module, scale, dev) if tile > 0 else ReceptiveField(0)
+
+    def upscale_one(image: np.ndarray, on_tile: Callable[[int, int], None]) -> np.ndarray:
+        return upscale_tiled(runner, image, scale, dev, "fp32", tile, field, multiple, on_tile)[0]
+
+    return upscale_folder_with(upscale_one, lr_dir, out_dir, f"sr x{scale} {choice.label}", progress, tile), choice
+
+
+#: Upscales one ``(H, W, 3)`` uint8 image, telling ``on_tile(done, total)`` of its tiles.
+TileUpscaler = Callable[[np.ndarray, Callable[[int, int], None]], np.ndarray]
+
+
+def upscale_folder_with(
+    upscale_one: TileUpscaler, lr_dir: str | Path, out_dir: str | Path, desc: str, progress: bool = True, tile: int = 0
+) -> list[Path]:
+    """Upscale every image of ``lr_dir`` with ``upscale_one`` (here, or in a model process)
+    into PNGs named as the inputs in ``out_dir``, with a progress bar (and one of tiles for an
+    image with a side above ``tile``, when above 0); return the paths written. The output
+    folder appears only when every image succeeded.
+
+    Raises:
+        ModelError: the model failed on an image (its path leads the message).
+    """
     paths = list_images(lr_dir)
     written = []
     with staged_output_dir(out_dir) as stage:
-        for path in tqdm(paths, desc=f"sr x{scale} {choice.label}", unit="img", disable=not progress):
+        for path in tqdm(paths, desc=desc, unit="img", disable=not progress):
             image = read_rgb(path)
             tiled = tile > 0 and max(image.shape[:2]) > tile
             bar = tqdm(desc=f"  {path.name}", unit="tile", leave=False, disable=not (progress and tiled))
@@ -159,11 +181,11 @@ def upscale_folder(
                 bar.update(done - bar.n)
 
             try:
-                sr, _, _ = upscale_tiled(runner, image, scale, dev, "fp32", tile, field, multiple, on_tile)
+                sr = upscale_one(image, on_tile)
             except ModelError as e:
                 raise ModelError(f"{path}: {e}") from None
             finally:
                 bar.close()
             write_image(stage / f"{path.stem}.png", sr)
             written.append(Path(out_dir) / f"{path.stem}.png")
-    return written, choice
+    return written

@@ -10,6 +10,7 @@ zip they were sent gives its code none of their environment (tokens), files or n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -101,16 +102,23 @@ class ConfinedModel:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
 
-    def upscale(self, lr: np.ndarray, engine: str | None = None, tile: int = 0) -> Upscaled:
+    def upscale(
+        self,
+        lr: np.ndarray,
+        engine: str | None = None,
+        tile: int = 0,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> Upscaled:
         """Upscale one ``(H, W, 3)`` uint8 image in the model process, in ``engine`` (default:
         the fastest faithful engine of :attr:`precision`), in tiles of ``tile`` LR pixels
-        when above 0.
+        when above 0 (``on_tile(done, total)`` hears of each).
 
         Raises:
             InputError: a larger input than the model process takes.
             ModelError: the model failed, or its process died.
         """
-        return self._models.upscale(_CANDIDATE, lr, self.precision, engine or f"auto-{self.precision}", tile)
+        engine = engine or f"auto-{self.precision}"
+        return self._models.upscale(_CANDIDATE, lr, self.precision, engine, tile, on_tile)
 
     def runtime_report(
         self, input_size: tuple[int, int], warmup: int, repeat: int, progress: bool = True
