@@ -334,6 +334,11 @@ def test_the_readme_guide_runs_as_written_in_a_fresh_clone(clone: Path, tmp_path
         for line in shown:
             if line.startswith(EXACT_LINES) or (SUMMARY_LINE.match(line) and not cuda):
                 assert line in printed, f"$ {command}\n--- printed:\n{result.stdout}\n--- README line:\n{line}"
+        if "sr" in argv[3:5] and not cuda:
+            # what ran, where (a participant's folder runs in the sandbox) and what it wrote
+            assert [line for line in shown if not line.startswith("engine ")] == [
+                line for line in printed if not line.startswith("engine ")
+            ], f"$ {command}\n--- printed:\n{result.stdout}"
         if failing:
             # what a failing check says is the README's, but for paths and numbers
             assert fail_details(printed) == fail_details(shown) != [], f"$ {command}\n--- printed:\n{result.stdout}"
