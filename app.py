@@ -1,7 +1,7 @@
 """The Real-Time Super-Resolution Space: ``python app.py [--help]``.
 
 Loads every registered model (hashes checked) and the shipped leaderboard, then serves the
-Gradio app. Needs no network and no token; settings are in space/settings.py and README.md.
+Gradio app. Needs no network and no token; settings are in space/settings.py and docs/app.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The one-shot GPU check: every CUDA path of rtsr, run once on a lent GPU, as a Markdown
-report for the README.
+report for docs/engines-and-benchmarks.md.
 
     python -m bench.gpu_check [--out gpu_check.md]
 

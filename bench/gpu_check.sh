@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The one-shot GPU check, for a session lent a GPU (README.md, "GPU check"):
+# The one-shot GPU check, for a session lent a GPU (docs/engines-and-benchmarks.md, "GPU check"):
 #
 #   bash bench/gpu_check.sh [OUT_DIR]
 #
-# Runs python -m bench.gpu_check (the report the README quotes; it exits non-zero when a section
+# Runs python -m bench.gpu_check (the report docs/engines-and-benchmarks.md quotes; it exits non-zero when a section
 # fails) and the tests that need CUDA or the sandbox, and writes gpu_check.md, gpu_check.log and pytest.log into OUT_DIR ($OUT, or
 # here). The lent machines have PyTorch but no apt: when bwrap is missing, it is unpacked from
 # a Debian package in .debs/ (made here with: mkdir -p .debs && cd .debs && apt-get download

@@ -447,7 +447,7 @@ def _add_sandbox_args(p: argparse.ArgumentParser) -> None:
     from rtsr.submissions.sandbox import DEFAULT_LIMITS, format_bytes
 
     d = DEFAULT_LIMITS
-    g = p.add_argument_group("sandbox limits", "bounds on the submission's code (see README.md, Security)")
+    g = p.add_argument_group("sandbox limits", "bounds on the submission's code (see docs/security.md)")
     g.add_argument(
         "--timeout",
         type=positive_int,

@@ -1,7 +1,7 @@
 """Evaluate a model on a set: upscale, metrics, the bicubic reference, runtime, score.
 
 The result is one JSON document, the file the leaderboard reads. Its schema is versioned
-(``schema_version``), named and checked in :mod:`rtsr.leaderboard.schema`; README.md
+(``schema_version``), named and checked in :mod:`rtsr.leaderboard.schema`; docs/cli.md
 documents every field. Version 1:
 
 ``schema`` ("rtsr.evaluate"), ``schema_version`` (1), ``created`` (UTC, ISO 8601),

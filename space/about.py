@@ -55,7 +55,7 @@ def about_links(space_id: str | None) -> str:
     code = (
         f"[huggingface.co/spaces/{space_id}](https://huggingface.co/spaces/{space_id}/tree/main)"
         if space_id
-        else "the repository this app runs from (its README is the guide)"
+        else "the repository this app runs from (its docs/participants-guide.md is the guide)"
     )
     return f"""\
 ## Links

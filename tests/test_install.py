@@ -118,12 +118,12 @@ def test_the_readmes_installed_line_evaluates_the_bundled_model_on_the_bundled_s
     )
 
 
-def test_the_readmes_library_example_runs_on_an_installed_rtsr(installed, tmp_path):
-    """The names ``rtsr/__init__.py`` offers a notebook: the README's example, as written, on
+def test_the_librarys_example_runs_on_an_installed_rtsr(installed, tmp_path):
+    """The names ``rtsr/__init__.py`` offers a notebook: docs/library.md's example, as written, on
     the bundled baby.png."""
     bin_dir, env, _ = installed
-    readme = (ROOT / "README.md").read_text()
-    code = next(text for info, text in fenced_blocks(section(readme, "## Library")) if info == "python")
+    page = (ROOT / "docs" / "library.md").read_text()
+    code = next(text for info, text in fenced_blocks(page) if info == "python")
     shutil.copy(ROOT / "testsets" / "Set5" / "baby.png", tmp_path / "baby.png")
     checks = "\nassert 'torch' not in sys.modules  # import rtsr stays cheap\n"
     code = code.replace("import rtsr\n", "import sys\nimport rtsr" + checks, 1)

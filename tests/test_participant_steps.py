@@ -1,9 +1,9 @@
 """The participant's path as the documentation writes it: the About tab's "Submit a model"
-steps and the README's participant's guide, each command run as written, in order, in a fresh
+steps and the participant's guide (docs/participants-guide.md), each command run as written, in order, in a fresh
 clone of the repository's committed tree (no ../shared, no RTSR_SHARED, no network: the Hub is
 the local stand-in of tests/hub_standin.py, or a local Hub cache).
 
-The clone's own page and README give the commands, and the clone's own code runs them, as a
+The clone's own page and guide give the commands, and the clone's own code runs them, as a
 participant's clone would (commit a change to test it here; CI tests a clean clone of main).
 """
 
@@ -28,17 +28,17 @@ from tests.support.data import fresh_clone
 from tests.support.submissions import populate_hub_cache
 from tests.test_quickstart import fenced_blocks, section
 
-#: The page's section and the README's guide, by their headings.
+#: The page's section, by its heading, and the guide's page.
 PAGE_SECTION = "## Submit a model"
-GUIDE_SECTION = "## Participant's guide: from an empty folder to a registered submission"
-#: The README's step that writes my_team's files.
+GUIDE = Path("docs") / "participants-guide.md"
+#: The guide's step that writes my_team's files.
 WRITE_THE_MODEL = "**1. Write the model.**"
 #: A check line as `validate` prints it: two spaces, the status, two spaces, the check's name
 #: (words with single spaces), then two spaces or more and what it found.
 CHECK_LINE = re.compile(r"^  (PASS|FAIL|SKIP|WARN)  (\S+(?: \S+)*)(?: {2,}|$)")
 #: The line that ends a checklist.
 SUMMARY_LINE = re.compile(r"^(ok|FAILED): ")
-#: Lines of the README's transcripts that a run prints as they are, besides the verdict.
+#: Lines of the guide's transcripts that a run prints as they are, besides the verdict.
 EXACT_LINES = ("validate ", "registered ", "dry run: ")
 #: Each command's limit: a whole validation on a slow CPU stays well under it.
 TIMEOUT_S = 300
@@ -78,26 +78,27 @@ def page_commands(clone: Path) -> list[str]:
     return commands
 
 
-def readme(clone: Path) -> str:
-    return (clone / "README.md").read_text()
+def guide(clone: Path) -> str:
+    """The participant's guide, as the clone has it."""
+    return (clone / GUIDE).read_text()
 
 
-def model_files(readme_text: str) -> tuple[str, str]:
-    """The README's step 1: my_team's ``arch.py`` (the first python block after it) and its
+def model_files(guide_text: str) -> tuple[str, str]:
+    """The guide's step 1: my_team's ``arch.py`` (the first python block after it) and its
     ``submission.json`` (the first json block after it)."""
-    step = section(readme_text, GUIDE_SECTION).split(WRITE_THE_MODEL, 1)
-    assert len(step) == 2, f"no {WRITE_THE_MODEL!r} in the README's guide"
+    step = guide_text.split(WRITE_THE_MODEL, 1)
+    assert len(step) == 2, f"no {WRITE_THE_MODEL!r} in the guide"
     blocks = fenced_blocks(step[1])
     arch = next(text for info, text in blocks if info == "python")
     metadata = next(text for info, text in blocks if info == "json")
     return arch + "\n", metadata + "\n"
 
 
-def guide_transcripts(readme_text: str) -> list[tuple[str, list[str]]]:
+def guide_transcripts(guide_text: str) -> list[tuple[str, list[str]]]:
     """Every ``$ python -m rtsr`` line of the guide's blocks, in order, with the lines the
-    README shows it printing (up to the next ``$`` line or the block's end)."""
+    guide shows it printing (up to the next ``$`` line or the block's end)."""
     transcripts: list[tuple[str, list[str]]] = []
-    for _, block in fenced_blocks(section(readme_text, GUIDE_SECTION)):
+    for _, block in fenced_blocks(guide_text):
         for line in block.splitlines():
             if line.startswith("$ "):
                 transcripts.append((line.removeprefix("$ "), []))
@@ -105,7 +106,7 @@ def guide_transcripts(readme_text: str) -> list[tuple[str, list[str]]]:
                 transcripts[-1][1].append(line)
     commands = [command for command, _ in transcripts]
     assert all(c.startswith("python -m rtsr") for c in commands), commands
-    assert commands, "no `$ python -m rtsr` line in the README's guide"
+    assert commands, "no `$ python -m rtsr` line in the guide"
     return transcripts
 
 
@@ -169,16 +170,16 @@ def run(command: str, clone: Path, env: dict[str, str], returncode: int = 0) -> 
 
 
 def write_my_team(clone: Path) -> Path:
-    """The README's step 1 in ``clone``: arch.py and submission.json as written, and an
+    """The guide's step 1 in ``clone``: arch.py and submission.json as written, and an
     untrained checkpoint of the model that arch.py defines."""
     import torch
 
-    arch, metadata = model_files(readme(clone))
+    arch, metadata = model_files(guide(clone))
     folder = clone / "my_team"
     folder.mkdir()
     (folder / "arch.py").write_text(arch)
     (folder / "submission.json").write_text(metadata)
-    json.loads(metadata)  # the README's json block parses
+    json.loads(metadata)  # the guide's json block parses
     spec = importlib.util.spec_from_file_location("my_team_arch", folder / "arch.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -253,11 +254,11 @@ def test_the_pages_submit_steps_run_as_written_in_a_fresh_clone(
     assert (clone / "store").is_dir()
 
 
-# --- the README's guide -------------------------------------------------------------------
+# --- the guide -------------------------------------------------------------------
 
 
 def whole_model_arch(arch: str) -> str:
-    """The challenge's layout as the guide's prose has it: the README's arch.py with an
+    """The challenge's layout as the guide's prose has it: the guide's arch.py with an
     ``srmodel()`` that returns the whole model saved in ``model.pth``."""
     head = arch.split("\ndef srmodel", 1)[0].rstrip()
     return f'{head}\n\n\ndef srmodel():\n    return torch.load("model.pth")\n'
@@ -266,7 +267,7 @@ def whole_model_arch(arch: str) -> str:
 def write_their_team(clone: Path, env: dict[str, str]) -> None:
     """their_team: the challenge's layout with no submission.json, the model saved whole with
     ``torch.save(model)`` (its class imported from arch.py), its results/ and requirements."""
-    arch, _ = model_files(readme(clone))
+    arch, _ = model_files(guide(clone))
     folder = clone / "their_team"
     folder.mkdir()
     (folder / "arch.py").write_text(whole_model_arch(arch))
@@ -283,7 +284,7 @@ def write_their_team(clone: Path, env: dict[str, str]) -> None:
 def write_from_script(clone: Path, scripts: Path, env: dict[str, str]) -> None:
     """from_script: the same layout, its model pickled by a training script that defines the
     class itself (``__main__.ResidualESPCN``)."""
-    arch, _ = model_files(readme(clone))
+    arch, _ = model_files(guide(clone))
     folder = clone / "from_script"
     folder.mkdir()
     (folder / "arch.py").write_text(whole_model_arch(arch))
@@ -299,7 +300,7 @@ def write_from_script(clone: Path, scripts: Path, env: dict[str, str]) -> None:
 def test_the_readme_guide_runs_as_written_in_a_fresh_clone(clone: Path, tmp_path: Path) -> None:
     import torch
 
-    transcripts = guide_transcripts(readme(clone))
+    transcripts = guide_transcripts(guide(clone))
     hf_home = tmp_path / "hf"
     env = clone_env(clone, hf_home, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hf_home / "hub"))
     assert_the_clones_code_runs(clone, env)
@@ -325,22 +326,22 @@ def test_the_readme_guide_runs_as_written_in_a_fresh_clone(clone: Path, tmp_path
         result = run(command, clone, env, returncode=1 if failing else 0)
         printed = result.stdout.splitlines()
         expected = checks(shown)
-        if cuda:  # the README's transcripts are the CPU host's
+        if cuda:  # the guide's transcripts are the CPU host's
             expected = [("PASS", name) if name == "forward fp16" else (s, name) for s, name in expected]
-        assert checks(printed) == expected, f"$ {command}\n--- printed:\n{result.stdout}\n--- README:\n" + "\n".join(
+        assert checks(printed) == expected, f"$ {command}\n--- printed:\n{result.stdout}\n--- guide:\n" + "\n".join(
             shown
         )
-        # the header and the verdict of a checklist, and what registers or stages, are the README's
+        # the header and the verdict of a checklist, and what registers or stages, are the guide's
         for line in shown:
             if line.startswith(EXACT_LINES) or (SUMMARY_LINE.match(line) and not cuda):
-                assert line in printed, f"$ {command}\n--- printed:\n{result.stdout}\n--- README line:\n{line}"
+                assert line in printed, f"$ {command}\n--- printed:\n{result.stdout}\n--- guide line:\n{line}"
         if "sr" in argv[3:5] and not cuda:
             # what ran, where (a participant's folder runs in the sandbox) and what it wrote
             assert [line for line in shown if not line.startswith("engine ")] == [
                 line for line in printed if not line.startswith("engine ")
             ], f"$ {command}\n--- printed:\n{result.stdout}"
         if failing:
-            # what a failing check says is the README's, but for paths and numbers
+            # what a failing check says is the guide's, but for paths and numbers
             assert fail_details(printed) == fail_details(shown) != [], f"$ {command}\n--- printed:\n{result.stdout}"
         if argv[3:5] == ["registry", "list"]:
             for line in shown:

@@ -127,10 +127,59 @@ def test_the_quick_start_main_job_runs_in_a_fresh_clone(clone):
     assert f"wrote {argv[argv.index('--out') + 1]}" in stdout and f"wrote {out.relative_to(clone)}" in shown
 
 
-def test_every_image_the_readme_shows_is_in_the_repository():
+def documentation() -> list[Path]:
+    """The README and the pages of docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_every_image_and_page_the_docs_show_is_in_the_repository():
+    shown = 0
+    for page in documentation():
+        text = page.read_text()
+        images = re.findall(r'<img src="([^"]+)"', text) + re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+        shown += len(images)
+        for src in images:
+            assert not src.startswith(("http:", "https:", "/")), src  # the Space's own files, read offline
+            assert (page.parent / src).is_file(), f"{page.name}: {src}"
+    assert shown >= 9
+
+
+def test_every_link_between_the_docs_lands_on_a_heading():
+    """A link to another page, or to a heading (``#anchor``, as GitHub and the Hub make them),
+    finds it: the README's split into docs/ left none behind."""
+
+    def anchors(text: str) -> set[str]:
+        headings = [line for _, line in _outside_fences(text) if re.match(r"^#{1,6} ", line)]
+        return {re.sub(r"[^\w\- ]", "", h.lstrip("#").strip().lower()).replace(" ", "-") for h in headings}
+
+    pages = {page.resolve(): anchors(page.read_text()) for page in documentation()}
+    links = 0
+    for page in documentation():
+        for target, anchor in re.findall(r"\]\(((?:[\w./-]+\.md)?)(?:#([\w-]+))?\)", page.read_text()):
+            if not target and not anchor:
+                continue
+            links += 1
+            landing = (page.parent / target).resolve() if target else page.resolve()
+            assert landing in pages, f"{page.name}: ({target}#{anchor}) is no page of the docs"
+            assert not anchor or anchor in pages[landing], f"{page.name}: ({target}#{anchor}) lands on no heading"
+    assert links >= 15
+
+
+def _outside_fences(text: str) -> list[tuple[int, str]]:
+    """The lines of ``text`` outside fenced blocks, numbered."""
+    lines, fenced = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            lines.append((number, line))
+    return lines
+
+
+def test_the_readme_is_a_front_page():
+    """What a Space's page and a repository's front page should be: under 300 lines, the rest
+    in docs/, each page linked from it."""
     readme = (ROOT / "README.md").read_text()
-    images = re.findall(r'<img src="([^"]+)"', readme) + re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
-    assert len(images) >= 4
-    for src in images:
-        assert not src.startswith(("http:", "https:", "/")), src  # the Space's own files, read offline
-        assert (ROOT / src).is_file(), src
+    assert len(readme.splitlines()) < 300
+    for page in documentation()[1:]:
+        assert f"](docs/{page.name})" in readme, page.name

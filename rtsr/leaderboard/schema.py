@@ -1,6 +1,6 @@
 """The ``rtsr.evaluate`` results document: its schema, reading it back, writing it.
 
-``rtsr.evaluate`` writes one document per model and test set (README.md documents every
+``rtsr.evaluate`` writes one document per model and test set (docs/cli.md documents every
 field); the leaderboard, the app and the model card read them. This module names the schema
 once and checks a document against it, without torch: the leaderboard reads documents that
 were measured elsewhere.

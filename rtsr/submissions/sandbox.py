@@ -18,7 +18,7 @@ command in a sandbox made of tools built for it:
 
 Where bubblewrap is missing or refused (no user namespaces), the same supervisor, limits and
 environment apply without namespaces; :attr:`Outcome.isolation` is then ``"none"`` and
-``rtsr validate`` says so in a WARN line. See README.md, "Security", for what each layer
+``rtsr validate`` says so in a WARN line. See docs/security.md for what each layer
 stops and what it does not.
 """
 
@@ -114,7 +114,7 @@ GiB = 1024**3
 @dataclass(frozen=True)
 class Limits:
     """What one sandboxed run may use. Each bound applies to every process of the run
-    (the memory and CPU ones per process; see README.md, "Security")."""
+    (the memory and CPU ones per process; see docs/security.md)."""
 
     #: Bytes of memory each process may map: its address space on a CPU, its private
     #: writable memory where CUDA is used (CUDA reserves far more address space than it uses).
