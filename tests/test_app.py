@@ -349,7 +349,7 @@ def test_every_route_that_runs_a_model_waits_in_the_queue(tmp_path):
     assert 1 <= kinds.count("complete") <= 3  # the one running and the two waiting
     assert refused and all(detail.startswith("Queue is full. Max size is 2") for detail in refused)
     # the log shows the requests one at a time: each starts after the one before finished
-    lines = [line for line in (tmp_path / "app.log").read_text().splitlines() if "space.ui: upscale " in line]
+    lines = [line for line in (tmp_path / "app.log").read_text().splitlines() if "space.upscale_tab: upscale " in line]
     steps = ["started" if "upscale started" in line else "finished" for line in lines]
     assert steps == ["started", "finished"] * kinds.count("complete"), lines
     print(f"8 direct calls, queue 2, concurrency 1: {kinds.count('complete')} ran in turn, {len(refused)} refused")

@@ -8,7 +8,7 @@ import torch
 
 from rtsr.errors import InputError
 from rtsr.serving import serve
-from space.ui import _user_error, on_gpu
+from space.upscale_tab import _user_error, on_gpu
 
 
 def test_gpu_work_runs_under_zerogpu_s_decorator_where_spaces_is_present(monkeypatch):
@@ -31,7 +31,7 @@ def test_gpu_work_runs_under_zerogpu_s_decorator_where_spaces_is_present(monkeyp
 
 
 def test_errors_become_one_line_messages_and_only_faults_are_logged(caplog):
-    with caplog.at_level(logging.ERROR, logger="space.ui"):
+    with caplog.at_level(logging.ERROR, logger="space.upscale_tab"):
         refusal = _user_error(InputError("image is too small\nsecond line"))
         oom = _user_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
         assert caplog.records == []
@@ -123,7 +123,7 @@ def test_model_names_are_shown_as_text_in_the_upscale_results():
 
     from rtsr.serving import ModelPool, serve
     from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
-    from space.ui import metrics_markdown, timing_markdown
+    from space.upscale_tab import metrics_markdown, timing_markdown
     from tests.support.data import ROOT
 
     pool = ModelPool(Registry.read(BUNDLED_REGISTRY), "cpu")
