@@ -16,6 +16,7 @@ from rtsr.batch import MAX_BATCH_IMAGES, Batch
 from rtsr.leaderboard.columns import IMAGE_METRICS, metric
 from rtsr.leaderboard.details import GAIN_KEY
 from rtsr.serving import Mode, ModelPool
+from space.text import plain
 
 #: The summary's table scrolls sideways on a phone rather than breaking its headers.
 CSS = """
@@ -33,7 +34,7 @@ def batch_markdown(batch: Batch, mode: Mode) -> str:
     done = len(rows) - batch.failed
     lines = [f"**{done} of {len(rows)} images upscaled.**"]
     for _, row in rows[rows["error"] != ""].iterrows():
-        lines.append(f"- `{_code(row['image'])}` failed: {_code(row['error'])}")
+        lines.append(f"- {plain(row['image'])} failed: {plain(row['error'])}")
     measured = rows[(rows["error"] == "") & rows[GAIN_KEY].map(lambda v: isinstance(v, float) and not math.isnan(v))]
     if mode == "simulate" and len(measured):
         gain = measured[GAIN_KEY].astype(float).mean()
@@ -43,15 +44,10 @@ def batch_markdown(batch: Batch, mode: Mode) -> str:
         lines.append("|---|" + "---:|" * (len(keys) + 1))
         for _, row in measured.iterrows():
             values = [metric(k).text(float(row[k])) for k in [*keys, GAIN_KEY]]
-            lines.append(f"| `{_code(row['image'])}` | " + " | ".join(values) + " |")
+            lines.append(f"| {plain(row['image'])} | " + " | ".join(values) + " |")
     elif done:
         lines.append("\nNo metrics: upscale mode has no ground truth (choose **Simulate the challenge** to measure).")
     return "\n".join(lines)
-
-
-def _code(text: object) -> str:
-    """A file name or a message inside backticks: shown as text, never as markup."""
-    return str(text).replace("`", "'")
 
 
 def build_batch_section(

@@ -46,6 +46,7 @@ from rtsr.leaderboard.table import (
     table_columns,
 )
 from space.about import LEADERBOARD_NOTE
+from space.text import plain
 
 
 @dataclass
@@ -240,7 +241,7 @@ def table_html(rows: pd.DataFrame, front: pd.Series, sort_key: str) -> str:
 
 def details_markdown(details: RowDetails) -> str:
     """A selected row: where and how it was measured, and its per-image results."""
-    lines = [f"### {_md(details.method)} · {_md(details.dataset)}", ""]
+    lines = [f"### {plain(details.method)} · {plain(details.dataset)}", ""]
     facts = [
         ("Source", details.source),
         ("Device", details.device),
@@ -251,13 +252,13 @@ def details_markdown(details: RowDetails) -> str:
         ("Measured", details.created),
         ("With", details.versions),
     ]
-    lines.append(" · ".join(f"**{name}:** {_md(value)}" for name, value in facts if value))
+    lines.append(" · ".join(f"**{name}:** {plain(value)}" for name, value in facts if value))
     if details.link:
         where = f"{details.repo}@{details.commit[:7]}" if details.repo and details.commit else link_text(details.link)
-        lines += ["", f"**Submission:** [{_md(where)}]({details.link}) (the repo at the commit measured)"]
+        lines += ["", f"**Submission:** [{plain(where)}]({details.link}) (the repo at the commit measured)"]
     lines.append("")
     if details.images is None:
-        lines.append(f"*No per-image results: {_md(details.note)}.*")
+        lines.append(f"*No per-image results: {plain(details.note)}.*")
         return "\n".join(lines)
     keys = [m.key for m in IMAGE_METRICS]
     headers = ["Image", *(m.label for m in IMAGE_METRICS), "Bicubic PSNR RGB (dB)", metric(GAIN_KEY).label]
@@ -266,13 +267,8 @@ def details_markdown(details: RowDetails) -> str:
     for _, image in details.images.iterrows():
         values = [cell_text(k, image[k]) for k in keys]
         values += [cell_text("psnr_rgb", image[BICUBIC_PSNR_KEY]), cell_text(GAIN_KEY, image[GAIN_KEY])]
-        lines.append(f"| {_md(str(image['image']))} | " + " | ".join(values) + " |")
+        lines.append(f"| {plain(str(image['image']))} | " + " | ".join(values) + " |")
     return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    """Text from a document or a submission, shown as text: no markup, no HTML."""
-    return html.escape(text).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_").replace("[", "\\[")
 
 
 def search_placeholder(frame: pd.DataFrame) -> str:
@@ -369,13 +365,44 @@ def _present_sources(board: Board, track: int) -> list[str]:
     return [s.name for s in board.sources if s.name in present]
 
 
-def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
-    """The tab's components and events; returns what the page's refresh needs."""
-    # the board's frame is read at each view: a refresh replaces it
-    errors = gr.Markdown(errors_markdown(board), elem_id="leaderboard-errors")
-    frame = board.frame
-    tracks = sorted(int(t) for t in frame["track"].unique()) if len(frame) else list(TRACK_SCALES)
+def render_view(
+    board: Board,
+    track_id: int,
+    dataset_name: str | None,
+    source_names: list[str],
+    y: YAxis,
+    x: XAxis,
+    text: str,
+    unranked: bool,
+    folder: Path,
+) -> tuple[Any, str, str]:
+    """One view of the board: the plot, the table (the rows that match ``text``; the Pareto
+    front the whole selection's) and the CSV of those rows, written in ``folder``."""
+    rows = filter_leaderboard(
+        board.frame, track=track_id, sources=source_names, dataset=dataset_name, unranked=unranked
+    )
+    found = matching(rows, text)
+    title = f"Track {track_id} · {dataset_name or 'no results'}"
+    path = to_csv(rows[found], folder / f"rtsr_leaderboard_track{track_id}.csv")
     names = [s.name for s in board.sources]  # every source, for stable colours
+    figure = leaderboard_figure(rows, y=y, x=x, title=title, sources=names, highlight=found)
+    front = pareto_front(rows, y, x)
+    return figure, table_html(rows[found], front[found], y), str(path)
+
+
+def selected_details(board: Board, track_id: int, dataset_name: str | None, key: Any) -> str:
+    """The per-image results of the row ``key`` (a row's key, as the table sends it), and
+    where it was measured; a note where the row is gone (the board was reloaded)."""
+    rows = filter_leaderboard(board.frame, track=track_id, dataset=dataset_name)
+    row = find_row(rows, key) if isinstance(key, str) else None
+    if row is None:
+        return "*That row is no longer on the leaderboard (it was reloaded): select it again.*"
+    return details_markdown(row_details(row, board.sources))
+
+
+def _controls(board: Board, tracks: list[int]) -> dict[str, Any]:
+    """The view's controls: track, test set, sources; the axes and the search; the unranked rows."""
+    frame = board.frame
     first_sets = datasets(frame, tracks[0])
     first_sources = _present_sources(board, tracks[0])
     first_rows = filter_leaderboard(frame, track=tracks[0], dataset=first_sets[0] if first_sets else None)
@@ -421,32 +448,26 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
             placeholder=search_placeholder(first_rows),
             elem_id="lb-query",
         )
-    unranked_box = gr.Checkbox(
+    unranked = gr.Checkbox(
         False,
         label="Also show rows not timed at 4K (marked, not ranked)",
         info="Their milliseconds are not per 4K output: no score, no place on the Pareto front",
         elem_id="lb-unranked",
     )
+    return {
+        "track": track, "dataset": dataset, "sources": sources, "y": y_axis, "x": x_axis, "query": query,
+        "unranked": unranked,
+    }  # fmt: skip
 
-    def render(
-        track_id: int,
-        dataset_name: str | None,
-        source_names: list[str],
-        y: YAxis,
-        x: XAxis,
-        text: str,
-        unranked: bool,
-        folder: Path,
-    ) -> tuple[Any, str, str]:
-        rows = filter_leaderboard(
-            board.frame, track=track_id, sources=source_names, dataset=dataset_name, unranked=unranked
-        )
-        found = matching(rows, text)
-        title = f"Track {track_id} · {dataset_name or 'no results'}"
-        path = to_csv(rows[found], folder / f"rtsr_leaderboard_track{track_id}.csv")
-        figure = leaderboard_figure(rows, y=y, x=x, title=title, sources=names, highlight=found)
-        front = pareto_front(rows, y, x)
-        return figure, table_html(rows[found], front[found], y), str(path)
+
+def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
+    """The tab's components and events; returns what the page's refresh needs."""
+    # the board's frame is read at each view: a refresh replaces it
+    errors = gr.Markdown(errors_markdown(board), elem_id="leaderboard-errors")
+    frame = board.frame
+    tracks = sorted(int(t) for t in frame["track"].unique()) if len(frame) else list(TRACK_SCALES)
+    c = _controls(board, tracks)
+    inputs = [c["track"], c["dataset"], c["sources"], c["y"], c["x"], c["query"], c["unranked"]]
 
     def on_view(
         track_id: int,
@@ -459,11 +480,12 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
     ) -> Iterator[tuple[Any, str, str]]:
         folder = Path(tempfile.mkdtemp(dir=workdir))
         try:
-            yield render(track_id, dataset_name, source_names, y, x, text or "", bool(unranked), folder)
+            yield render_view(board, track_id, dataset_name, source_names, y, x, text or "", bool(unranked), folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)  # Gradio has its own copy of the CSV
 
-    first = render(track.value, dataset.value, sources.value, y_axis.value, x_axis.value, "", False, workdir)
+    view = (c["track"].value, c["dataset"].value, c["sources"].value, c["y"].value, c["x"].value)
+    first = render_view(board, *view, "", False, workdir)
     plot = gr.Plot(first[0], elem_id="leaderboard-plot")
     note = gr.Markdown(track_note(board, tracks[0]), elem_id="leaderboard-note")
     gr.Markdown(
@@ -473,9 +495,8 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
     table = gr.HTML(first[1], js_on_load=_TABLE_JS, apply_default_css=False, elem_id="leaderboard-table")
     details = gr.Markdown(elem_id="leaderboard-details")
     csv = gr.DownloadButton("Download CSV (full precision)", value=first[2], elem_id="leaderboard-csv")
-
     # the sources the checkbox shows, and those this page unchecked (see _sources_for)
-    shown_sources = gr.State({"shown": first_sources, "unchecked": []})
+    shown_sources = gr.State({"shown": c["sources"].value, "unchecked": []})
 
     def on_track(track_id: int, checked: list[str] | None, state: dict[str, list[str]] | None) -> tuple[Any, ...]:
         sets = datasets(board.frame, track_id)
@@ -489,31 +510,22 @@ def build_leaderboard_tab(board: Board, workdir: Path) -> LeaderboardView:
         )
 
     def on_select(track_id: int, dataset_name: str | None, event: gr.EventData) -> str:
-        key = getattr(event, "row", None)
-        rows = filter_leaderboard(board.frame, track=track_id, dataset=dataset_name)
-        row = find_row(rows, key) if isinstance(key, str) else None
-        if row is None:
-            return "*That row is no longer on the leaderboard (it was reloaded): select it again.*"
-        return details_markdown(row_details(row, board.sources))
+        return selected_details(board, track_id, dataset_name, getattr(event, "row", None))
 
-    inputs = [track, dataset, sources, y_axis, x_axis, query, unranked_box]
     outputs = [plot, table, csv]
+    private: dict[str, Any] = {"api_visibility": "private"}
     # .then: the dataset's value may not change with the track (Set5 in both), so no .change fires
-    changed = track.change(
-        on_track,
-        [track, sources, shown_sources],
-        [dataset, sources, note, details, shown_sources],
-        api_visibility="private",
-    )
+    track_outputs = [c["dataset"], c["sources"], note, details, shown_sources]
+    changed = c["track"].change(on_track, [c["track"], c["sources"], shown_sources], track_outputs, **private)
     # One queue for every redraw, one at a time: each listener has a queue of its own, so two
     # quick changes (a source unticked, then the track) could otherwise be drawn in the wrong
     # order, the older view last. A redraw takes a few hundred ms.
     one_queue: dict[str, Any] = {"concurrency_id": "leaderboard-view", "concurrency_limit": 1}
-    changed.then(on_view, inputs, outputs, api_visibility="private", **one_queue)
-    for control in (dataset, sources, y_axis, x_axis, unranked_box):
-        control.input(on_view, inputs, outputs, api_visibility="private", **one_queue)
+    changed.then(on_view, inputs, outputs, **private, **one_queue)
+    for control in (c["dataset"], c["sources"], c["y"], c["x"], c["unranked"]):
+        control.input(on_view, inputs, outputs, **private, **one_queue)
     # .change, not .input: a box emptied by Backspace or select-all + Delete must show every row again
-    query.change(on_view, inputs, outputs, api_visibility="private", trigger_mode="always_last", **one_queue)
-    table.select(on_select, [track, dataset], details, api_visibility="private")
-    controls = [errors, dataset, sources, note, shown_sources]
+    c["query"].change(on_view, inputs, outputs, **private, trigger_mode="always_last", **one_queue)
+    table.select(on_select, [c["track"], c["dataset"]], details, **private)
+    controls = [errors, c["dataset"], c["sources"], note, shown_sources]
     return LeaderboardView(board, inputs, outputs, [*inputs, shown_sources], controls, on_view)

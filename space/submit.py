@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import gradio as gr
 from rtsr.constants import TRACK_SCALES
 from rtsr.errors import RTSRError, first_line
 from rtsr.submissions.requests import HUB_REPO, STATUSES, Request, Store, StoreError, submit
+from space.text import plain
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +84,6 @@ def login_unavailable() -> str | None:
     if user.get("type") != "user":
         return "signing in locally needs the token of a personal Hugging Face account"
     return None
-
-
-#: Characters Markdown (and the HTML it allows) gives a meaning to.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
-
-
-def plain(text: str) -> str:
-    """``text`` shown as it is in a Markdown cell: reasons and check details quote the
-    submission's own error messages, which must not become links, images or markup."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def _when(text: str | None) -> str:

@@ -48,7 +48,7 @@ from space.batch import build_batch_section
 from space.doors import safe_name, save_data_url
 from space.leaderboard_tab import track_label
 from space.settings import Settings
-from space.submit import plain
+from space.text import plain
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import pytest
 from markdown_it import MarkdownIt
 
 from rtsr.submissions.requests import SqliteStore
-from space.submit import check_zip_report, plain, queue_html, queues
+from space.submit import check_zip_report, queue_html, queues
+from space.text import plain
 
 HOSTILE = (
     "srmodel() failed: [click here](https://evil.example) ![x](https://evil.example/p.png) <b>bold</b> **loud** | cell"

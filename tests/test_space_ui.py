@@ -3,6 +3,7 @@
 import logging
 import sys
 import types
+from pathlib import Path
 
 import torch
 
@@ -105,6 +106,10 @@ def test_the_leaderboard_tab_is_built_from_the_list_of_sources(tmp_path):
 
 
 def test_names_from_submissions_are_shown_as_text_in_the_table_and_the_details():
+    import html
+
+    from markdown_it import MarkdownIt
+
     from rtsr.leaderboard import filter_leaderboard, load_leaderboard, pareto_front
     from rtsr.leaderboard.details import RowDetails
     from space.leaderboard_tab import details_markdown, table_html
@@ -115,7 +120,10 @@ def test_names_from_submissions_are_shown_as_text_in_the_table_and_the_details()
     html_table = table_html(rows, pareto_front(rows, "score"), "score")
     assert "<img" not in html_table and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html_table
     details = details_markdown(RowDetails(hostile, "Submissions", "Set5", "cpu", "fp32", "eager", team=hostile))
-    assert "<img" not in details and "\\*\\*bold\\*\\*" in details and "\\[link](javascript" in details
+    # rendered as the page renders Markdown: the name is text, in the heading and the facts
+    rendered = MarkdownIt("commonmark").enable("table").render(details)
+    assert "<img" not in rendered and "<strong>bold" not in rendered and "<a " not in rendered
+    assert rendered.count(html.escape(hostile)) == 2
 
 
 def test_model_names_are_shown_as_text_in_the_upscale_results():
@@ -164,3 +172,25 @@ def test_the_sources_checkbox_remembers_what_the_page_unchecked(tmp_path):
     # checked again: every source shows
     assert _sources_for(board, 1, state["shown"], state)[0] == state["shown"]
     assert json.dumps(state)  # a gr.State value the page keeps
+
+
+def test_a_view_of_the_board_and_a_selected_row_without_a_server(tmp_path):
+    import re
+
+    import pandas as pd
+
+    from rtsr.leaderboard import default_sources, load_leaderboard
+    from space.leaderboard_tab import Board, render_view, selected_details
+
+    sources = default_sources()
+    board = Board(load_leaderboard(sources)[0], [], sources)
+    names = [s.name for s in sources]
+    figure, table, csv = render_view(board, 1, "Set5", names, "score", "runtime_ms", "rtsrn", True, tmp_path)
+    rows = pd.read_csv(csv)
+    assert Path(csv).parent == tmp_path and list(rows["method"]) == ["RTSRN x2"]  # the search narrows the CSV
+    keys = re.findall(r'<tr data-key="([^"]+)"', table)
+    assert len(keys) == 1
+    assert any(trace.name == "rtsr evaluate" for trace in figure.data)
+    # the row the table reports, with its per-image results; a key no longer there says so
+    assert "baby" in selected_details(board, 1, "Set5", keys[0].replace("&quot;", '"').replace("&amp;", "&"))
+    assert selected_details(board, 1, "Set5", "gone").startswith("*That row is no longer on the leaderboard")
