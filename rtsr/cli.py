@@ -19,7 +19,7 @@ from rtsr import __version__
 from rtsr.arguments import HR_FOLDER_HELP, byte_size, hr_folder, non_negative_int, positive_int
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
-from rtsr.engines import ENGINE_CHOICES
+from rtsr.engines import ENGINE_CHOICES, MIN_FIDELITY_DB
 from rtsr.errors import InputError, RTSRError, printable
 from rtsr.submissions.requests import HUB_LEASE_S, LEASE_S
 
@@ -268,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINE_CHOICES,
         default="auto",
-        help="auto (default): the fastest engine whose output is within 45 dB of FP32 eager on a check image;"
-        " or one engine, in --precision",
+        help=f"auto (default): the fastest engine whose output is within {MIN_FIDELITY_DB:g} dB of FP32 eager on a"
+        " check image; or one engine, in --precision",
     )
     p.add_argument(
         "--tile",

@@ -24,7 +24,7 @@ import torch
 
 from rtsr.batch import serve_batch
 from rtsr.constants import JPEG_QUALITY, TRACK_SCALES
-from rtsr.engines import fidelity_text, substitution_reason
+from rtsr.engines import MIN_FIDELITY_DB, fidelity_text, substitution_reason
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.images import image_size
 from rtsr.leaderboard.sources import REFERENCE_IDS
@@ -228,7 +228,8 @@ def host_note(pool: ModelPool, max_input_pixels: int) -> str:
         else f"\n\nModels run in a sandbox: no network, read-only files, bounded memory and processes.{shared}"
     )
     engines = (
-        "Each model runs in the fastest engine whose output stays within 45 dB PSNR of its FP32 output"
+        f"Each model runs in the fastest engine whose output stays within {MIN_FIDELITY_DB:g} dB PSNR of its FP32"
+        " output"
         " (checked once per model; each result names its engine)"
     )
     # the precisions named here and in each result, said once in words
