@@ -103,8 +103,8 @@ def device_info() -> list[str]:
 
 
 def runtime_protocol() -> list[str]:
+    from rtsr.loading import load
     from rtsr.runtime import measure_runtime
-    from rtsr.sources import load
 
     device = torch.device("cuda")
     rows = ["| model | input | mean ms | median ms | FPS | x bicubic |", "|---|---|---:|---:|---:|---:|"]
@@ -278,7 +278,7 @@ def tiling() -> list[str]:
     1080p in tiles of 512 on CUDA; on a CPU, 540p in tiles of 256: 12 tiles either way."""
     from rtsr.engines import resolve_engine
     from rtsr.inference import upscale_tiled, upscale_timed
-    from rtsr.sources import load
+    from rtsr.loading import load
     from rtsr.tiling import receptive_radius
 
     device = _device()

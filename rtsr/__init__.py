@@ -30,7 +30,7 @@ _PUBLIC = {
     "ssim": "rtsr.metrics",
     "measure": "rtsr.metrics",
     "score": "rtsr.scoring",
-    "load": "rtsr.sources",
+    "load": "rtsr.loading",
     "resolve_device": "rtsr.devices",
     "resolve_precision": "rtsr.devices",
     "prepare": "rtsr.inference",
@@ -64,10 +64,10 @@ if TYPE_CHECKING:
     from rtsr.evaluation import evaluate
     from rtsr.images import read_rgb, write_image
     from rtsr.inference import prepare, upscale
+    from rtsr.loading import load
     from rtsr.metrics import measure, psnr, ssim
     from rtsr.runtime import measure_runtime
     from rtsr.scoring import score
-    from rtsr.sources import load
 
 
 def __getattr__(name: str) -> Any:

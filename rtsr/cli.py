@@ -548,7 +548,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[LoadedModel, torch.device, Precision]:
     from rtsr.devices import resolve_device, resolve_precision
-    from rtsr.sources import load
+    from rtsr.loading import load
 
     device = resolve_device(args.device)
     precision = resolve_precision(device, args.precision)

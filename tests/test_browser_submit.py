@@ -37,7 +37,7 @@ def _changed(folder: Path) -> Path:
 TALL = {"width": 1440, "height": 1100}
 
 
-#: The bundled RTSRN x2 queued from a folder, as the worker names it (schema.Submission.label).
+#: The bundled RTSRN x2 queued from a folder, as the worker names it (schema.SubmissionRecord.label).
 QUEUED = "RTSRN x2 · rtsr baselines · req-00001"
 
 

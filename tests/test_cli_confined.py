@@ -5,6 +5,7 @@ sandbox, as the worker does (rtsr.submissions.confined); built-in and bundled mo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,11 +46,15 @@ def test_the_env_snooper_through_rtsr_sr_sees_no_token(tmp_path):
     assert_one_line_error(confined, "srmodel() failed at arch.py", "RuntimeError: snooped: []")
     assert not (tmp_path / "out").exists()
 
-    # what --in-process gives up: the same code, in the CLI's process, finds the token (its
-    # list, elided in the one line, ends with the token file's path and contents)
-    here = run_cli("sr", "--model", snoop, "--in-process", "--lr-dir", lr_dir, "--out-dir", tmp_path / "out", env=env)
-    assert here.returncode == 1 and "snooped: [" in here.stderr and "snooped: []" not in here.stderr
-    assert "sandbox" not in here.stderr and "huggingface/tok" in here.stderr
+    # what --in-process gives up: the same code, in the CLI's process, finds the token (run
+    # from beside the folder, so that the one line's start, its relative path, leaves room)
+    here = subprocess.run(
+        [sys.executable, "-m", "rtsr", "--quiet", "sr", "--model", "env_snoop", "--in-process",
+         "--lr-dir", str(lr_dir), "--out-dir", "out"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert here.returncode == 1 and "sandbox" not in here.stderr
+    assert "RuntimeError: snooped: ['env HF_TOKEN', " in here.stderr, here.stderr
     assert not (tmp_path / "out").exists()
 
 

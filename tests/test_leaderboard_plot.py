@@ -121,7 +121,7 @@ def test_hover_names_the_team_of_a_submission(leaderboard):
 
 
 def test_a_queued_entry_is_named_once_with_its_team(leaderboard):
-    """A queued submission's method names its team already (schema.Submission.label): the
+    """A queued submission's method names its team already (schema.SubmissionRecord.label): the
     hover does not say it twice."""
     rows = filter_leaderboard(leaderboard, track=1, dataset="Set5")
     named = "RTSRN x2 · Team Fast · req-00007"

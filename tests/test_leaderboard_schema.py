@@ -11,7 +11,7 @@ from rtsr.leaderboard.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     Evaluation,
-    Submission,
+    SubmissionRecord,
     read_evaluation,
     write_evaluation,
 )
@@ -179,29 +179,29 @@ def test_every_field_is_checked():
 def test_submission_fields_and_link():
     doc = {**_document(), "submission": SUBMISSION}
     submission = Evaluation.from_document(doc, "doc").submission
-    assert submission == Submission(**SUBMISSION)
+    assert submission == SubmissionRecord(**SUBMISSION)
     assert submission.link == SUBMISSION["url"]
     # a worker's local submission: no repo, no url; null fields read as empty
     local = {"request": "r-2", "repo": None, "commit": "sha256:0123456789abcdef", "team": "T", "url": None}
     submission = Evaluation.from_document({**doc, "submission": local}, "doc").submission
     assert (submission.repo, submission.url, submission.link, submission.team) == ("", "", "", "T")
     # without a url, the link is the repo at the commit
-    no_url = Submission(repo="team/fastnet", commit="abc")
+    no_url = SubmissionRecord(repo="team/fastnet", commit="abc")
     assert no_url.link == "https://huggingface.co/team/fastnet/tree/abc"
 
 
 def test_an_evaluated_submission_reads_as_which_one_it_is():
     """The name of a queued entry, wherever it is shown: the method, the team (else the
     submitter), the repo at its short commit (else the request)."""
-    hub = Submission(request="req-00004", repo="team/fastnet", commit="0123456789abcdef", team="Team Fast")
+    hub = SubmissionRecord(request="req-00004", repo="team/fastnet", commit="0123456789abcdef", team="Team Fast")
     assert hub.label("FastNet x2") == "FastNet x2 · Team Fast · team/fastnet@0123456"
-    local = Submission(request="req-00001", commit="sha256:0123", team="rtsr baselines", submitter="maintainer")
+    local = SubmissionRecord(request="req-00001", commit="sha256:0123", team="rtsr baselines", submitter="maintainer")
     assert local.label("RTSRN x2") == "RTSRN x2 · rtsr baselines · req-00001"
     # no team (a challenge zip without submission.json): who submitted it
-    anonymous = Submission(request="req-00003", commit="sha256:4567", submitter="maintainer")
+    anonymous = SubmissionRecord(request="req-00003", commit="sha256:4567", submitter="maintainer")
     assert anonymous.label("challenge_team") == "challenge_team · maintainer · req-00003"
     # the same method queued twice never reads alike
-    assert local.label("RTSRN x2") != Submission(request="req-00002", team="rtsr baselines").label("RTSRN x2")
+    assert local.label("RTSRN x2") != SubmissionRecord(request="req-00002", team="rtsr baselines").label("RTSRN x2")
     # the submitter is part of the document's submission, read back as written
     doc = {**_document(), "submission": {**SUBMISSION, "submitter": "alice"}}
     measured = Evaluation.from_document(doc, "doc").submission
@@ -216,7 +216,7 @@ def test_write_checks_then_writes_what_reads_back(tmp_path):
     assert "Infinity" in path.read_text()
     back = read_evaluation(path)
     assert back.document == doc and back.images()[0]["psnr_rgb"] == math.inf
-    assert back.submission == Submission(**SUBMISSION)
+    assert back.submission == SubmissionRecord(**SUBMISSION)
 
     with pytest.raises(InputError, match=r"bad\.json: not a valid rtsr\.evaluate v1 document \(no score\)"):
         write_evaluation({k: v for k, v in doc.items() if k != "score"}, tmp_path / "bad.json")

@@ -289,7 +289,7 @@ def test_submission_fields_become_team_license_and_link(tmp_path):
     row = frame.iloc[0]
     assert (row["team"], row["license"], row["link"]) == ("Team Fast", "apache-2.0", SUBMISSION["url"])
     # the method is the model's name, told apart from others of that name by the team and the
-    # repo at its commit (schema.Submission.label); the device still the one that measured it
+    # repo at its commit (schema.SubmissionRecord.label); the device still the one that measured it
     assert row["method"] == "RTSRN x2 · Team Fast · team/fastnet@0123456" and row["device"] == "AMD EPYC (2 threads)"
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rtsr.errors import SubmissionError
-from rtsr.sources import load
+from rtsr.loading import load
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry, RegistryEntry, entry_for
 from rtsr.submissions.submission import open_submission
 from tests.support.submissions import make_submission, populate_hub_cache

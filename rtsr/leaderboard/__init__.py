@@ -32,7 +32,7 @@ from rtsr.leaderboard.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     Evaluation,
-    Submission,
+    SubmissionRecord,
     read_evaluation,
     write_evaluation,
 )
@@ -83,7 +83,7 @@ __all__ = [
     "Metric",
     "OfficialTable",
     "Source",
-    "Submission",
+    "SubmissionRecord",
     "column",
     "datasets",
     "default_sources",

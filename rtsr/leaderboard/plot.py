@@ -101,7 +101,7 @@ def _hover_text(row: pd.Series, key: str) -> str:
     # Names come from submissions: plotly reads tags in hover text, so they go in as text.
     text = html.escape(str(row[key]), quote=False)
     if key == "team":
-        # an evaluated submission's name says its team already (schema.Submission.label)
+        # an evaluated submission's name says its team already (schema.SubmissionRecord.label)
         named = f" · {row['team']} ·" in f"{row['method']} ·"
         return f" ({text})" if text and not named else ""
     return text

@@ -8,7 +8,7 @@ were measured elsewhere.
 Version 1 holds, besides what :data:`FIELDS` lists, the per-image metrics
 (``metrics.images``, ``bicubic.images``), the rest of the runtime statistics and the model's
 descriptor; readers rely only on :data:`FIELDS`. An optional ``submission`` object
-(:class:`Submission`) says which Hub submission a document measures, when an evaluation
+(:class:`SubmissionRecord`) says which Hub submission a document measures, when an evaluation
 worker wrote it.
 """
 
@@ -69,7 +69,7 @@ _REPO = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 @dataclass(frozen=True)
-class Submission:
+class SubmissionRecord:
     """Which submission a document measures: the optional ``submission`` object that an
     evaluation worker adds. Every field may be absent or null (empty here): a local
     submission has no repo and no link."""
@@ -109,7 +109,7 @@ class Submission:
         return ""
 
     @classmethod
-    def from_document(cls, document: Mapping[str, Any], where: str) -> Submission | None:
+    def from_document(cls, document: Mapping[str, Any], where: str) -> SubmissionRecord | None:
         """The document's ``submission``, or None without one.
 
         Raises:
@@ -144,7 +144,7 @@ class Evaluation:
 
     document: Mapping[str, Any]
     where: str
-    submission: Submission | None
+    submission: SubmissionRecord | None
 
     @classmethod
     def from_document(cls, document: Any, where: str) -> Evaluation:
@@ -168,7 +168,7 @@ class Evaluation:
         if scale != TRACK_SCALES[track]:
             raise InputError(f"{where}: model.scale is {scale}, but Track {track} is x{TRACK_SCALES[track]}")
         _check_derived(document, where)
-        return cls(document, where, Submission.from_document(document, where))
+        return cls(document, where, SubmissionRecord.from_document(document, where))
 
     def text(self, dotted: str) -> str:
         """A ``str`` field of :data:`FIELDS`."""

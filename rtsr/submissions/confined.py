@@ -56,7 +56,7 @@ def strangers_submission(spec: str, registry_path: Path | None = None) -> Submis
         return registry.open(registry.get(spec))
     if path.exists() or HUB_SPEC.match(spec):
         return open_submission(spec)
-    return None  # an unknown name: rtsr.sources.load says so in one line
+    return None  # an unknown name: rtsr.loading.load says so in one line
 
 
 class ConfinedModel:

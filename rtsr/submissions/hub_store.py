@@ -45,7 +45,7 @@ from rtsr.submissions.requests import (
     MAX_ATTEMPTS,
     LeaseLost,
     Request,
-    Status,
+    RequestStatus,
     Store,
     StoreError,
     check_documents,
@@ -238,7 +238,7 @@ class HubStore(Store):
                 return request
         raise InputError(f"no request {request_id!r} in {self.spec}")
 
-    def list(self, status: Status | None = None, fresh: bool = True) -> Requests:
+    def list(self, status: RequestStatus | None = None, fresh: bool = True) -> Requests:
         if fresh:
             self.refresh()
         return [r for r in self._last().requests if status is None or r.status == status]

@@ -28,7 +28,7 @@ class Publication:
         return f"python -m rtsr registry add {repo_id}@{self.commit}"
 
 
-def read_evaluation(path: Path | None, submission: Submission) -> dict | None:
+def card_evaluation(path: Path | None, submission: Submission) -> dict | None:
     """An ``rtsr evaluate`` document for the card, checked to be about the submission's scale
     when it is known (a submission without ``submission.json`` knows it once validated).
 
@@ -96,7 +96,7 @@ def publish(
     """
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise SubmissionError(f"--repo-id must be user/name or org/name, got {repo_id!r}")
-    measured = read_evaluation(evaluation, submission)  # before the slow checks: fail fast
+    measured = card_evaluation(evaluation, submission)  # before the slow checks: fail fast
     validation = run_validation(submission, lr_dir, limits)
     failed = [c for c in validation.checks if c.status == "fail"]
     if failed:

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["pending", "running", "finished", "failed"]
-STATUSES: Final[tuple[Status, ...]] = get_args(Status)
+RequestStatus = Literal["pending", "running", "finished", "failed"]
+STATUSES: Final[tuple[RequestStatus, ...]] = get_args(RequestStatus)
 
 STORE_ENV: Final = "RTSR_STORE"
 #: A store in a Hub dataset is named ``hf://datasets/ORG/NAME``.
@@ -109,7 +109,7 @@ class Request:
     revision: str
     track: int
     submitter: str
-    status: Status
+    status: RequestStatus
     #: Why it failed, in one or two lines; empty otherwise.
     reason: str
     #: Unix times (seconds).
@@ -225,7 +225,7 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def list(self, status: Status | None = None, fresh: bool = True) -> list[Request]:
+    def list(self, status: RequestStatus | None = None, fresh: bool = True) -> list[Request]:
         """Requests in the order they were made, optionally of one status. ``fresh=False``
         takes them as last read (a page between its looks at a store on the Hub)."""
 
@@ -413,7 +413,7 @@ class SqliteStore(Store):
                 raise InputError(f"no request {request_id!r} in {self.folder}")
             return self._requests([row])[0]
 
-    def list(self, status: Status | None = None, fresh: bool = True) -> list[Request]:
+    def list(self, status: RequestStatus | None = None, fresh: bool = True) -> list[Request]:
         # a local file: every read is fresh, and cheap
         with self._connect() as db:
             if status is None:

@@ -51,7 +51,7 @@ from rtsr.errors import SubmissionError
 logger = logging.getLogger(__name__)
 
 Isolation = Literal["bubblewrap", "none"]
-Mode = Literal["auto", "bubblewrap", "none"]
+SandboxMode = Literal["auto", "bubblewrap", "none"]
 
 #: Environment variables a sandboxed process may inherit, when set here. Everything else
 #: (tokens, HF_*, cloud credentials, the app's settings) is dropped.
@@ -222,7 +222,7 @@ def limit_hit(limits: Limits, timed_out: bool, returncode: int | None, message: 
 # --- the host -----------------------------------------------------------------------------
 
 
-def sandbox_mode() -> Mode:
+def sandbox_mode() -> SandboxMode:
     """``$RTSR_SANDBOX``, checked.
 
     Raises:

@@ -34,8 +34,8 @@ from rtsr.submissions.layout import ARCH_FILE, METADATA_FILE
 from rtsr.submissions.sandbox import DEFAULT_LIMITS, Limits
 from rtsr.submissions.submission import Submission, open_submission
 
-Status = Literal["pass", "fail", "warn", "skip"]
-STATUSES: tuple[str, ...] = get_args(Status)
+CheckStatus = Literal["pass", "fail", "warn", "skip"]
+STATUSES: tuple[str, ...] = get_args(CheckStatus)
 #: Below this PSNR between FP16 and FP32 outputs, FP16 is flagged (the challenge saw a
 #: transformer lose 4 dB in FP16).
 FP16_WARN_DB = 40.0
@@ -61,7 +61,7 @@ class Check:
     """One line of the checklist."""
 
     name: str
-    status: Status
+    status: CheckStatus
     detail: str
 
     def as_dict(self) -> dict[str, str]:
@@ -317,7 +317,7 @@ class _Report:
     def scale(self, value: int) -> None:
         self._write({"scale": value})
 
-    def check(self, name: str, status: Status, detail: str) -> None:
+    def check(self, name: str, status: CheckStatus, detail: str) -> None:
         self._write({"check": Check(name, status, detail).as_dict()})
 
     def done(self) -> None:
@@ -494,7 +494,7 @@ def _child(job: dict[str, Any]) -> None:
     else:
         db = _psnr_uint8(fp16, expected)
         where = f"on {device.type}, {sample.shape[0]}x{sample.shape[1]} LR crop"
-        status: Status = "warn" if db < FP16_WARN_DB else "pass"
+        status: CheckStatus = "warn" if db < FP16_WARN_DB else "pass"
         note = f" (below {FP16_WARN_DB:g} dB: FP16 loses quality)" if status == "warn" else ""
         report.check("fp16 fidelity", status, f"PSNR(FP16, FP32) = {db:.1f} dB {where}{note}")
 

@@ -166,7 +166,7 @@ class EvaluationSettings:
 
 
 @dataclass
-class Evaluation:
+class Evaluated:
     """A passing submission's results: one ``rtsr.evaluate`` document per test set."""
 
     documents: dict[str, dict[str, Any]]
@@ -258,7 +258,7 @@ def evaluate_submission(
     hub_token: str | None = None,
     progress: bool = False,
     labels: dict[str, Any] | None = None,
-) -> Evaluation:
+) -> Evaluated:
     """Validate ``submission`` in the sandbox, then evaluate it on every test set with its
     code in a sandboxed model process that sees the LR images only.
 
@@ -284,7 +284,7 @@ def _evaluate(
     hub_token: str | None,
     progress: bool,
     labels: dict[str, Any] | None,
-) -> Evaluation:
+) -> Evaluated:
     import torch
 
     from rtsr.devices import device_name, resolve_device
@@ -343,7 +343,7 @@ def _evaluate(
             if labels:
                 document["submission"] = {k: v for k, v in labels.items() if k != "entry"}
             documents[test_set.name] = document
-        return Evaluation(documents, device_name(device))
+        return Evaluated(documents, device_name(device))
 
 
 # --- backends -------------------------------------------------------------------------------
@@ -354,14 +354,14 @@ class Backend(Protocol):
 
     def evaluate(
         self, request: Request, submission: Submission, store: Store, keepalive: Callable[[], None]
-    ) -> Evaluation: ...
+    ) -> Evaluated: ...
 
 
 def entry_name(request: Request, submission: Submission) -> str:
     """The name a finished request is served and shown under: its method, told apart from
-    every other entry as the board tells its row apart (:meth:`schema.Submission.label`)."""
+    every other entry as the board tells its row apart (:meth:`schema.SubmissionRecord.label`)."""
     labels = {k: v for k, v in _labels(request, submission, "").items() if k != "entry"}
-    measured = schema.Submission.from_document({"submission": labels}, request.id)
+    measured = schema.SubmissionRecord.from_document({"submission": labels}, request.id)
     assert measured is not None  # labels are always given here
     return measured.label(submission.meta.method or submission.name)
 
@@ -388,7 +388,7 @@ class LocalBackend:
 
     def evaluate(
         self, request: Request, submission: Submission, store: Store, keepalive: Callable[[], None]
-    ) -> Evaluation:
+    ) -> Evaluated:
         labels = _labels(request, submission, _entry_id(request, submission))
         return evaluate_submission(
             submission, request.track, self.settings, store.work_dir / "testsets", None, self.progress, labels
@@ -454,7 +454,7 @@ class HfJobsBackend:
 
     def evaluate(
         self, request: Request, submission: Submission, store: Store, keepalive: Callable[[], None]
-    ) -> Evaluation:
+    ) -> Evaluated:
         copy = None if request.is_hub else store.remote_copy()
         if not request.is_hub and copy is None:
             raise SubmissionError(
@@ -488,7 +488,7 @@ class HfJobsBackend:
         )
 
 
-def parse_job_log(lines: Any, tag: str, request: Request, stage: str, message: str | None) -> Evaluation:
+def parse_job_log(lines: Any, tag: str, request: Request, stage: str, message: str | None) -> Evaluated:
     """The evaluation a job printed, from its log: the line tagged with this job's secret tag.
 
     Raises:
@@ -522,7 +522,7 @@ def parse_job_log(lines: Any, tag: str, request: Request, stage: str, message: s
             raise SubmissionError(f"job for {request.id}: {first_line(e)}") from None
         if checked.scale != scale or checked.submission is None or checked.submission.request != request.id:
             raise SubmissionError(f"job for {request.id}: its {name} result is not an evaluation of this request")
-    return Evaluation(documents, device)
+    return Evaluated(documents, device)
 
 
 # --- the worker -------------------------------------------------------------------------------
@@ -730,7 +730,7 @@ def run_workers(
     return [r for rs in results for r in rs]
 
 
-def result_line(tag: str, evaluation: Evaluation) -> str:
+def result_line(tag: str, evaluation: Evaluated) -> str:
     """The line a job prints for the worker to read back."""
     return f"{RESULT_TAG} {tag} " + json.dumps({"documents": evaluation.documents, "device": evaluation.device})
 
@@ -741,7 +741,7 @@ def failure_line(tag: str, reason: str) -> str:
 
 __all__: Sequence[str] = (
     "BUNDLED_TEST_SET",
-    "Evaluation",
+    "Evaluated",
     "EvaluationSettings",
     "HfJobsBackend",
     "LocalBackend",
