@@ -25,8 +25,8 @@ import torch
 
 from rtsr.constants import JPEG_QUALITY
 from rtsr.errors import InputError, RTSRError, first_line
-from rtsr.leaderboard.columns import IMAGE_METRICS
 from rtsr.leaderboard.details import BICUBIC_PSNR_KEY, GAIN_KEY
+from rtsr.results.metrics import IMAGE_METRICS
 from rtsr.serving import Mode, ModelPool, UpscaleResult, encode_png, serve
 
 #: The most images one batch takes (a request holds the queue for all of them).

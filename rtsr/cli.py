@@ -98,7 +98,7 @@ def _shown(path: Path) -> str:
 def _print_metrics_table(rows: list[tuple[str, dict[str, float]]], first: str = "image") -> None:
     """Print rows of the per-image metrics under a header, names padded to one width; the
     columns, headers and formats are the metric specification's (rtsr.leaderboard)."""
-    from rtsr.leaderboard import IMAGE_METRICS
+    from rtsr.results import IMAGE_METRICS
 
     width = max(len(first), *(len(name) for name, _ in rows))
     widths = [max(len(m.label), 9) for m in IMAGE_METRICS]
@@ -541,7 +541,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
             )
         )
     else:
-        from rtsr.leaderboard import metric
+        from rtsr.results import metric
 
         print(metric("score").text(value))
 
@@ -711,7 +711,7 @@ def _cmd_sr(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from rtsr.evaluation import evaluate
-    from rtsr.leaderboard import METRICS, read_evaluation, write_evaluation
+    from rtsr.results import METRICS, read_evaluation, write_evaluation
 
     confined = _confined(args)
     if confined is not None:

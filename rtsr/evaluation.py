@@ -1,7 +1,7 @@
 """Evaluate a model on a set: upscale, metrics, the bicubic reference, runtime, score.
 
 The result is one JSON document, the file the leaderboard reads. Its schema is versioned
-(``schema_version``), named and checked in :mod:`rtsr.leaderboard.schema`; docs/cli.md
+(``schema_version``), named and checked in :mod:`rtsr.results.schema`; docs/cli.md
 documents every field. Version 1:
 
 ``schema`` ("rtsr.evaluate"), ``schema_version`` (1), ``created`` (UTC, ISO 8601),
@@ -39,9 +39,9 @@ from rtsr.engines import EngineSpec, resolve_engine
 from rtsr.errors import InputError, ModelError
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale
-from rtsr.leaderboard.schema import SCHEMA, SCHEMA_VERSION
 from rtsr.metrics import ImageMetrics, mean_metrics, measure_against, pair_by_stem
 from rtsr.models import Bicubic, LoadedModel, ModelDescriptor
+from rtsr.results.schema import SCHEMA, SCHEMA_VERSION
 from rtsr.runtime import RuntimeReport, measure_runtime
 from rtsr.scoring import score
 

@@ -13,8 +13,8 @@ from typing import Any
 import gradio as gr
 
 from rtsr.batch import MAX_BATCH_IMAGES, Batch
-from rtsr.leaderboard.columns import IMAGE_METRICS, metric
 from rtsr.leaderboard.details import GAIN_KEY
+from rtsr.results.metrics import IMAGE_METRICS, metric
 from rtsr.serving import Mode, ModelPool
 from space.text import plain
 

@@ -33,7 +33,7 @@ from rtsr.leaderboard import (
     load_leaderboard,
     to_csv,
 )
-from rtsr.leaderboard.columns import IMAGE_METRICS, Column, cell_text, metric
+from rtsr.leaderboard.columns import Column, cell_text
 from rtsr.leaderboard.details import BICUBIC_PSNR_KEY, GAIN_KEY, RowDetails, row_details
 from rtsr.leaderboard.plot import X_AXES, Y_AXES, XAxis, YAxis
 from rtsr.leaderboard.table import (
@@ -45,6 +45,7 @@ from rtsr.leaderboard.table import (
     shown_table,
     table_columns,
 )
+from rtsr.results.metrics import IMAGE_METRICS, metric
 from space.about import LEADERBOARD_NOTE
 from space.text import plain
 

@@ -4,16 +4,10 @@ import math
 import pandas as pd
 import pytest
 
-from rtsr.leaderboard.columns import (
-    COLUMNS,
-    IMAGE_METRICS,
-    METRICS,
-    column,
-    empty_leaderboard,
-    metric,
-)
-from rtsr.leaderboard.schema import FIELDS
+from rtsr.leaderboard.columns import COLUMNS, column, empty_leaderboard
 from rtsr.metrics import ImageMetrics
+from rtsr.results.metrics import IMAGE_METRICS, METRICS, metric
+from rtsr.results.schema import FIELDS
 from tests.support.data import ROOT
 
 EXPECTED_KEYS = [
@@ -73,8 +67,8 @@ def test_the_metrics_are_the_columns_between_identity_and_submission():
     first = keys.index(METRICS[0].key)
     assert keys[first : first + len(METRICS)] == [m.key for m in METRICS]
     for m in METRICS:
-        assert column(m.key) == m.column
-        assert (m.column.label, m.column.kind, m.column.description) == (m.label, "float", m.description)
+        c = column(m.key)
+        assert (c.label, c.kind, c.description) == (m.label, "float", m.description)
         assert metric(m.key) is m
     with pytest.raises(KeyError, match="no metric 'method'"):
         metric("method")

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from rtsr.errors import InputError
-from rtsr.leaderboard.schema import (
+from rtsr.leaderboard.sources import EVALUATIONS_DIR
+from rtsr.results.schema import (
     FIELDS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -15,7 +16,6 @@ from rtsr.leaderboard.schema import (
     read_evaluation,
     write_evaluation,
 )
-from rtsr.leaderboard.sources import EVALUATIONS_DIR
 from tests.support.data import ROOT
 
 SUBMISSION = {
@@ -39,7 +39,7 @@ def test_the_schema_is_named_once_and_evaluate_writes_it():
     assert (rtsr.evaluation.SCHEMA, rtsr.evaluation.SCHEMA_VERSION) == (SCHEMA, SCHEMA_VERSION)
 
 
-@pytest.mark.parametrize("module", ["rtsr.leaderboard", "rtsr.leaderboard.schema"])
+@pytest.mark.parametrize("module", ["rtsr.leaderboard", "rtsr.results", "rtsr.results.schema"])
 def test_reading_results_needs_no_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

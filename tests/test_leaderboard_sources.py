@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from rtsr.errors import InputError
-from rtsr.leaderboard.columns import METRICS
 from rtsr.leaderboard.sources import (
     EVALUATIONS_DIR,
     OFFICIAL_CSV,
@@ -20,6 +19,7 @@ from rtsr.leaderboard.sources import (
     default_sources,
     load_leaderboard,
 )
+from rtsr.results.metrics import METRICS
 from tests.support.data import ROOT
 from tests.test_leaderboard_columns import assert_leaderboard_dtypes
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rtsr.leaderboard.columns import COLUMNS, METRICS, TABLE_KEYS, column
+from rtsr.leaderboard.columns import COLUMNS, TABLE_KEYS, column
 from rtsr.leaderboard.sources import (
     SOURCE_EVALUATED,
     SOURCE_OFFICIAL,
@@ -25,6 +25,7 @@ from rtsr.leaderboard.table import (
     table_columns,
     to_csv,
 )
+from rtsr.results.metrics import METRICS
 from tests.test_leaderboard_columns import EXPECTED_KEYS
 from tests.test_leaderboard_sources import SUBMISSION, _store_results
 

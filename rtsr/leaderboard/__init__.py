@@ -1,8 +1,8 @@
 """The leaderboard: results and their display, without torch.
 
-* :mod:`~rtsr.leaderboard.schema`: the ``rtsr.evaluate`` results document, read and written.
-* :mod:`~rtsr.leaderboard.columns`: the metric specification (:data:`METRICS`) and the
-  columns (:data:`COLUMNS`) that every view reads.
+* :mod:`~rtsr.leaderboard.columns`: the columns (:data:`COLUMNS`) that every view reads.
+* The results it shows, re-exported from :mod:`rtsr.results`: the ``rtsr.evaluate`` document
+  and the metric specification (:data:`METRICS`).
 * :mod:`~rtsr.leaderboard.sources`: where rows come from (the official table, folders of
   documents), as a list of sources.
 * :mod:`~rtsr.leaderboard.table`: selecting rows, test sets, the Pareto front, the CSV.
@@ -18,24 +18,7 @@ A leaderboard with the bundled sources and a submissions store's results::
 
 from typing import Any
 
-from rtsr.leaderboard.columns import (
-    COLUMNS,
-    IMAGE_METRICS,
-    METRICS,
-    Column,
-    Metric,
-    column,
-    empty_leaderboard,
-    metric,
-)
-from rtsr.leaderboard.schema import (
-    SCHEMA,
-    SCHEMA_VERSION,
-    Evaluation,
-    SubmissionRecord,
-    read_evaluation,
-    write_evaluation,
-)
+from rtsr.leaderboard.columns import COLUMNS, Column, column, empty_leaderboard
 from rtsr.leaderboard.sources import (
     EVALUATIONS_DIR,
     LEADERBOARD_DIR,
@@ -49,6 +32,15 @@ from rtsr.leaderboard.sources import (
     load_leaderboard,
 )
 from rtsr.leaderboard.table import datasets, filter_leaderboard, pareto_front, shown_table, to_csv
+from rtsr.results.metrics import IMAGE_METRICS, METRICS, Metric, metric
+from rtsr.results.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Evaluation,
+    SubmissionRecord,
+    read_evaluation,
+    write_evaluation,
+)
 
 #: The figure's names, imported on first use: plotly is needed to draw, not to read results
 #: (the evaluation worker writes documents through the schema on hosts without plotly).

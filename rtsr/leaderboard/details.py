@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 import pandas as pd
 
 from rtsr.errors import InputError, first_line
-from rtsr.leaderboard.columns import IMAGE_METRICS
-from rtsr.leaderboard.schema import Evaluation
 from rtsr.leaderboard.sources import Source
+from rtsr.results.metrics import IMAGE_METRICS
+from rtsr.results.schema import Evaluation
 
 #: The per-image table's columns after ``image`` and the metrics: bicubic's PSNR on RGB and
 #: the model's gain over it, in dB.

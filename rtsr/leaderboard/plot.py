@@ -28,8 +28,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from rtsr.constants import FPS_BANDS
-from rtsr.leaderboard.columns import METRICS, metric
 from rtsr.leaderboard.table import pareto_front
+from rtsr.results.metrics import METRICS, metric
 from rtsr.scoring import psnr_for_score
 
 YAxis = Literal["score", "psnr_rgb"]

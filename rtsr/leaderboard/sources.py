@@ -41,8 +41,9 @@ import pandas as pd
 from rtsr.bundled import bundled
 from rtsr.constants import TRACK_SCALES
 from rtsr.errors import InputError, RTSRError, first_line
-from rtsr.leaderboard.columns import METRICS, empty_leaderboard, frame_of, retyped
-from rtsr.leaderboard.schema import Evaluation, read_evaluation
+from rtsr.leaderboard.columns import empty_leaderboard, frame_of, retyped
+from rtsr.results.metrics import METRICS
+from rtsr.results.schema import Evaluation, read_evaluation
 
 LEADERBOARD_DIR: Final = bundled("leaderboard")
 OFFICIAL_CSV: Final = LEADERBOARD_DIR / "ntire23_track1_final.csv"

@@ -14,8 +14,9 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from rtsr.leaderboard.columns import TABLE_KEYS, Column, cell_text, column, metric
-from rtsr.leaderboard.schema import HUB_URL
+from rtsr.leaderboard.columns import TABLE_KEYS, Column, cell_text, column
+from rtsr.results.metrics import metric
+from rtsr.results.schema import HUB_URL
 
 #: The columns the search box looks in.
 _SEARCHED: Final = ("method", "team", "device")

@@ -16,7 +16,7 @@ from rtsr.submissions.layout import ARCH_FILE
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult
 
-    from rtsr.leaderboard import Evaluation
+    from rtsr.results import Evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def model_card(meta: dict[str, Any], repo_id: str, evaluation: dict[str, Any] | 
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    from rtsr.leaderboard import Evaluation
+    from rtsr.results import Evaluation
 
     scale, track = meta["scale"], meta["track"]
     checked = Evaluation.from_document(evaluation, "the evaluation document") if evaluation else None
@@ -139,7 +139,7 @@ def eval_results(evaluation: Evaluation) -> list[EvalResult]:
     precision that measured it in ``dataset_args`` (runtimes and scores are the device's)."""
     from huggingface_hub import EvalResult
 
-    from rtsr.leaderboard import METRICS
+    from rtsr.results import METRICS
 
     return [
         EvalResult(
@@ -173,7 +173,7 @@ def offer_results(
     from huggingface_hub import metadata_update
     from huggingface_hub.repocard_data import eval_results_to_model_index
 
-    from rtsr.leaderboard import Evaluation
+    from rtsr.results import Evaluation
 
     results, name = [], repo_id.split("/")[-1]
     for set_name, document in documents.items():
@@ -200,7 +200,7 @@ def offer_results(
 def _measured(evaluation: Evaluation) -> list[str]:
     """The card's text of what was measured: the per-image metrics of the model and of
     bicubic, then the others, each as the specification prints it."""
-    from rtsr.leaderboard import IMAGE_METRICS, METRICS
+    from rtsr.results import IMAGE_METRICS, METRICS
 
     def row(cells: list[str]) -> str:
         return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"

@@ -418,7 +418,7 @@ class HubStore(Store):
         entry: RegistryEntry,
         device: str,
     ) -> Request:
-        from rtsr.leaderboard.schema import write_evaluation
+        from rtsr.results.schema import write_evaluation
 
         check_documents(request_id, documents)
 

@@ -310,7 +310,7 @@ def stored_reason(text: str) -> str:
 
 def check_documents(request_id: str, documents: dict[str, dict[str, Any]]) -> None:
     """A document the leaderboard could not read is refused before anything is written."""
-    from rtsr.leaderboard.schema import Evaluation
+    from rtsr.results.schema import Evaluation
 
     for name, document in documents.items():
         Evaluation.from_document(document, f"{request_id}/{name}")
@@ -554,7 +554,7 @@ class SqliteStore(Store):
             StoreError: the results, the registry or the database could not be written
                 (nothing is left of the attempt).
         """
-        from rtsr.leaderboard.schema import write_evaluation
+        from rtsr.results.schema import write_evaluation
 
         check_documents(request_id, documents)
         folder = self.results_dir / request_id

@@ -41,7 +41,7 @@ from rtsr.bundled import folder as bundled_folder
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line, printable
-from rtsr.leaderboard import schema
+from rtsr.results import schema
 from rtsr.submissions.registry import RegistryEntry, entry_for, reserved
 from rtsr.submissions.requests import LeaseLost, Request, Store, StoreError
 from rtsr.submissions.sandbox import Limits
@@ -495,7 +495,7 @@ def parse_job_log(lines: Any, tag: str, request: Request, stage: str, message: s
         SubmissionError: the job reported a failure, ended without a result, or printed one
             that is not an evaluation of this request.
     """
-    from rtsr.leaderboard import schema
+    from rtsr.results import schema
 
     result: dict[str, Any] | None = None
     for line in lines:
