@@ -19,7 +19,7 @@ from rtsr import __version__
 from rtsr.arguments import HR_FOLDER_HELP, byte_size, hr_folder, non_negative_int, positive_int
 from rtsr.constants import JPEG_QUALITY, SCALES, TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
 from rtsr.devices import PRECISIONS
-from rtsr.engines import ENGINE_CHOICES, MIN_FIDELITY_DB
+from rtsr.engines import ENGINE_CHOICES, MIN_FIDELITY_DB, engines_help
 from rtsr.errors import InputError, RTSRError, printable
 from rtsr.submissions.requests import HUB_LEASE_S, LEASE_S
 
@@ -173,8 +173,8 @@ def _add_engine_timing_arg(p: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         metavar="ENGINE[-PRECISION]",
-        help="also time these engines beside the challenge's eager run, labelled, with their fidelity to FP32:"
-        " eager, channels-last, openvino, cuda-graph, compile; in --precision, or e.g. openvino-bf16",
+        help="also time these engines beside the challenge's eager run, labelled, with their fidelity to FP32, each"
+        f" in --precision, or e.g. openvino-bf16: {engines_help()}",
     )
 
 
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ENGINE_CHOICES,
         default="auto",
         help=f"auto (default): the fastest engine whose output is within {MIN_FIDELITY_DB:g} dB of FP32 eager on a"
-        " check image; or one engine, in --precision",
+        f" check image; or one engine, in --precision: {engines_help()}",
     )
     p.add_argument(
         "--tile",
@@ -569,7 +569,7 @@ def _spec_in(engine: Any, precision: Precision) -> Any:
     """An ``--engine`` value as an EngineSpec: an engine alone runs in ``precision``."""
     from rtsr.engines import EngineSpec
 
-    return EngineSpec(engine, precision) if isinstance(engine, str) else engine  # type: ignore[arg-type]
+    return EngineSpec(engine, precision) if isinstance(engine, str) else engine
 
 
 def _print_engines(engines: list[dict[str, Any]], precision: str) -> None:

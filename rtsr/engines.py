@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,13 +45,8 @@ from rtsr.models import PaddedModel
 
 logger = logging.getLogger(__name__)
 
-Engine = Literal["eager", "channels-last", "openvino", "cuda-graph", "compile"]
-ENGINES: tuple[str, ...] = get_args(Engine)
-#: The engines each device type can run.
-DEVICE_ENGINES: dict[str, tuple[Engine, ...]] = {
-    "cpu": ("eager", "channels-last", "openvino", "compile"),
-    "cuda": ("eager", "channels-last", "cuda-graph", "compile"),
-}
+#: An engine's name: one of :data:`ENGINES`.
+Engine = str
 #: The least PSNR, in dB, of a fast engine's output against the FP32 eager output on the
 #: check image for it to serve. FP16 and bfloat16 runs of the shipped RTSRN reach 55-63 dB;
 #: 45 dB is an error no viewer sees, and far above what a model broken by the precision gives.
@@ -360,29 +355,91 @@ def build_engine(
         size = (-(-example_size[0] // m) * m, -(-example_size[1] // m) * m)
         inner = build_engine(module.inner, device, spec, size)
         return PaddedModel(inner, module.scale, module.multiple).eval()
-    dtype = DTYPES[spec.precision]
     try:
-        if spec.engine == "openvino":
-            if not openvino_available():
-                raise EngineError("openvino is not installed (pip install openvino)")
-            return _OpenVINO(_copy(module).float().eval(), spec.precision, torch.rand(1, 3, *example_size)).eval()
-        moved = _copy(module).to(device=device, dtype=dtype).eval()
-        if spec.engine in ("channels-last", "cuda-graph", "compile"):
-            moved = moved.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if spec.engine == "cuda-graph":
-            return _Cast(_CudaGraphs(moved), dtype, channels_last=True).eval()
-        if spec.engine == "compile":
-            # Dynamo keeps at most 8 compilations per code object, and every engine of one model
-            # class shares its forward's code (each size and dtype is one): beyond that it runs
-            # eager without a word. Each compiled engine starts from a fresh cache; one built
-            # before recompiles on its next call.
-            torch._dynamo.reset()
-            return _Cast(torch.compile(moved), dtype, channels_last=True).eval()  # type: ignore[arg-type]
-        return _Cast(moved, dtype, channels_last=spec.engine == "channels-last").eval()
+        return engine_kind(spec.engine).build(module, device, spec.precision, example_size).eval()
     except EngineError:
         raise
     except Exception as e:  # the model's code, or a converter that does not take it
         raise EngineError(f"{spec.label} failed to build: {e.__class__.__name__}: {first_line(e)}") from None
+
+
+def _moved(module: nn.Module, device: torch.device, precision: Precision, channels_last: bool) -> nn.Module:
+    """A copy of ``module`` on ``device`` in ``precision``, channels-last where asked."""
+    moved = _copy(module).to(device=device, dtype=DTYPES[precision]).eval()
+    return moved.to(memory_format=torch.channels_last) if channels_last else moved  # type: ignore[call-overload]
+
+
+def _eager(module: nn.Module, device: torch.device, precision: Precision, _: tuple[int, int]) -> nn.Module:
+    return _Cast(_moved(module, device, precision, False), DTYPES[precision], channels_last=False)
+
+
+def _channels_last(module: nn.Module, device: torch.device, precision: Precision, _: tuple[int, int]) -> nn.Module:
+    return _Cast(_moved(module, device, precision, True), DTYPES[precision], channels_last=True)
+
+
+def _openvino(module: nn.Module, device: torch.device, precision: Precision, size: tuple[int, int]) -> nn.Module:
+    if not openvino_available():
+        raise EngineError("openvino is not installed (pip install openvino)")
+    return _OpenVINO(_copy(module).float().eval(), precision, torch.rand(1, 3, *size))
+
+
+def _cuda_graph(module: nn.Module, device: torch.device, precision: Precision, _: tuple[int, int]) -> nn.Module:
+    return _Cast(_CudaGraphs(_moved(module, device, precision, True)), DTYPES[precision], channels_last=True)
+
+
+def _compile(module: nn.Module, device: torch.device, precision: Precision, _: tuple[int, int]) -> nn.Module:
+    # Dynamo keeps at most 8 compilations per code object, and every engine of one model
+    # class shares its forward's code (each size and dtype is one): beyond that it runs
+    # eager without a word. Each compiled engine starts from a fresh cache; one built
+    # before recompiles on its next call.
+    torch._dynamo.reset()
+    compiled = torch.compile(_moved(module, device, precision, True))
+    return _Cast(compiled, DTYPES[precision], channels_last=True)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """One engine: its name (``--engine``), the device types it runs on, what it is (the
+    CLI's help), and how a model is built into it (``build(module, device, precision,
+    example_size)``, a module taking an FP32 ``(1, 3, H, W)`` tensor)."""
+
+    name: str
+    devices: tuple[str, ...]
+    help: str
+    build: Callable[[nn.Module, torch.device, Precision, tuple[int, int]], nn.Module]
+
+
+#: The engines, one entry each: a new engine is one entry here. The CLI's choices and help,
+#: :data:`ENGINES` and :data:`DEVICE_ENGINES` are read from it.
+ENGINE_KINDS: tuple[EngineKind, ...] = (
+    EngineKind("eager", ("cpu", "cuda"), "the model as written", _eager),
+    EngineKind("channels-last", ("cpu", "cuda"), "torch with NHWC tensors", _channels_last),
+    EngineKind("openvino", ("cpu",), "Intel's OpenVINO, converted from torch", _openvino),
+    EngineKind("cuda-graph", ("cuda",), "torch replayed from a CUDA graph per input shape", _cuda_graph),
+    EngineKind("compile", ("cpu", "cuda"), "torch.compile (Inductor)", _compile),
+)
+ENGINES: tuple[str, ...] = tuple(k.name for k in ENGINE_KINDS)
+#: The engines each device type can run.
+DEVICE_ENGINES: dict[str, tuple[str, ...]] = {
+    device: tuple(k.name for k in ENGINE_KINDS if device in k.devices) for device in ("cpu", "cuda")
+}
+
+
+def engine_kind(name: str) -> EngineKind:
+    """The engine ``name``.
+
+    Raises:
+        EngineError: no engine has this name.
+    """
+    for kind in ENGINE_KINDS:
+        if kind.name == name:
+            return kind
+    raise EngineError(f"unknown engine {name!r} (one of {', '.join(ENGINES)})")
+
+
+def engines_help() -> str:
+    """The engines for a help text: ``eager`` (the model as written), ...; where each runs."""
+    return "; ".join(f"{k.name} ({k.help}; {'/'.join(k.devices)})" for k in ENGINE_KINDS)
 
 
 def _copy(module: nn.Module) -> nn.Module:
@@ -530,7 +587,7 @@ def resolve_engine(
         return choose_engine(module, device, supports_half, candidates)
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r} (use {', '.join(ENGINE_CHOICES)})")
-    spec = EngineSpec(engine, resolve_precision(device, precision))  # type: ignore[arg-type]
+    spec = EngineSpec(engine, resolve_precision(device, precision))
     built = build_engine(module, device, spec)
     if spec == EngineSpec("eager", "fp32"):
         return built, EngineChoice(spec, None)

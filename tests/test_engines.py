@@ -378,3 +378,21 @@ def test_on_cuda_serving_is_fp16_channels_last_and_a_model_broken_by_fp16_falls_
         image = photo("astronaut")[:128, :160]
         assert peak_signal_noise_ratio(eager_fp32(rtsrn(), image), upscale(engine, image, 2, cuda, "fp32")) >= 45
     assert math.isfinite(choice.fidelity_db)
+
+
+def test_the_engines_are_one_registry_the_cli_reads():
+    from rtsr.engines import DEVICE_ENGINES, ENGINE_KINDS, ENGINES, engine_kind
+    from tests.support.cli import run_cli
+
+    assert ENGINES == ("eager", "channels-last", "openvino", "cuda-graph", "compile")
+    assert DEVICE_ENGINES == {
+        "cpu": ("eager", "channels-last", "openvino", "compile"),
+        "cuda": ("eager", "channels-last", "cuda-graph", "compile"),
+    }
+    # argparse wraps help to $COLUMNS: one line each, to read it whole
+    shown = run_cli("sr", "--help", check=True, env={"COLUMNS": "10000"}).stdout
+    assert "--engine {" + ",".join(["auto", *ENGINES]) + "}" in shown
+    for kind in ENGINE_KINDS:
+        assert f"{kind.name} ({kind.help}; {'/'.join(kind.devices)})" in shown
+    with pytest.raises(EngineError, match="unknown engine 'tensorrt'"):
+        engine_kind("tensorrt")
