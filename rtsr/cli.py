@@ -11,7 +11,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -178,7 +179,12 @@ def _add_engine_timing_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: What the ``--store`` of ``submit``, ``requests`` and ``worker`` says.
+_STORE_HELP = "the request store (default: $RTSR_STORE or store/ in the repository)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rtsr`` parser: the global options, then each of :data:`COMMANDS` with its own."""
     parser = _Parser(
         prog="rtsr",
         description="NTIRE 2023 Real-Time Super-Resolution: data, metrics, score, runtime, submissions.",
@@ -187,259 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtsr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
 
-    p = sub.add_parser(
-        "prepare-data",
-        help="degrade HR images as the challenge does (bicubic + JPEG)",
-        description="Crop each image so its sides divide by the scale, downsample it with bicubic,"
-        " save the LR as JPEG and the GT as PNG.",
-    )
-    p.add_argument("--image-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
-    p.add_argument("--lr-out-dir", required=True, help="where LR images go (stem.jpg, or stem.png at --jpeg-level 0)")
-    p.add_argument("--gt-out-dir", required=True, help="where the cropped GT images go (stem.png)")
-    p.add_argument(
-        "--downsample-factor", type=_scale, required=True, metavar="{2,3}", help="2 (Track 1) or 3 (Track 2)"
-    )
-    p.add_argument(
-        "--jpeg-level",
-        type=non_negative_int,
-        default=JPEG_QUALITY,
-        help=f"JPEG quality 1-100; 0 saves lossless PNG (default {JPEG_QUALITY})",
-    )
-    p.add_argument(
-        "--crop-size",
-        type=positive_int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="centre-crop the GT to H x W (both divisible by the scale)",
-    )
-    p.add_argument(
-        "--resize",
-        choices=("pil", "matlab"),
-        default="pil",
-        help="pil: Pillow's BICUBIC, the challenge's (default); matlab: MATLAB imresize bicubic with antialiasing",
-    )
-
-    p = sub.add_parser(
-        "metrics",
-        help="PSNR/SSIM on RGB and Y of an SR folder against a GT folder",
-        description="Pair images by file stem and print PSNR and SSIM on RGB and on BT.601 Y, per image and averaged.",
-    )
-    p.add_argument("--sr-dir", required=True)
-    p.add_argument("--gt-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
-    p.add_argument(
-        "--crop-border",
-        type=non_negative_int,
-        default=0,
-        help="pixels removed from each side first (default 0, the challenge's)",
-    )
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-
-    p = sub.add_parser(
-        "score",
-        help="the challenge score from PSNR and runtime",
-        description="score = 2^(PSNR - PSNR_bicubic) * 2 / (0.1 * sqrt(runtime_ms)); 0 when not above bicubic.",
-    )
-    p.add_argument("--psnr", type=float, required=True, help="mean PSNR (RGB) of the method, dB")
-    p.add_argument("--runtime", type=float, required=True, metavar="MS", help="mean runtime per image, ms")
-    p.add_argument("--bicubic-psnr", type=float, required=True, help="mean PSNR (RGB) of bicubic on the same set, dB")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the bare score")
-
-    p = sub.add_parser(
-        "runtime",
-        help="time a model with the challenge's protocol, beside bicubic",
-        description="Random input of the LR size of a 4K output; warm-up passes, then timed passes"
-        " (CUDA events on GPU, wall clock on CPU); bicubic timed the same way.",
-    )
-    _add_model_args(p)
-    _add_protocol_args(p)
-    _add_engine_timing_arg(p)
-    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-
-    p = sub.add_parser(
-        "sr",
-        help="upscale a folder of LR images to PNG",
-        description="Upscale every image of --lr-dir; outputs are PNGs named as the inputs.",
-    )
-    _add_model_args(p)
-    p.add_argument("--lr-dir", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument(
-        "--engine",
-        choices=ENGINE_CHOICES,
-        default="auto",
-        help=f"auto (default): the fastest engine whose output is within {MIN_FIDELITY_DB:g} dB of FP32 eager on a"
-        f" check image; or one engine, in --precision: {engines_help()}",
-    )
-    p.add_argument(
-        "--tile",
-        type=non_negative_int,
-        default=0,
-        metavar="N",
-        help="upscale images with a side above N LR pixels in N x N tiles, each with the model's receptive field"
-        " around it, in bounded memory (default 0: whole images)",
-    )
-
-    p = sub.add_parser(
-        "evaluate",
-        help="metrics, bicubic reference, runtime and score as one JSON document",
-        description="Upscale --lr-dir, measure against --gt-dir beside bicubic, run the runtime protocol,"
-        " and write the results document the leaderboard reads.",
-    )
-    _add_model_args(p)
-    p.add_argument("--lr-dir", required=True)
-    p.add_argument("--gt-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
-    p.add_argument("--out", required=True, metavar="FILE.json")
-    p.add_argument("--dataset", metavar="NAME", help="name of the set in the results (default: the GT folder's name)")
-    p.add_argument(
-        "--crop-border",
-        type=non_negative_int,
-        default=0,
-        help="pixels removed from each side before metrics (default 0)",
-    )
-    _add_protocol_args(p)
-    _add_engine_timing_arg(p)
-
-    p = sub.add_parser(
-        "train",
-        help="train RTSRN on the challenge's degradation and write a submission folder",
-        description="Random HR crops degraded on the fly (bicubic + JPEG, as prepare-data), L1 loss, Adam with a"
-        " cosine-decaying learning rate, mixed precision; checkpoints for --resume; validation PSNR in the log.",
-    )
-    p.add_argument("--scale", type=_scale, required=True, metavar="{2,3}")
-    p.add_argument("--train-dir", required=True, help="HR images, directly or one folder down")
-    p.add_argument("--val-dir", help="held-out HR images (default: every 20th training image, held out)")
-    p.add_argument("--out", required=True, help="run folder: state.pt, train.log, and submission/ at the end")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--steps", type=positive_int, default=8000)
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--patch", type=positive_int, default=48, help="LR patch side (default 48)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the start (default 1e-3)")
-    p.add_argument("--val-every", type=positive_int, default=500, help="steps between validations (default 500)")
-    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-
-    p = sub.add_parser(
-        "validate",
-        help="check a submission: files, srmodel(), forward passes, FP16 fidelity, results/",
-        description="Run the checklist on a submission folder, zip or org/name@<commit>. The submission's"
-        " code runs in the sandbox (no network, read-only files, limits below); any failed check exits non-zero.",
-    )
-    p.add_argument("submission", metavar="PATH|ZIP|org/name@rev")
-    p.add_argument("--lr-dir", help="LR images whose results/ PNGs to check and reproduce")
-    p.add_argument(
-        "--scale",
-        type=_scale,
-        metavar="{2,3}",
-        help="the model's scale when it has no submission.json (default: read from a forward pass in the"
-        " sandbox); the checks confirm it",
-    )
-    _add_sandbox_args(p)
-
-    p = sub.add_parser("pack", help="write submission_<id>.zip in the challenge's layout")
-    p.add_argument("submission", metavar="PATH")
-    p.add_argument("--out-dir", default=".", help="where the zip goes (default: here)")
-
-    p = sub.add_parser(
-        "publish",
-        help="validate, write a model card, and upload a submission to the Hugging Face Hub",
-        description="Validate first; then stage the folder to upload (the submission and a README.md model card)"
-        " and upload it as one commit with huggingface_hub. --dry-run stops after staging.",
-    )
-    p.add_argument("submission", metavar="PATH")
-    p.add_argument("--repo-id", required=True, metavar="user/name")
-    p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--dry-run", action="store_true", help="stage exactly what would be uploaded, upload nothing")
-    p.add_argument("--out", help="staging folder (default: publish-<name> here)")
-    p.add_argument("--eval", metavar="FILE.json", help="an rtsr evaluate document whose numbers go on the card")
-    p.add_argument("--lr-dir", help="also check results/ against these LR images")
-    p.add_argument(
-        "--scale",
-        type=_scale,
-        metavar="{2,3}",
-        help="the model's scale when it has no submission.json (default: found by the checks)",
-    )
-    _add_sandbox_args(p)
-
-    p = sub.add_parser("registry", help="list or add the submissions the app may run")
-    p.add_argument("--registry", help="registry file (default: $RTSR_REGISTRY or submissions/registry.json)")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_CommandParser)
-    actions.add_parser("list", help="print the registered entries")
-    a = actions.add_parser("add", help="validate a submission and register it, pinned and hashed")
-    a.add_argument("submission", metavar="org/name@rev|PATH", help="a Hub commit, or a folder below the registry's")
-    a.add_argument("--id", help="registry id (default: the repo's or folder's name)")
-    a.add_argument("--lr-dir", help="also check results/ against these LR images")
-    a.add_argument(
-        "--scale",
-        type=_scale,
-        metavar="{2,3}",
-        help="the model's scale when it has no submission.json (default: found by the checks)",
-    )
-    _add_sandbox_args(a)
-
-    store_help = "the request store (default: $RTSR_STORE or store/ in the repository)"
-    p = sub.add_parser("submit", help="queue a submission for evaluation by a worker; print the request id")
-    p.add_argument(
-        "spec", metavar="org/name[@rev]|PATH", help="a Hub repo (pinned now to its commit), or a folder or zip"
-    )
-    p.add_argument("--track", type=int, choices=sorted(TRACK_SCALES), default=1, help="1 (x2) or 2 (x3); default 1")
-    p.add_argument("--submitter", default=None, help="who submits (default: this machine's user)")
-    p.add_argument("--store", help=store_help)
-
-    p = sub.add_parser("requests", help="list the evaluation requests and their states")
-    p.add_argument("--status", choices=["pending", "running", "finished", "failed"], help="only this state")
-    p.add_argument("--json", action="store_true", help="print a JSON list of request objects")
-    p.add_argument("--store", help=store_help)
-
-    p = sub.add_parser("worker", help="evaluate pending requests in the sandbox and record their results")
-    p.add_argument("--once", action="store_true", help="evaluate what is pending, then exit (default: keep polling)")
-    p.add_argument("--backend", choices=["local", "hf-jobs"], default="local", help="where to evaluate (default local)")
-    p.add_argument("--store", help=store_help)
-    p.add_argument(
-        "--test-set",
-        action="append",
-        metavar="[NAME=]FOLDER|bundled:NAME|datasets/org/name[@rev][:folder]",
-        help="HR images to evaluate on, degraded as the challenge does; repeatable"
-        " (default: bundled:Set5, testsets/Set5 of the repository)",
-    )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument(
-        "--poll", type=float, default=10.0, metavar="S", help="seconds between looks at the queue (default 10)"
-    )
-    p.add_argument(
-        "--workers", type=positive_int, default=1, metavar="N", help="requests evaluated at once (default 1)"
-    )
-    p.add_argument(
-        "--lease",
-        type=float,
-        default=None,
-        metavar="S",
-        help="a request whose worker stops renewing for this long goes back to pending"
-        f" (default {LEASE_S:g}; {HUB_LEASE_S:g} for a store on the Hub)",
-    )
-    p.add_argument(
-        "--offer-results",
-        action="store_true",
-        help="after a passing evaluation of a Hub repo, open a pull request on it that adds the results to its"
-        " model card's model-index (off by default)",
-    )
-    p.add_argument(
-        "--board-url",
-        metavar="URL",
-        help="the leaderboard the pull request links (default: the Space, when run on one)",
-    )
-    j = p.add_argument_group("hf-jobs backend", "each request as a Hugging Face Job (HfApi.run_job)")
-    j.add_argument("--flavor", default="l4x1", help="the one GPU flavor every submission is timed on (default l4x1)")
-    j.add_argument("--image", default=None, help="the job's image, e.g. hf.co/spaces/org/space (required for hf-jobs)")
-    j.add_argument(
-        "--test-set-token-env",
-        default="RTSR_TEST_SET_TOKEN",
-        metavar="VAR",
-        help="environment variable holding a read-only token for a private test set (default RTSR_TEST_SET_TOKEN)",
-    )
-    j.add_argument("--job-timeout", type=positive_int, default=3600, metavar="S", help="seconds a job may run")
-    _add_protocol_args(p)
-    _add_sandbox_args(p)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.description)
+        command.add_arguments(p)
     return parser
 
 
@@ -488,6 +244,34 @@ def _limits(args: argparse.Namespace) -> Limits:
     )
 
 
+def _args_prepare_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
+    p.add_argument("--lr-out-dir", required=True, help="where LR images go (stem.jpg, or stem.png at --jpeg-level 0)")
+    p.add_argument("--gt-out-dir", required=True, help="where the cropped GT images go (stem.png)")
+    p.add_argument(
+        "--downsample-factor", type=_scale, required=True, metavar="{2,3}", help="2 (Track 1) or 3 (Track 2)"
+    )
+    p.add_argument(
+        "--jpeg-level",
+        type=non_negative_int,
+        default=JPEG_QUALITY,
+        help=f"JPEG quality 1-100; 0 saves lossless PNG (default {JPEG_QUALITY})",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="centre-crop the GT to H x W (both divisible by the scale)",
+    )
+    p.add_argument(
+        "--resize",
+        choices=("pil", "matlab"),
+        default="pil",
+        help="pil: Pillow's BICUBIC, the challenge's (default); matlab: MATLAB imresize bicubic with antialiasing",
+    )
+
+
 def _cmd_prepare_data(args: argparse.Namespace) -> None:
     from rtsr.degradation import prepare_data
 
@@ -507,6 +291,19 @@ def _cmd_prepare_data(args: argparse.Namespace) -> None:
     print(f"  GT -> {args.gt_out_dir}")
 
 
+def _args_metrics(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sr-dir", required=True)
+    p.add_argument("--gt-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
+    p.add_argument(
+        "--crop-border",
+        type=non_negative_int,
+        default=0,
+        help="pixels removed from each side first (default 0, the challenge's)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
 def _cmd_metrics(args: argparse.Namespace) -> None:
     from rtsr.metrics import mean_metrics, measure_folders
     from rtsr.outputs import write_json
@@ -519,6 +316,13 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
             {"images": [{"name": n, **m.as_dict()} for n, m in results.items()], "mean": mean.as_dict()}, args.json
         )
         print(f"wrote {args.json}")
+
+
+def _args_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--psnr", type=float, required=True, help="mean PSNR (RGB) of the method, dB")
+    p.add_argument("--runtime", type=float, required=True, metavar="MS", help="mean runtime per image, ms")
+    p.add_argument("--bicubic-psnr", type=float, required=True, help="mean PSNR (RGB) of bicubic on the same set, dB")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the bare score")
 
 
 def _cmd_score(args: argparse.Namespace) -> None:
@@ -647,6 +451,13 @@ def _confined(args: argparse.Namespace) -> Any:
     return ConfinedModel(submission, resolve_device(args.device), args.precision, scale=args.scale)
 
 
+def _args_runtime(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p)
+    _add_protocol_args(p)
+    _add_engine_timing_arg(p)
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
+
 def _cmd_runtime(args: argparse.Namespace) -> None:
     from rtsr.outputs import write_json
     from rtsr.runtime import lr_size, measure_runtime
@@ -666,6 +477,27 @@ def _cmd_runtime(args: argparse.Namespace) -> None:
     if args.json:
         write_json(report.as_dict(), args.json)
         print(f"wrote {args.json}")
+
+
+def _args_sr(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p)
+    p.add_argument("--lr-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default="auto",
+        help=f"auto (default): the fastest engine whose output is within {MIN_FIDELITY_DB:g} dB of FP32 eager on a"
+        f" check image; or one engine, in --precision: {engines_help()}",
+    )
+    p.add_argument(
+        "--tile",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="upscale images with a side above N LR pixels in N x N tiles, each with the model's receptive field"
+        " around it, in bounded memory (default 0: whole images)",
+    )
 
 
 def _cmd_sr(args: argparse.Namespace) -> None:
@@ -707,6 +539,22 @@ def _cmd_sr(args: argparse.Namespace) -> None:
     print(f"upscaled {len(written)} images x{d.scale} with {d.id} on {device.type}{tiled}")
     print(f"engine {choice.describe()}")
     print(f"wrote {args.out_dir}")
+
+
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p)
+    p.add_argument("--lr-dir", required=True)
+    p.add_argument("--gt-dir", required=True, type=hr_folder, help=HR_FOLDER_HELP)
+    p.add_argument("--out", required=True, metavar="FILE.json")
+    p.add_argument("--dataset", metavar="NAME", help="name of the set in the results (default: the GT folder's name)")
+    p.add_argument(
+        "--crop-border",
+        type=non_negative_int,
+        default=0,
+        help="pixels removed from each side before metrics (default 0)",
+    )
+    _add_protocol_args(p)
+    _add_engine_timing_arg(p)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -776,6 +624,21 @@ def _evaluate_confined(model: Any, args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=_scale, required=True, metavar="{2,3}")
+    p.add_argument("--train-dir", required=True, help="HR images, directly or one folder down")
+    p.add_argument("--val-dir", help="held-out HR images (default: every 20th training image, held out)")
+    p.add_argument("--out", required=True, help="run folder: state.pt, train.log, and submission/ at the end")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--steps", type=positive_int, default=8000)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--patch", type=positive_int, default=48, help="LR patch side (default 48)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the start (default 1e-3)")
+    p.add_argument("--val-every", type=positive_int, default=500, help="steps between validations (default 500)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from rtsr.training import TrainConfig, train
 
@@ -813,6 +676,19 @@ def _print_checks(title: str, checks: list[Any]) -> bool:
     return ok
 
 
+def _args_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("submission", metavar="PATH|ZIP|org/name@rev")
+    p.add_argument("--lr-dir", help="LR images whose results/ PNGs to check and reproduce")
+    p.add_argument(
+        "--scale",
+        type=_scale,
+        metavar="{2,3}",
+        help="the model's scale when it has no submission.json (default: read from a forward pass in the"
+        " sandbox); the checks confirm it",
+    )
+    _add_sandbox_args(p)
+
+
 def _cmd_validate(args: argparse.Namespace) -> None:
     from rtsr.submissions.validation import validate
 
@@ -821,6 +697,11 @@ def _cmd_validate(args: argparse.Namespace) -> None:
     about = f"x{meta.scale}, Track {meta.track}" if meta.scale else "scale unknown"
     if not _print_checks(f"validate {submission.source} ({about})", validation.checks):
         raise SystemExit(1)
+
+
+def _args_pack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("submission", metavar="PATH")
+    p.add_argument("--out-dir", default=".", help="where the zip goes (default: here)")
 
 
 def _cmd_pack(args: argparse.Namespace) -> None:
@@ -832,6 +713,23 @@ def _cmd_pack(args: argparse.Namespace) -> None:
         print(f"warning: {missing}", file=sys.stderr)
     target = pack(submission, Path(args.out_dir))
     print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KiB)")
+
+
+def _args_publish(p: argparse.ArgumentParser) -> None:
+    p.add_argument("submission", metavar="PATH")
+    p.add_argument("--repo-id", required=True, metavar="user/name")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--dry-run", action="store_true", help="stage exactly what would be uploaded, upload nothing")
+    p.add_argument("--out", help="staging folder (default: publish-<name> here)")
+    p.add_argument("--eval", metavar="FILE.json", help="an rtsr evaluate document whose numbers go on the card")
+    p.add_argument("--lr-dir", help="also check results/ against these LR images")
+    p.add_argument(
+        "--scale",
+        type=_scale,
+        metavar="{2,3}",
+        help="the model's scale when it has no submission.json (default: found by the checks)",
+    )
+    _add_sandbox_args(p)
 
 
 def _cmd_publish(args: argparse.Namespace) -> None:
@@ -862,6 +760,23 @@ def _cmd_publish(args: argparse.Namespace) -> None:
         print(f"register it with: {result.registry_command(args.repo_id)}")
 
 
+def _args_registry(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", help="registry file (default: $RTSR_REGISTRY or submissions/registry.json)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_CommandParser)
+    actions.add_parser("list", help="print the registered entries")
+    a = actions.add_parser("add", help="validate a submission and register it, pinned and hashed")
+    a.add_argument("submission", metavar="org/name@rev|PATH", help="a Hub commit, or a folder below the registry's")
+    a.add_argument("--id", help="registry id (default: the repo's or folder's name)")
+    a.add_argument("--lr-dir", help="also check results/ against these LR images")
+    a.add_argument(
+        "--scale",
+        type=_scale,
+        metavar="{2,3}",
+        help="the model's scale when it has no submission.json (default: found by the checks)",
+    )
+    _add_sandbox_args(a)
+
+
 def _cmd_registry(args: argparse.Namespace) -> None:
     from rtsr.submissions.registry import Registry, entry_for
     from rtsr.submissions.submission import open_submission
@@ -888,6 +803,15 @@ def _cmd_registry(args: argparse.Namespace) -> None:
     print(f"registered {entry.id} (x{entry.scale}, {len(entry.sha256)} files hashed) in {_shown(registry.path)}")
 
 
+def _args_submit(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "spec", metavar="org/name[@rev]|PATH", help="a Hub repo (pinned now to its commit), or a folder or zip"
+    )
+    p.add_argument("--track", type=int, choices=sorted(TRACK_SCALES), default=1, help="1 (x2) or 2 (x3); default 1")
+    p.add_argument("--submitter", default=None, help="who submits (default: this machine's user)")
+    p.add_argument("--store", help=_STORE_HELP)
+
+
 def _cmd_submit(args: argparse.Namespace) -> None:
     import getpass
 
@@ -898,6 +822,12 @@ def _cmd_submit(args: argparse.Namespace) -> None:
     request = submit(store, args.spec, args.track, args.submitter or getpass.getuser())
     what = f"{request.repo}@{request.revision[:12]}" if request.repo else f"{args.spec} (copied as {request.spec})"
     print(f"{request.id}: {what}, Track {request.track}, pending in {_shown_store(store)}")
+
+
+def _args_requests(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--status", choices=["pending", "running", "finished", "failed"], help="only this state")
+    p.add_argument("--json", action="store_true", help="print a JSON list of request objects")
+    p.add_argument("--store", help=_STORE_HELP)
 
 
 def _cmd_requests(args: argparse.Namespace) -> None:
@@ -920,6 +850,57 @@ def _cmd_requests(args: argparse.Namespace) -> None:
             print(f"    {printable(line)}")
         if r.entry_id:
             print(f"    served as {r.entry_id}; results: {', '.join(r.results)}")
+
+
+def _args_worker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--once", action="store_true", help="evaluate what is pending, then exit (default: keep polling)")
+    p.add_argument("--backend", choices=["local", "hf-jobs"], default="local", help="where to evaluate (default local)")
+    p.add_argument("--store", help=_STORE_HELP)
+    p.add_argument(
+        "--test-set",
+        action="append",
+        metavar="[NAME=]FOLDER|bundled:NAME|datasets/org/name[@rev][:folder]",
+        help="HR images to evaluate on, degraded as the challenge does; repeatable"
+        " (default: bundled:Set5, testsets/Set5 of the repository)",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument(
+        "--poll", type=float, default=10.0, metavar="S", help="seconds between looks at the queue (default 10)"
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=1, metavar="N", help="requests evaluated at once (default 1)"
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a request whose worker stops renewing for this long goes back to pending"
+        f" (default {LEASE_S:g}; {HUB_LEASE_S:g} for a store on the Hub)",
+    )
+    p.add_argument(
+        "--offer-results",
+        action="store_true",
+        help="after a passing evaluation of a Hub repo, open a pull request on it that adds the results to its"
+        " model card's model-index (off by default)",
+    )
+    p.add_argument(
+        "--board-url",
+        metavar="URL",
+        help="the leaderboard the pull request links (default: the Space, when run on one)",
+    )
+    j = p.add_argument_group("hf-jobs backend", "each request as a Hugging Face Job (HfApi.run_job)")
+    j.add_argument("--flavor", default="l4x1", help="the one GPU flavor every submission is timed on (default l4x1)")
+    j.add_argument("--image", default=None, help="the job's image, e.g. hf.co/spaces/org/space (required for hf-jobs)")
+    j.add_argument(
+        "--test-set-token-env",
+        default="RTSR_TEST_SET_TOKEN",
+        metavar="VAR",
+        help="environment variable holding a read-only token for a private test set (default RTSR_TEST_SET_TOKEN)",
+    )
+    j.add_argument("--job-timeout", type=positive_int, default=3600, metavar="S", help="seconds a job may run")
+    _add_protocol_args(p)
+    _add_sandbox_args(p)
 
 
 def _cmd_worker(args: argparse.Namespace) -> None:
@@ -973,22 +954,122 @@ def _cmd_worker(args: argparse.Namespace) -> None:
         print(f"{len(done)} request{'' if len(done) == 1 else 's'} evaluated; {len(store.list('pending'))} pending")
 
 
-COMMANDS = {
-    "prepare-data": _cmd_prepare_data,
-    "metrics": _cmd_metrics,
-    "score": _cmd_score,
-    "runtime": _cmd_runtime,
-    "sr": _cmd_sr,
-    "evaluate": _cmd_evaluate,
-    "train": _cmd_train,
-    "validate": _cmd_validate,
-    "pack": _cmd_pack,
-    "publish": _cmd_publish,
-    "registry": _cmd_registry,
-    "submit": _cmd_submit,
-    "requests": _cmd_requests,
-    "worker": _cmd_worker,
-}
+@dataclass(frozen=True)
+class Command:
+    """One command of ``rtsr``: its name and help, what it takes (``add_arguments``, given its
+    own parser) and what it does (``run``, given the parsed arguments)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+    description: str | None = None
+
+
+#: The commands, in the order ``rtsr --help`` lists them. A new command is a pair of
+#: functions (``_args_<name>``, ``_cmd_<name>``) and one entry here.
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "prepare-data",
+        "degrade HR images as the challenge does (bicubic + JPEG)",
+        _args_prepare_data,
+        _cmd_prepare_data,
+        description="Crop each image so its sides divide by the scale, downsample it with bicubic, save the LR as"
+        " JPEG and the GT as PNG.",
+    ),
+    Command(
+        "metrics",
+        "PSNR/SSIM on RGB and Y of an SR folder against a GT folder",
+        _args_metrics,
+        _cmd_metrics,
+        description="Pair images by file stem and print PSNR and SSIM on RGB and on BT.601 Y, per image and averaged.",
+    ),
+    Command(
+        "score",
+        "the challenge score from PSNR and runtime",
+        _args_score,
+        _cmd_score,
+        description="score = 2^(PSNR - PSNR_bicubic) * 2 / (0.1 * sqrt(runtime_ms)); 0 when not above bicubic.",
+    ),
+    Command(
+        "runtime",
+        "time a model with the challenge's protocol, beside bicubic",
+        _args_runtime,
+        _cmd_runtime,
+        description="Random input of the LR size of a 4K output; warm-up passes, then timed passes (CUDA events on"
+        " GPU, wall clock on CPU); bicubic timed the same way.",
+    ),
+    Command(
+        "sr",
+        "upscale a folder of LR images to PNG",
+        _args_sr,
+        _cmd_sr,
+        description="Upscale every image of --lr-dir; outputs are PNGs named as the inputs.",
+    ),
+    Command(
+        "evaluate",
+        "metrics, bicubic reference, runtime and score as one JSON document",
+        _args_evaluate,
+        _cmd_evaluate,
+        description="Upscale --lr-dir, measure against --gt-dir beside bicubic, run the runtime protocol, and write"
+        " the results document the leaderboard reads.",
+    ),
+    Command(
+        "train",
+        "train RTSRN on the challenge's degradation and write a submission folder",
+        _args_train,
+        _cmd_train,
+        description="Random HR crops degraded on the fly (bicubic + JPEG, as prepare-data), L1 loss, Adam with a"
+        " cosine-decaying learning rate, mixed precision; checkpoints for --resume; validation PSNR in"
+        " the log.",
+    ),
+    Command(
+        "validate",
+        "check a submission: files, srmodel(), forward passes, FP16 fidelity, results/",
+        _args_validate,
+        _cmd_validate,
+        description="Run the checklist on a submission folder, zip or org/name@<commit>. The submission's code runs"
+        " in the sandbox (no network, read-only files, limits below); any failed check exits non-zero.",
+    ),
+    Command(
+        "pack",
+        "write submission_<id>.zip in the challenge's layout",
+        _args_pack,
+        _cmd_pack,
+    ),
+    Command(
+        "publish",
+        "validate, write a model card, and upload a submission to the Hugging Face Hub",
+        _args_publish,
+        _cmd_publish,
+        description="Validate first; then stage the folder to upload (the submission and a README.md model card) and"
+        " upload it as one commit with huggingface_hub. --dry-run stops after staging.",
+    ),
+    Command(
+        "registry",
+        "list or add the submissions the app may run",
+        _args_registry,
+        _cmd_registry,
+    ),
+    Command(
+        "submit",
+        "queue a submission for evaluation by a worker; print the request id",
+        _args_submit,
+        _cmd_submit,
+    ),
+    Command(
+        "requests",
+        "list the evaluation requests and their states",
+        _args_requests,
+        _cmd_requests,
+    ),
+    Command(
+        "worker",
+        "evaluate pending requests in the sandbox and record their results",
+        _args_worker,
+        _cmd_worker,
+    ),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -998,7 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        COMMANDS[args.command](args)
+        next(c for c in COMMANDS if c.name == args.command).run(args)
     except RTSRError as e:
         print(f"rtsr {args.command}: error: {e}", file=sys.stderr)
         return 1
