@@ -15,6 +15,8 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -230,11 +232,19 @@ def check_zip_report(
     return f"**{plain(name)}**: {verdict}\n\n" + "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SubmitView:
+    """What the page's refresh needs of the Submit tab: the components it redraws (the
+    store's note, the four queues' accordions and tables) and the values for them."""
+
+    outputs: list[Any]
+    refresh: Callable[[], list[Any]]
+
+
 def build_submit_tab(
     store: Store, daily_limit: int | None, intro: str, work_dir: Path | None = None, max_unzipped: int | None = None
-) -> dict[str, Any]:
-    """The tab's components; returns what the app refreshes (``queues``: the four frames
-    and their accordions)."""
+) -> SubmitView:
+    """The tab's components and events; returns what the page's refresh needs."""
     problem = login_unavailable()
     gr.Markdown(intro)
     with gr.Row():
@@ -298,4 +308,4 @@ def build_submit_tab(
     # cleared): the report of the old one goes. Not on .change, which also fires when an
     # upload lands: a second event on the report racing the check the same click sent
     upload.clear(lambda: "", None, [report], api_visibility="private", show_progress="hidden")
-    return {"refresh": refresh, "outputs": [note, *accordions, *tables]}
+    return SubmitView([note, *accordions, *tables], refresh)

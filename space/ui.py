@@ -33,7 +33,7 @@ from space.leaderboard_tab import CSS as LEADERBOARD_CSS
 from space.leaderboard_tab import Board, LeaderboardView, build_leaderboard_tab
 from space.settings import Settings
 from space.submit import CSS as SUBMIT_CSS
-from space.submit import build_submit_tab, queue_version
+from space.submit import SubmitView, build_submit_tab, queue_version
 from space.upscale_tab import UPSCALE_CSS, build_upscale_tab, model_b_state, model_choices
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def build_demo(
     # no usage analytics: the app makes no network calls of its own
     with gr.Blocks(title=TITLE, delete_cache=delete_cache, analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
-        submit_tab: dict[str, Any] | None = None
+        submit_tab: SubmitView | None = None
         with gr.Tabs():
             with gr.Tab("Upscale", id="upscale"):
                 upscale = build_upscale_tab(pool, settings, workdir, inline_dir)
@@ -147,7 +147,7 @@ def _wire_refresh(
     live: Live,
     models: tuple[gr.Dropdown, gr.Dropdown] | None,
     leaderboard: LeaderboardView,
-    submit_tab: dict[str, Any],
+    submit_tab: SubmitView,
 ) -> None:
     """Every page shows the store's state as it loads (the page's first values are the
     state when the app started), then polls it once per :data:`POLL_S`."""
@@ -156,7 +156,7 @@ def _wire_refresh(
     timer = gr.Timer(POLL_S)
     # the models' dropdowns, and what model A and B are now (model B's choices follow A's)
     model_io = list(models or ())
-    outputs = [seen, *model_io, *leaderboard.controls, *leaderboard.outputs, *submit_tab["outputs"]]
+    outputs = [seen, *model_io, *leaderboard.controls, *leaderboard.outputs, *submit_tab.outputs]
     inputs = [seen, *model_io, *leaderboard.refresh_inputs]
 
     def updates(token: str, last: str, values: tuple[Any, ...]) -> list[Any]:
@@ -169,7 +169,7 @@ def _wire_refresh(
             b_state = model_b_state(live.pool, a, model_b)
             changed += [gr.Dropdown(choices=model_choices(live.pool)), gr.Dropdown(**b_state)]
         changed += leaderboard.refresh(*values)
-        changed += submit_tab["refresh"]()
+        changed += submit_tab.refresh()
         return changed
 
     def on_tick(last: str, *values: Any) -> Iterator[list[Any]]:

@@ -28,6 +28,7 @@ from rtsr.engines import MIN_FIDELITY_DB, fidelity_text, substitution_reason
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.images import image_size
 from rtsr.leaderboard.sources import REFERENCE_IDS
+from rtsr.results.metrics import IMAGE_METRICS
 from rtsr.serving import (
     STAGES,
     Mode,
@@ -287,9 +288,13 @@ def metrics_markdown(result: UpscaleResult, other: UpscaleResult | None = None) 
     if other is not None and other.metrics is not None:
         rows.append((name_b + " (model B)", other.metrics))
     rows.append(("Bicubic", result.bicubic_metrics))
-    lines = [head + "| | PSNR RGB (dB) | SSIM RGB | PSNR Y (dB) | SSIM Y |", "|---|---:|---:|---:|---:|"]
-    for name, m in rows:
-        lines.append(f"| {name} | {m.psnr_rgb:.3f} | {m.ssim_rgb:.4f} | {m.psnr_y:.3f} | {m.ssim_y:.4f} |")
+    # the columns, headers and formats are the metric specification's (rtsr.results.metrics)
+    lines = [
+        head + "| | " + " | ".join(m.label for m in IMAGE_METRICS) + " |",
+        "|---|" + "---:|" * len(IMAGE_METRICS),
+    ]
+    for name, values in rows:
+        lines.append(f"| {name} | " + " | ".join(m.text(values.as_dict()[m.key]) for m in IMAGE_METRICS) + " |")
     gain, score = result.psnr_gain, result.score
     assert gain is not None and score is not None  # both exist whenever metrics do
     lines.append("")

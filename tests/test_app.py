@@ -104,7 +104,9 @@ def test_simulate_metrics_equal_rtsr_metrics_on_the_same_arrays(app, tmp_path):
     # 400x600 divides by 2: nothing cropped, nothing downscaled
     assert details["upload_size"] == [400, 600] and details["downscaled_from"] is None
     assert details["precision"] == details["engine"]["precision"] == serving_candidates(CPU)[0].precision
-    assert f"| **RTSRN x2** | {ours.psnr_rgb:.3f} | {ours.ssim_rgb:.4f}" in metrics_md
+    # four decimals, as the metric specification prints them everywhere
+    row = f"| **RTSRN x2** | {ours.psnr_rgb:.4f} | {ours.ssim_rgb:.4f} | {ours.psnr_y:.4f} | {ours.ssim_y:.4f} |"
+    assert row in metrics_md
     assert f"Gain over bicubic: {gain:+.3f} dB" in metrics_md
     for stage in ("decode", "degrade", "model", "bicubic", "metrics", "encode"):
         assert details["timings_ms"][stage] >= 0 and f"{stage} " in timing_md
@@ -125,7 +127,7 @@ def test_upscale_mode_measures_against_an_uploaded_ground_truth(app, tmp_path):
     ours = measure(read(png), gt)
     assert details["metrics"] == pytest.approx(ours.as_dict(), abs=1e-9)
     assert details["jpeg_quality"] is None and details["psnr_gain"] > 0.3
-    assert f"| **RTSRN x2** | {ours.psnr_rgb:.3f}" in metrics_md
+    assert f"| **RTSRN x2** | {ours.psnr_rgb:.4f}" in metrics_md
 
 
 def test_an_input_above_the_one_pass_size_is_tiled_and_the_page_says_so(app, tmp_path):
