@@ -25,7 +25,7 @@ from starlette.middleware import Middleware
 
 from rtsr.errors import RTSRError, first_line
 from rtsr.leaderboard import FollowedFolder, default_sources, load_leaderboard
-from rtsr.serving import ModelPool
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.registry import Registry
 from rtsr.submissions.requests import Store, StoreError
 from rtsr.submissions.sandbox import isolation_note

@@ -6,7 +6,7 @@ the app could send: its JPEG preview, Pillow's JPEG defaults, its download PNG (
 of each to the preview JPEG.
 
 Part 2 serves "simulate the challenge" requests with :func:`rtsr.serving.serve` and the
-app's previews (:class:`rtsr.serving.Previews`: four JPEGs, the slider's pair written out),
+app's previews (:class:`rtsr.previews.Previews`: four JPEGs, the slider's pair written out),
 on the CPU and on CUDA where present, at the largest input each device runs in one pass and
 at the largest it accepts (run in tiles), and prints the engine and the time split (decode,
 degrade, model, bicubic, metrics, encode of the previews, and the PNG made afterwards for
@@ -34,16 +34,9 @@ from skimage import data
 
 from bench.host import host_lines
 from rtsr.constants import TARGET_SIZE
-from rtsr.serving import (
-    STAGES,
-    ModelPool,
-    Previews,
-    default_max_input_pixels,
-    default_one_pass_pixels,
-    encode_png,
-    encode_preview,
-    serve,
-)
+from rtsr.previews import Previews, encode_png, encode_preview
+from rtsr.serving import STAGES, default_max_input_pixels, default_one_pass_pixels, serve
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.registry import Registry
 
 

@@ -11,7 +11,7 @@ Sections, each independent (a failure is reported and the next one runs):
    (RLIMIT_DATA), beside the same under RLIMIT_AS, which CUDA's address-space reservation
    breaks;
 4. ``rtsr validate`` of the shipped RTSRN x2 in the sandbox, on the GPU;
-5. the app's path: :class:`rtsr.serving.ModelPool` (the sandboxed model process) serving a
+5. the app's path: :class:`rtsr.submissions.pool.ModelPool` (the sandboxed model process) serving a
    1080p -> 4K request, against the same model run in this process, side by side;
 
 Sections that run on a CPU too (engines, tiling, training steps, the app's path) do so at
@@ -163,7 +163,9 @@ def validate_on_gpu() -> list[str]:
 
 def app_path() -> list[str]:
     from rtsr.inference import prepare, upscale_timed
-    from rtsr.serving import ModelPool, encode_png, serve
+    from rtsr.previews import encode_png
+    from rtsr.serving import serve
+    from rtsr.submissions.pool import ModelPool
     from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 
     registry = Registry.read(BUNDLED_REGISTRY)

@@ -26,8 +26,10 @@ import torch
 from rtsr.constants import JPEG_QUALITY
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.leaderboard.details import BICUBIC_PSNR_KEY, GAIN_KEY
+from rtsr.previews import encode_png
 from rtsr.results.metrics import IMAGE_METRICS
-from rtsr.serving import Mode, ModelPool, UpscaleResult, encode_png, serve
+from rtsr.serving import Mode, UpscaleResult, serve
+from rtsr.submissions.pool import ModelPool
 
 #: The most images one batch takes (a request holds the queue for all of them).
 MAX_BATCH_IMAGES: Final = 20

@@ -15,7 +15,8 @@ import gradio as gr
 from rtsr.batch import MAX_BATCH_IMAGES, Batch
 from rtsr.leaderboard.details import GAIN_KEY
 from rtsr.results.metrics import IMAGE_METRICS, metric
-from rtsr.serving import Mode, ModelPool
+from rtsr.serving import Mode
+from rtsr.submissions.pool import ModelPool
 from space.text import plain
 
 #: The summary's table scrolls sideways on a phone rather than breaking its headers.

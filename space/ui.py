@@ -21,9 +21,7 @@ from typing import Any
 import gradio as gr
 
 from rtsr.errors import RTSRError, first_line
-from rtsr.serving import (
-    ModelPool,
-)
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.requests import Store
 from rtsr.submissions.submission import MAX_UNZIPPED_BYTES
 from space.about import ABOUT, INTRO, SUBMIT_INTRO, TITLE

@@ -28,22 +28,21 @@ from rtsr.engines import MIN_FIDELITY_DB, fidelity_text, substitution_reason
 from rtsr.errors import InputError, RTSRError, first_line
 from rtsr.images import image_size
 from rtsr.leaderboard.sources import REFERENCE_IDS
+from rtsr.previews import Previews, encode_png
 from rtsr.results.metrics import IMAGE_METRICS
 from rtsr.serving import (
     STAGES,
     Mode,
-    ModelPool,
-    Previews,
     UpscaleResult,
     check_input_size,
     default_max_input_pixels,
     default_one_pass_pixels,
     default_tile,
-    encode_png,
     fit_size,
     megapixels,
     serve,
 )
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.sandbox import isolation_note
 from space.batch import build_batch_section
 from space.doors import safe_name, save_data_url

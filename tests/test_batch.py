@@ -12,7 +12,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from rtsr.batch import CSV_COLUMNS, MAX_BATCH_IMAGES, png_name, serve_batch
 from rtsr.errors import InputError
-from rtsr.serving import ModelPool
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from tests.support.data import ROOT
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rtsr.serving import ModelPool, serve
+from rtsr.serving import serve
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from tests.support.app import ARTIFACTS
 from tests.support.browser import TIMEOUT_MS, VIEWPORTS, attach

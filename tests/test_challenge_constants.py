@@ -83,7 +83,8 @@ def test_the_cli_prepare_data_on_its_defaults_writes_the_challenges_lr(tmp_path)
 
 
 def test_the_apps_simulate_mode_makes_the_challenges_input():
-    from rtsr.serving import ModelPool, serve
+    from rtsr.serving import serve
+    from rtsr.submissions.pool import ModelPool
     from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 
     upload = _read(ROOT / "examples" / "rocket.png")  # 427x640: cropped to 426x640 at x2

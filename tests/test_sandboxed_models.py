@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rtsr.errors import ModelError
-from rtsr.serving import ModelPool, serve
+from rtsr.serving import serve
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.registry import Registry, entry_for
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.sandboxed_models import SERVING_LIMITS, SandboxedModels

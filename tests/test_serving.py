@@ -18,21 +18,9 @@ from rtsr.engines import build_engine, serving_candidates
 from rtsr.errors import InputError, ModelError
 from rtsr.images import image_size
 from rtsr.inference import prepare, upscale, upscale_timed
-from rtsr.serving import (
-    CPU_MAX_INPUT_PIXELS,
-    MIN_INPUT_SIDE,
-    ModelPool,
-    Previews,
-    check_input_size,
-    detail_box,
-    detail_crops,
-    downscale,
-    encode_png,
-    encode_preview,
-    fit_size,
-    nearest_upscale,
-    serve,
-)
+from rtsr.previews import Previews, detail_box, detail_crops, encode_png, encode_preview, nearest_upscale
+from rtsr.serving import CPU_MAX_INPUT_PIXELS, MIN_INPUT_SIDE, check_input_size, downscale, fit_size, serve
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry, entry_for
 from rtsr.submissions.submission import open_submission
 from tests.support.data import photo

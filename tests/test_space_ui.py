@@ -47,7 +47,7 @@ def test_the_page_says_when_nothing_can_be_served_or_shown(tmp_path):
     import json
 
     from rtsr.leaderboard import empty_leaderboard
-    from rtsr.serving import ModelPool
+    from rtsr.submissions.pool import ModelPool
     from rtsr.submissions.registry import Registry
     from space.settings import Settings
     from space.ui import Board, build_demo
@@ -69,7 +69,7 @@ def test_the_leaderboard_tab_is_built_from_the_list_of_sources(tmp_path):
 
     from rtsr.leaderboard import EvaluationFolder, default_sources, load_leaderboard
     from rtsr.leaderboard.sources import EVALUATIONS_DIR
-    from rtsr.serving import ModelPool
+    from rtsr.submissions.pool import ModelPool
     from rtsr.submissions.registry import Registry
     from space.settings import Settings
     from space.ui import Board, build_demo
@@ -129,7 +129,8 @@ def test_names_from_submissions_are_shown_as_text_in_the_table_and_the_details()
 def test_model_names_are_shown_as_text_in_the_upscale_results():
     from dataclasses import replace
 
-    from rtsr.serving import ModelPool, serve
+    from rtsr.serving import serve
+    from rtsr.submissions.pool import ModelPool
     from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
     from space.upscale_tab import metrics_markdown, timing_markdown
     from tests.support.data import ROOT

@@ -21,7 +21,8 @@ from rtsr.errors import ModelError
 from rtsr.images import read_rgb
 from rtsr.inference import prepare, upscale, upscale_tiled
 from rtsr.models import RTSRN, PaddedModel, load_model, srmodel
-from rtsr.serving import ModelPool, serve
+from rtsr.serving import serve
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from rtsr.submissions.sandboxed_models import SERVING_LIMITS
 from rtsr.tiling import ReceptiveField, plan_tiles, receptive_radius

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rtsr.serving import ModelPool
+from rtsr.submissions.pool import ModelPool
 from rtsr.submissions.registry import BUNDLED_REGISTRY, Registry
 from space.upscale_tab import (
     BEFORE_NAMES,
