@@ -68,7 +68,8 @@ def _start_worker(settings: Settings, requests: Store, stop: threading.Event) ->
     """With ``--worker local``, a thread that evaluates pending requests (each in the sandbox)."""
     if settings.worker != "local":
         return None
-    from rtsr.submissions.worker import LocalBackend, Worker
+    from rtsr.submissions.backends import LocalBackend
+    from rtsr.submissions.worker import Worker
 
     worker = Worker(requests, LocalBackend())
     thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, name="rtsr-worker", daemon=True)

@@ -906,16 +906,10 @@ def _args_worker(p: argparse.ArgumentParser) -> None:
 def _cmd_worker(args: argparse.Namespace) -> None:
     import os
 
+    from rtsr.submissions.backends import Backend, HfJobsBackend, LocalBackend
+    from rtsr.submissions.evaluating import EvaluationSettings, TestSet
     from rtsr.submissions.stores import open_store
-    from rtsr.submissions.worker import (
-        Backend,
-        EvaluationSettings,
-        HfJobsBackend,
-        LocalBackend,
-        Offer,
-        TestSet,
-        run_workers,
-    )
+    from rtsr.submissions.worker import Offer, run_workers
 
     store = open_store(args.store)
     settings = EvaluationSettings(
@@ -940,8 +934,9 @@ def _cmd_worker(args: argparse.Namespace) -> None:
         backend = HfJobsBackend(
             HfApi(), args.image, args.flavor, settings, os.environ.get(args.test_set_token_env), args.job_timeout
         )
-    if not args.quiet:
-        logging.getLogger("rtsr.submissions.worker").setLevel(logging.INFO)
+    if not args.quiet:  # what the worker does, step by step: its loop, the evaluation, the job
+        for name in ("worker", "evaluating", "backends"):
+            logging.getLogger(f"rtsr.submissions.{name}").setLevel(logging.INFO)
     offer = None
     if args.offer_results:
         space = os.environ.get("SPACE_ID")  # set on a Space: the board is that Space

@@ -427,7 +427,8 @@ def test_a_job_evaluates_a_local_submission_from_its_copy_in_the_dataset(
     """On Jobs, a maintainer's local submission travels through the store: the job fetches its
     copy from the dataset at the commit the worker read, with the read-only token it is given,
     checks it is the submission requested, and evaluates it."""
-    from rtsr.submissions.worker import HfJobsBackend, Worker
+    from rtsr.submissions.backends import HfJobsBackend
+    from rtsr.submissions.worker import Worker
     from tests.test_worker import BUNDLED, FAST_SETTINGS, LocalJobs
 
     with HubStandIn() as hub:

@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 from huggingface_hub import JobInfo
 
+from rtsr.submissions.backends import HfJobsBackend
+from rtsr.submissions.evaluating import EvaluationSettings, TestSet
 from rtsr.submissions.requests import SqliteStore, submit
-from rtsr.submissions.worker import EvaluationSettings, HfJobsBackend, TestSet, Worker
+from rtsr.submissions.worker import Worker
 from tests.support.cli import run_cli
 from tests.support.data import ROOT
 from tests.support.submissions import populate_hub_cache
@@ -334,7 +336,7 @@ def test_a_submission_cannot_forge_its_jobs_result_or_read_its_secrets(
 
 def test_test_sets_name_a_folder_the_bundled_set_or_a_hub_dataset(tmp_path: Path) -> None:
     from rtsr.errors import InputError
-    from rtsr.submissions.worker import BUNDLED_TEST_SET
+    from rtsr.submissions.evaluating import BUNDLED_TEST_SET
 
     # bundled:<name> resolves wherever rtsr is installed (a Job's container has another path)
     bundled = TestSet.parse("bundled:Set5")
@@ -433,7 +435,7 @@ def test_a_worker_refuses_settings_that_do_not_fit_a_track_before_claiming(tmp_p
 def test_one_evaluation_at_a_time_per_host(tmp_path: Path) -> None:
     """Workers of one host take turns (its evaluation lock), so that no other submission runs
     beside a measurement; a worker that claimed a request waits for the lock to be free."""
-    from rtsr.submissions.worker import host_lock
+    from rtsr.submissions.evaluating import host_lock
     from tests.test_app import descendants
 
     lock = tmp_path / "host.lock"

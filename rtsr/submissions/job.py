@@ -1,4 +1,4 @@
-"""What a Hugging Face Job runs for :class:`rtsr.submissions.worker.HfJobsBackend`:
+"""What a Hugging Face Job runs for :class:`rtsr.submissions.backends.HfJobsBackend`:
 
     python -m rtsr.submissions.job '<request JSON>'
 
@@ -21,9 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from rtsr.errors import RTSRError, SubmissionError, first_line
+from rtsr.submissions.backends import failure_line, result_line
+from rtsr.submissions.evaluating import EvaluationSettings, TestSet, evaluate_submission
 from rtsr.submissions.requests import local_revision
 from rtsr.submissions.submission import open_submission
-from rtsr.submissions.worker import EvaluationSettings, TestSet, evaluate_submission, failure_line, result_line
 
 
 def _fetch_copy(copy: dict[str, str], token: str | None) -> Path:
