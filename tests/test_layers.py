@@ -90,3 +90,16 @@ def test_no_import_cycle_in_rtsr():
     assert {"rtsr.cli", "rtsr.submissions.worker", "rtsr.results.schema", "rtsr.results.metrics"} <= set(graph)
     assert "rtsr.engines" in graph["rtsr.inference"]  # the finder sees real imports
     assert cycles(graph) == []
+
+
+def test_no_function_of_the_app_is_over_120_lines():
+    """The app's code stays in pieces a reader can hold: each tab's builder in parts, its
+    handlers at module level."""
+    long = []
+    for path in [*(ROOT / "space").glob("*.py"), ROOT / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > 120:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert long == []
