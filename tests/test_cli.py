@@ -285,7 +285,9 @@ def test_global_options_parse_the_same_anywhere(argv, quiet, verbose):
     assert (args.quiet, args.verbose) == (quiet, verbose)
 
 
-@pytest.mark.parametrize("command", [*(c for c in COMMANDS if c != "registry"), "registry list", "registry add"])
+@pytest.mark.parametrize(
+    "command", [*(c.name for c in COMMANDS if c.name != "registry"), "registry list", "registry add"]
+)
 def test_every_command_lists_the_global_options_in_its_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([*command.split(), "--help"])

@@ -130,3 +130,13 @@ def test_the_librarys_example_runs_on_an_installed_rtsr(installed, tmp_path):
     assert checks in code
     printed = _run([bin_dir / "python", "-c", code], cwd=tmp_path, env=env)
     assert 33.0 < float(printed) < 35.0  # RTSRN x2 on baby, JPEG q90 LR
+
+
+def test_every_package_of_rtsr_is_in_the_wheel():
+    """pyproject.toml lists rtsr's packages by name (the bundled folders are mapped beside
+    them): a package added to rtsr/ and not to the list would be missing from an install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "rtsr").rglob("__init__.py")}
+    assert packages == {p for p in listed if not p.startswith("rtsr.data.")}
