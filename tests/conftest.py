@@ -39,7 +39,7 @@ pytest_plugins = [
 #: Where a full run's per-test times are kept, in seconds (setup, call and teardown together).
 DURATIONS = Path(__file__).with_name("durations.json")
 #: A test that took this long, or longer, is ``slow``.
-SLOW_S = 4.0
+SLOW_S = 2.5
 #: What a test's source names when it runs a submission's code in the sandbox.
 _SANDBOXED = re.compile(
     r"run_validation|run_checks|validate\(|SandboxedModels|ModelPool\(|sandbox\.run|check_zip_report|Worker\("
