@@ -564,7 +564,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     confined = _confined(args)
     if confined is not None:
         with confined:
-            doc = _evaluate_confined(confined, args)
+            doc = confined.evaluate(
+                args.lr_dir, args.gt_dir, tuple(args.crop_size), args.warmup, args.repeat,
+                args.crop_border, args.dataset, not args.quiet,
+            )  # fmt: skip
         precision = confined.precision
     else:
         loaded, device, precision = _load(args)
@@ -595,33 +598,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{m.label:<{width}}  {m.text(m.read(evaluation))}")
     _print_engines(doc["runtime"].get("engines", []), precision)
     print(f"wrote {args.out}")
-
-
-def _evaluate_confined(model: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """``evaluate``'s document for a model in its sandboxed process, as the worker makes it:
-    its outputs in the fastest faithful engine of its precision, metrics here, the runtime
-    protocol vouched for on this side."""
-    from rtsr.evaluation import evaluate_with
-    from rtsr.runtime import lr_size
-
-    engines: list[Any] = []
-
-    def upscaler(lr: Any) -> Any:
-        done = model.upscale(lr)
-        engines[:] = [done.engine]
-        return done.sr
-
-    def runtime() -> Any:
-        size = lr_size(model.descriptor.scale, tuple(args.crop_size))
-        return model.runtime_report(size, args.warmup, args.repeat, not args.quiet)
-
-    doc = evaluate_with(
-        model.descriptor, upscaler, runtime, args.lr_dir, args.gt_dir, model.device, model.precision,
-        args.crop_border, args.dataset, not args.quiet,
-    )  # fmt: skip
-    if engines:
-        doc["engine"] = engines[0].as_dict()
-    return doc
 
 
 def _args_train(p: argparse.ArgumentParser) -> None:

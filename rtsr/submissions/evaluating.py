@@ -22,7 +22,6 @@ from typing import Any, Final
 from rtsr.bundled import BUNDLED_PREFIX, bundled
 from rtsr.bundled import folder as bundled_folder
 from rtsr.constants import TARGET_SIZE, TIMED_PASSES, TRACK_SCALES, WARMUP_PASSES
-from rtsr.engines import EngineChoice
 from rtsr.errors import InputError, RTSRError, SubmissionError, first_line
 from rtsr.submissions.sandbox import Limits
 from rtsr.submissions.submission import Submission
@@ -265,8 +264,6 @@ def _evaluate(
     import torch
 
     from rtsr.devices import device_name, resolve_device
-    from rtsr.evaluation import evaluate_with
-    from rtsr.runtime import RuntimeReport, lr_size
     from rtsr.submissions.confined import ConfinedModel
 
     submission = check_submission(submission, track, settings.limits)
@@ -282,41 +279,18 @@ def _evaluate(
             name=submission.meta.method or submission.name,
             source=submission.source if submission.revision else submission.name,
         )
-        precision = model.precision
-        reports: list[RuntimeReport] = []
-
-        def runtime() -> RuntimeReport:
-            # the protocol does not depend on the set: measure once, on the first set
-            if not reports:
-                size = lr_size(scale, settings.target_size)
-                reports.append(model.runtime_report(size, settings.warmup, settings.repeat, progress))
-            return reports[0]
-
-        engines: list[EngineChoice] = []
-
-        def upscaler(lr: Any) -> Any:
-            # the outputs in the fastest engine of the protocol's precision (OpenVINO f32 on a
-            # CPU equals FP32 eager to 1e-6): bf16, which the app serves, moved RTSRN's Set5
-            # PSNR by 0.016 dB, which ranks submissions. The runtime above stays eager, the
-            # challenge's rule.
-            done = model.upscale(lr)
-            engines[:] = [done.engine]
-            return done.sr
-
         documents = {}
         for test_set in settings.test_sets:
             lr_dir, gt_dir = _prepared(test_set, test_set.folder(hub_token), scale, cache)
             logger.info("evaluating %s on %s", submission.source, test_set.name)
             try:
-                document = evaluate_with(
-                    model.descriptor, upscaler, runtime, lr_dir, gt_dir, device, precision, 0, test_set.name, progress
+                document = model.evaluate(
+                    lr_dir, gt_dir, settings.target_size, settings.warmup, settings.repeat, 0, test_set.name, progress
                 )
             except (RTSRError, torch.OutOfMemoryError) as e:
                 raise SubmissionError(submission.without_root(f"on {test_set.name}: {first_line(e)}")) from None
             # the paths of the private test set stay private
             document["dataset"].update(lr_dir=None, gt_dir=None)
-            if engines:
-                document["engine"] = engines[0].as_dict()
             if labels:
                 document["submission"] = {k: v for k, v in labels.items() if k != "entry"}
             documents[test_set.name] = document
